@@ -1,0 +1,3 @@
+from hafen.cli import main
+
+main()

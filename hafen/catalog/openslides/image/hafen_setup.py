@@ -1,0 +1,25 @@
+"""One-off setup job of an OpenSlides instance: migrate, then set the admin password.
+
+Safe to run again: migrations that ran are skipped and the password is set to
+the value of the admin_password secret each time. The password is read from
+the secret file and never passed on a command line.
+"""
+
+from pathlib import Path
+
+import django
+from openslides.utils.main import setup_django_settings_module
+
+setup_django_settings_module()
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+call_command("migrate", interactive=False, verbosity=1)
+
+password = Path("/run/secrets/admin_password").read_text().strip()
+user = get_user_model().objects.get(username="admin")
+user.set_password(password)
+user.save(skip_autoupdate=True)
+print("setup: migrations applied, admin password set", flush=True)

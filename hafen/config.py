@@ -1,0 +1,50 @@
+"""Settings of a hafen installation, read from HAFEN_* environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HAFEN_")
+
+    data_dir: Path = Field(default=Path.home() / ".local/share/hafen")
+    # Names every swarm object and labels it, so that two installations (a
+    # developer's and a test run's) can share one swarm without touching each other.
+    prefix: str = Field(default="hafen", pattern=r"^[a-z][a-z0-9]{1,15}$")
+    engine: Literal["swarm", "fake"] = "swarm"
+    http_port: int = 80
+    https_port: int = 443
+    domain_suffix: str = "localhost"
+    acme_email: str = ""
+    web_host: str = "127.0.0.1"
+    web_port: int = 8765
+    advertise_addr: str = "127.0.0.1"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "hafen.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def edge_dir(self) -> Path:
+        return self.data_dir / "edge"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "controller.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "controller.pid"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,369 @@
+"""Operations as lists of idempotent steps, advanced a little on every pass.
+
+A step looks at the latest observation, acts if the engine differs from what
+it wants, and says whether it is done. A step that is not done is asked again
+on the next pass, with a fresh observation; so a controller that dies at any
+point picks up where it was, and repeats nothing that took effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from hafen import crypto
+from hafen.catalog import App, get_app
+from hafen.config import Settings
+from hafen.controller.edge import EdgeReconciler, route_for
+from hafen.edge.client import Edge
+from hafen.engine.base import Engine, Observation, ServiceSpec, ServiceState
+from hafen.errors import EngineConflict, EngineError, HafenError
+from hafen.instances import naming
+from hafen.instances.models import Instance, Operation, OpState, State
+from hafen.instances.stack import StackInput, render
+
+log = logging.getLogger("hafen.controller")
+
+MAX_TASK_FAILURES = 3
+STEP_TIMEOUT = timedelta(minutes=10)
+MAX_ATTEMPTS = 8
+
+
+class Retry(Exception):
+    """A passing problem: try the step again after a delay (per instance backoff)."""
+
+
+class Fail(HafenError):
+    """A permanent problem: the operation fails with this message."""
+
+
+@dataclass
+class Context:
+    engine: Engine
+    edge: Edge
+    edge_state: EdgeReconciler
+    settings: Settings
+    obs: Observation
+    instance: Instance
+    op: Operation
+    app: App = field(init=False)
+    specs: dict[str, ServiceSpec] = field(init=False)
+    waves: list[list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.app = get_app(self.instance.app)
+        running = self.op.kind not in ("stop", "delete", "erase")
+        self.specs, self.waves = render(
+            StackInput(
+                prefix=self.settings.prefix,
+                name=self.instance.name,
+                app=self.app,
+                version=self.instance.version,
+                size=self.instance.size,
+                replicas=self.instance.replicas,
+                secret_versions=self.instance.secret_versions(),
+                running=running,
+                restart=self.instance.restart_count,
+                job_run=str(self.op.pk),
+            )
+        )
+
+    @property
+    def services(self) -> dict[str, ServiceState]:
+        return self.obs.services_of(self.instance.name)
+
+    def labels(self) -> dict[str, str]:
+        return naming.labels(self.settings.prefix, self.instance.name)
+
+
+StepFn = Callable[[Context], bool]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    run: StepFn
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def prepare(ctx: Context) -> bool:
+    """The instance's network, volumes and Docker secrets (current versions)."""
+    prefix, name = ctx.settings.prefix, ctx.instance.name
+    network = naming.internal_network(prefix, name)
+    if network not in ctx.obs.networks:
+        ctx.engine.create_network(network, ctx.labels(), internal=True)
+    for vol in ctx.app.volumes:
+        if naming.volume(prefix, name, vol) not in ctx.obs.volumes:
+            ctx.engine.create_volume(naming.volume(prefix, name, vol), ctx.labels())
+    versions = ctx.instance.secret_versions()
+    for secret in ctx.instance.secrets.all():
+        if secret.version != versions[secret.name]:
+            continue
+        docker_name = naming.secret(prefix, name, secret.name, secret.version)
+        if docker_name not in ctx.obs.secrets:
+            try:
+                ctx.engine.create_secret(docker_name, crypto.decrypt(secret.ciphertext).encode(), ctx.labels())
+            except EngineConflict:
+                pass  # made by an earlier pass that died before it was observed
+    return True
+
+
+def _tail(ctx: Context, svc: str) -> str:
+    try:
+        lines = list(ctx.engine.service_logs(ctx.specs[svc].name, tail=5))
+    except EngineError:
+        return ""
+    return " | ".join(line.strip() for line in lines if line.strip())[-600:]
+
+
+def deploy(services: list[str]) -> StepFn:
+    def run(ctx: Context) -> bool:
+        current = ctx.services
+        changed = [ctx.engine.apply_service(ctx.specs[svc], current.get(svc)) for svc in services]
+        return not any(changed)  # after a change, wait for an observation of it
+
+    return run
+
+
+def wait_for(services: list[str]) -> StepFn:
+    def run(ctx: Context) -> bool:
+        current = ctx.services
+        ready = True
+        for svc in services:
+            spec, state = ctx.specs[svc], current.get(svc)
+            if state is None or state.spec_digest != spec.digest():
+                ready = False
+                continue
+            if len(state.failures) >= (1 if spec.job else MAX_TASK_FAILURES):
+                what = "setup job" if spec.job else "service"
+                reason = state.last_error or "exited with an error"
+                tail = _tail(ctx, svc)
+                raise Fail(f"{what} {svc} failed: {reason}" + (f"; last log lines: {tail}" if tail else ""))
+            if not (state.complete if spec.job else state.converged()):
+                ready = False
+        return ready
+
+    return run
+
+
+def route(ctx: Context) -> bool:
+    """Wait until the edge has the route this instance should now have."""
+    wanted = route_for(ctx.instance, ctx.settings.prefix)
+    if ctx.edge_state.mode(ctx.instance.domain) == (wanted.mode if wanted else None):
+        return True
+    if ctx.edge_state.problem:
+        ctx.op.error = ctx.edge_state.problem
+    return False
+
+
+def verify(ctx: Context) -> bool:
+    """The app's health path answers through the edge."""
+    status = ctx.edge.probe(ctx.instance.domain, ctx.app.health_path)
+    if status == 200:
+        return True
+    ctx.op.error = f"{ctx.app.health_path} answers {status or 'nothing'} through the edge"
+    return False
+
+
+def scale_down(ctx: Context) -> bool:
+    current = ctx.services
+    changed = False
+    for svc, spec in ctx.specs.items():
+        if svc not in current:
+            continue
+        if spec.job:
+            ctx.engine.remove_service(spec.name)
+            changed = True
+        else:
+            changed = ctx.engine.apply_service(spec, current[svc]) or changed
+    return not changed
+
+
+def stopped(ctx: Context) -> bool:
+    return all(s.running == 0 and s.stale == 0 for s in ctx.services.values())
+
+
+def remove_services(ctx: Context) -> bool:
+    for state in ctx.services.values():
+        ctx.engine.remove_service(state.name)
+    return True
+
+
+def removed(ctx: Context) -> bool:
+    return not ctx.services
+
+
+def prune_secrets(ctx: Context) -> bool:
+    """Docker secrets of older versions, once no service holds them."""
+    prefix, name = ctx.settings.prefix, ctx.instance.name
+    versions = ctx.instance.secret_versions()
+    keep = {naming.secret(prefix, name, s, v) for s, v in versions.items()}
+    mine = f"{naming.stack(prefix, name)}_"
+    for secret in sorted(s for s in ctx.obs.secrets if s.startswith(mine) and s not in keep):
+        try:
+            ctx.engine.remove_secret(secret)
+        except EngineConflict:
+            return False
+    ctx.instance.secrets.exclude(
+        pk__in=[s.pk for s in ctx.instance.secrets.all() if s.version == versions[s.name]]
+    ).delete()
+    return True
+
+
+def remove_data(ctx: Context) -> bool:
+    """Volumes, secrets and network; volumes stay busy until the containers are gone."""
+    prefix, name = ctx.settings.prefix, ctx.instance.name
+    mine = f"{naming.stack(prefix, name)}_"
+    try:
+        for vol in sorted(v for v in ctx.obs.volumes if v.startswith(mine)):
+            ctx.engine.remove_volume(vol)
+        for secret in sorted(s for s in ctx.obs.secrets if s.startswith(mine)):
+            ctx.engine.remove_secret(secret)
+        network = naming.internal_network(prefix, name)
+        if network in ctx.obs.networks:
+            ctx.engine.remove_network(network)
+    except EngineConflict:
+        return False
+    return True
+
+
+# -- plans ---------------------------------------------------------------------------------------
+
+
+def _bring_up(ctx: Context) -> list[Step]:
+    steps = [Step("prepare", "network, volumes and secrets", prepare)]
+    for wave in ctx.waves:
+        label = ", ".join(wave)
+        steps.append(Step(f"deploy:{label}", f"start {label}", deploy(wave)))
+        steps.append(Step(f"wait:{label}", f"wait for {label}", wait_for(wave)))
+    steps.append(Step("route", "route the domain at the edge", route))
+    steps.append(Step("verify", "check the app through the edge", verify))
+    return steps
+
+
+def plan(ctx: Context) -> list[Step]:
+    kind = ctx.op.kind
+    web = ctx.app.web_service
+    setup = [svc for svc, spec in ctx.specs.items() if spec.job]
+    if kind in ("create", "start", "repair"):
+        return _bring_up(ctx)
+    if kind in ("restart", "scale"):
+        return [
+            Step(f"deploy:{web}", f"update {web}", deploy([web])),
+            Step(f"wait:{web}", f"wait for {web}", wait_for([web])),
+            Step("route", "route the domain at the edge", route),
+        ]
+    if kind == "passwd":
+        return [
+            Step("prepare", "new secret", prepare),
+            Step("deploy:setup", "run the setup job", deploy(setup)),
+            Step("wait:setup", "wait for the setup job", wait_for(setup)),
+            Step("prune", "remove the old secret", prune_secrets),
+        ]
+    if kind == "stop":
+        return [
+            Step("route", "show the stopped page at the edge", route),
+            Step("scale-down", "stop the services", scale_down),
+            Step("stopped", "wait for the services to stop", stopped),
+        ]
+    if kind in ("delete", "erase"):
+        steps = [
+            Step("route", "remove the route at the edge", route),
+            Step("remove", "remove the services", remove_services),
+            Step("removed", "wait for the services to go", removed),
+        ]
+        if kind == "erase":
+            steps.append(Step("remove-data", "remove volumes, secrets and network", remove_data))
+        return steps
+    raise Fail(f"unknown operation {kind!r}")
+
+
+_START_STATE = {"create": State.CREATING, "start": State.CREATING, "repair": State.CREATING,
+                "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING}
+_END_STATE = {"stop": State.STOPPED, "delete": State.DELETED}
+
+
+def _now_iso() -> str:
+    return timezone.now().isoformat()
+
+
+def advance(ctx: Context) -> bool:
+    """Run the operation's steps as far as they go now; return whether it finished."""
+    op, instance = ctx.op, ctx.instance
+    steps = plan(ctx)
+    if not op.steps:
+        op.steps = [{"name": s.name, "title": s.title, "state": "pending"} for s in steps]
+    if op.state == OpState.PENDING:
+        op.state = OpState.RUNNING
+        op.started_at = timezone.now()
+        if op.kind in _START_STATE:
+            instance.state = _START_STATE[op.kind]
+            instance.error = ""
+            instance.save(update_fields=["state", "error", "updated_at"])
+    by_name = {s.name: s for s in steps}
+    for record in op.steps:
+        if record["state"] == "done":
+            continue
+        step = by_name.get(record["name"])
+        if step is None:
+            raise Fail(f"step {record['name']} no longer exists in the plan of {op.kind}")
+        if record["state"] != "running":
+            record.update(state="running", started_at=_now_iso())
+        started = time.monotonic()
+        done = step.run(ctx)
+        log.debug("%s %s %s: %s in %.3fs", op.kind, instance.name, step.name, done, time.monotonic() - started)
+        if not done:
+            began = datetime.fromisoformat(record["started_at"])
+            if timezone.now() - began > STEP_TIMEOUT:
+                raise Fail(f"step '{step.title}' did not finish in {STEP_TIMEOUT}: {op.error or 'no reason seen'}")
+            return False
+        record.update(state="done", finished_at=_now_iso())
+        op.error = ""
+    return True
+
+
+def finish(ctx: Context, error: str = "") -> None:
+    op, instance = ctx.op, ctx.instance
+    op.finished_at = timezone.now()
+    if error:
+        op.state = OpState.FAILED
+        op.error = error
+        for record in op.steps:
+            if record["state"] == "running":
+                record["state"] = "failed"
+        instance.state = State.ERROR
+        instance.error = error
+        instance.save(update_fields=["state", "error", "updated_at"])
+    else:
+        op.state = OpState.SUCCEEDED
+        op.error = ""
+        if op.kind == "erase":
+            instance.delete()
+            op.instance = None
+        else:
+            instance.state = _END_STATE.get(op.kind, State.RUNNING)
+            instance.error = ""
+            instance.save(update_fields=["state", "error", "updated_at"])
+    op.save()
+    log.info("%s %s: %s%s", op.kind, op.instance_name, op.state, f" ({error})" if error else "")
+
+
+def backoff(op: Operation, reason: str) -> None:
+    op.attempts += 1
+    delay = min(2 ** op.attempts, 60)
+    op.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+    op.error = f"{reason} (retrying in {delay}s)"
+    op.save()
+
+
+def describe_steps(op: Operation) -> list[dict[str, Any]]:
+    return [{k: s.get(k) for k in ("name", "title", "state")} for s in op.steps]

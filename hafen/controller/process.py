@@ -1,0 +1,108 @@
+"""The control plane as a process: run in the foreground, detach, stop."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from hafen.config import Settings
+from hafen.errors import Conflict, ControlPlaneDown, HafenError
+
+log = logging.getLogger("hafen.controller")
+
+
+def running_pid(settings: Settings) -> int | None:
+    try:
+        pid = int(settings.pid_path.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def _lock(settings: Settings) -> IO[str]:
+    handle = (settings.data_dir / "controller.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise Conflict(f"the control plane runs already (pid {running_pid(settings)})") from None
+    return handle
+
+
+def _serve_web(settings: Settings) -> None:
+    from waitress import serve
+    from django.core.wsgi import get_wsgi_application
+
+    serve(get_wsgi_application(), host=settings.web_host, port=settings.web_port, threads=4, _quiet=True)
+
+
+def serve(settings: Settings) -> None:
+    """Run the controller (and the web server) until SIGTERM or SIGINT."""
+    from hafen.controller.loop import Controller
+    from hafen.edge.client import CaddyEdge, FakeEdge
+    from hafen.engine import get_engine
+
+    lock = _lock(settings)
+    settings.pid_path.write_text(str(os.getpid()))
+    edge = FakeEdge() if settings.engine == "fake" else CaddyEdge(settings.edge_dir / "admin.sock",
+                                                                  settings.http_port)
+    controller = Controller(get_engine(), edge, settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: controller.stopping.set())
+    threading.Thread(target=_serve_web, args=(settings,), daemon=True, name="web").start()
+    try:
+        controller.run()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            settings.pid_path.unlink()
+        lock.close()
+
+
+def detach(settings: Settings, timeout: float = 60) -> int:
+    """Start the control plane in the background; return its pid once it beats."""
+    from hafen.instances.models import ControlPlane
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = settings.log_path.open("a")
+    started = time.time()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "hafen", "serve"],
+        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise ControlPlaneDown(f"the control plane exited at start; see {settings.log_path}: {_tail(settings.log_path)}")
+        plane = ControlPlane.objects.filter(pk=1, pid=child.pid).first()
+        if plane and plane.beat_at and plane.beat_at.timestamp() >= started:
+            return child.pid
+        time.sleep(0.2)
+    child.terminate()
+    raise ControlPlaneDown(f"the control plane did not become ready in {timeout:.0f}s; see {settings.log_path}")
+
+
+def _tail(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(empty log)"
+
+
+def stop(settings: Settings, timeout: float = 30) -> int | None:
+    pid = running_pid(settings)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(settings) is None:
+            return pid
+        time.sleep(0.2)
+    raise HafenError(f"the control plane (pid {pid}) did not stop in {timeout:.0f}s")

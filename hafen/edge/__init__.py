@@ -1,0 +1,1 @@
+"""The edge: one shared reverse proxy that maps domains to instances."""

@@ -1,0 +1,204 @@
+"""The orchestrator behind a small interface: what hafen asks of an engine.
+
+Specs describe what should exist; `observe` returns, in a handful of bulk
+calls filtered by label, everything of one installation that does exist. The
+controller compares the two. Implementations: `swarm` (real) and `fake`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+LABEL_PREFIX = "hafen.prefix"
+LABEL_INSTANCE = "hafen.instance"
+LABEL_SERVICE = "hafen.service"
+LABEL_SPEC = "hafen.spec"
+LABEL_TEMPLATE = "hafen.template"
+LABEL_STACK = "com.docker.stack.namespace"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    name: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    kind: str = "volume"  # or "bind"
+
+
+@dataclass(frozen=True)
+class NetworkRef:
+    name: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    target: int
+    published: int
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[SecretRef] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    networks: list[NetworkRef] = field(default_factory=list)
+    ports: list[PublishedPort] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    replicas: int = 1
+    job: bool = False
+    memory_bytes: int | None = None
+    nano_cpus: int | None = None
+    force_update: int = 0
+
+    def template_digest(self) -> str:
+        """Digest of what the tasks run: a change here rolls the tasks over."""
+        data = asdict(self)
+        data.pop("replicas")
+        return _digest(data)
+
+    def digest(self) -> str:
+        """Digest of the whole service: a change here needs an update call."""
+        return _digest(asdict(self))
+
+
+def _digest(data: object) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class TaskState:
+    state: str
+    desired_state: str
+    template: str
+    error: str = ""
+    container_id: str = ""
+
+
+@dataclass
+class ServiceState:
+    name: str
+    labels: dict[str, str]
+    replicas: int
+    job: bool
+    tasks: list[TaskState] = field(default_factory=list)
+
+    @property
+    def spec_digest(self) -> str:
+        return self.labels.get(LABEL_SPEC, "")
+
+    @property
+    def template_digest(self) -> str:
+        return self.labels.get(LABEL_TEMPLATE, "")
+
+    def _current(self) -> list[TaskState]:
+        return [t for t in self.tasks if t.template == self.template_digest]
+
+    @property
+    def running(self) -> int:
+        """Tasks of the current template that run (and so passed their health check)."""
+        return sum(1 for t in self._current() if t.state == "running")
+
+    @property
+    def stale(self) -> int:
+        return sum(1 for t in self.tasks if t.template != self.template_digest and t.state == "running")
+
+    @property
+    def complete(self) -> bool:
+        return any(t.state == "complete" for t in self._current())
+
+    @property
+    def failures(self) -> list[TaskState]:
+        return [t for t in self._current() if t.state in ("failed", "rejected")]
+
+    @property
+    def last_error(self) -> str:
+        failures = self.failures
+        return failures[-1].error if failures else ""
+
+    def converged(self) -> bool:
+        return self.running == self.replicas and self.stale == 0
+
+
+@dataclass
+class Observation:
+    """Everything of one installation that exists in the engine, at one moment."""
+
+    services: dict[str, ServiceState] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)
+    volumes: set[str] = field(default_factory=set)
+    secrets: set[str] = field(default_factory=set)
+
+    def services_of(self, instance: str) -> dict[str, ServiceState]:
+        return {
+            s.labels.get(LABEL_SERVICE, s.name): s
+            for s in self.services.values()
+            if s.labels.get(LABEL_INSTANCE) == instance
+        }
+
+
+class Engine(ABC):
+    """What the controller and the service layer need from an orchestrator."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise EngineUnavailable unless the engine answers."""
+
+    @abstractmethod
+    def ensure_swarm(self, advertise_addr: str) -> bool:
+        """Turn swarm mode on if it is off; return whether it was turned on."""
+
+    @abstractmethod
+    def observe(self, prefix: str) -> Observation: ...
+
+    @abstractmethod
+    def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None: ...
+
+    @abstractmethod
+    def remove_network(self, name: str) -> None: ...
+
+    @abstractmethod
+    def create_volume(self, name: str, labels: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; raise EngineConflict while a container still uses it."""
+
+    @abstractmethod
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    def remove_secret(self, name: str) -> None:
+        """Remove a secret; raise EngineConflict while a service still uses it."""
+
+    @abstractmethod
+    def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:
+        """Create or update a service to match spec; return whether anything changed.
+
+        A one-off job is recreated rather than updated when its spec changed,
+        so that it runs again.
+        """
+
+    @abstractmethod
+    def remove_service(self, name: str) -> None: ...
+
+    @abstractmethod
+    def service_logs(
+        self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]: ...
+
+    @abstractmethod
+    def image_exists(self, tag: str) -> bool: ...

@@ -1,0 +1,146 @@
+"""An in-memory engine for fast unit tests of the controller's logic.
+
+Services run (and jobs complete) as soon as they are applied, unless a test
+says otherwise through `fail_jobs`, `hold` or `down`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from hafen.engine.base import (
+    LABEL_PREFIX,
+    LABEL_SPEC,
+    LABEL_TEMPLATE,
+    Engine,
+    Observation,
+    ServiceSpec,
+    ServiceState,
+    TaskState,
+)
+from hafen.errors import EngineConflict, EngineError, EngineUnavailable
+
+
+@dataclass
+class _Object:
+    labels: dict[str, str]
+    internal: bool = False
+    data: bytes = b""
+
+
+@dataclass
+class FakeEngine(Engine):
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    networks: dict[str, _Object] = field(default_factory=dict)
+    volumes: dict[str, _Object] = field(default_factory=dict)
+    secrets: dict[str, _Object] = field(default_factory=dict)
+    images: set[str] = field(default_factory=set)
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    fail_jobs: set[str] = field(default_factory=set)
+    hold: set[str] = field(default_factory=set)
+    down: bool = False
+    swarm: bool = True
+    calls: list[str] = field(default_factory=list)
+
+    def _check(self, call: str) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise EngineUnavailable("the Docker engine does not answer")
+
+    def ping(self) -> None:
+        self._check("ping")
+
+    def ensure_swarm(self, advertise_addr: str) -> bool:
+        self._check("ensure_swarm")
+        was = self.swarm
+        self.swarm = True
+        return not was
+
+    def _state(self, spec: ServiceSpec) -> ServiceState:
+        template = spec.template_digest()
+        labels = {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template}
+        tasks: list[TaskState] = []
+        if spec.name in self.hold:
+            tasks = [TaskState("starting", "running", template)] * max(spec.replicas, 1)
+        elif spec.job:
+            failed = spec.name in self.fail_jobs
+            tasks = [TaskState("failed" if failed else "complete", "complete", template,
+                               "task: non-zero exit (1)" if failed else "")]
+        else:
+            tasks = [TaskState("running", "running", template) for _ in range(spec.replicas)]
+        return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
+
+    def observe(self, prefix: str) -> Observation:
+        self._check("observe")
+
+        def mine(labels: dict[str, str]) -> bool:
+            return labels.get(LABEL_PREFIX) == prefix
+
+        return Observation(
+            services={n: self._state(s) for n, s in self.services.items() if mine(s.labels)},
+            networks={n for n, o in self.networks.items() if mine(o.labels)},
+            volumes={n for n, o in self.volumes.items() if mine(o.labels)},
+            secrets={n for n, o in self.secrets.items() if mine(o.labels)},
+        )
+
+    def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None:
+        self._check(f"create_network {name}")
+        if name in self.networks:
+            raise EngineConflict(f"network {name} exists")
+        self.networks[name] = _Object(labels, internal=internal)
+
+    def remove_network(self, name: str) -> None:
+        self._check(f"remove_network {name}")
+        if any(name in {n.name for n in s.networks} for s in self.services.values()):
+            raise EngineConflict(f"network {name} is in use")
+        self.networks.pop(name, None)
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self._check(f"create_volume {name}")
+        self.volumes.setdefault(name, _Object(labels))
+
+    def remove_volume(self, name: str) -> None:
+        self._check(f"remove_volume {name}")
+        if any(name in {m.source for m in s.mounts} for s in self.services.values()):
+            raise EngineConflict(f"volume {name} is in use")
+        self.volumes.pop(name, None)
+
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None:
+        self._check(f"create_secret {name}")
+        if name in self.secrets:
+            raise EngineConflict(f"secret {name} exists")
+        self.secrets[name] = _Object(labels, data=data)
+
+    def remove_secret(self, name: str) -> None:
+        self._check(f"remove_secret {name}")
+        if any(name in {r.name for r in s.secrets} for s in self.services.values()):
+            raise EngineConflict(f"secret {name} is still in use")
+        self.secrets.pop(name, None)
+
+    def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:
+        self._check(f"apply_service {spec.name}")
+        if current is not None and current.spec_digest == spec.digest():
+            return False
+        missing = [s.name for s in spec.secrets if s.name not in self.secrets]
+        if missing:
+            raise EngineError(f"secrets missing for {spec.name}: {', '.join(missing)}")
+        self.services[spec.name] = spec
+        return True
+
+    def remove_service(self, name: str) -> None:
+        self._check(f"remove_service {name}")
+        self.services.pop(name, None)
+
+    def service_logs(
+        self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]:
+        self._check(f"service_logs {name}")
+        if name not in self.services:
+            raise EngineError(f"no service {name}")
+        lines = self.logs.get(name, [])
+        yield from (lines[-tail:] if tail else lines)
+
+    def image_exists(self, tag: str) -> bool:
+        self._check(f"image_exists {tag}")
+        return tag in self.images

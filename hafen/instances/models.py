@@ -1,0 +1,130 @@
+"""Desired state and recorded work: instances, their secrets, operations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+
+class State(models.TextChoices):
+    PENDING = "pending"
+    CREATING = "creating"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+    ERROR = "error"
+
+
+class Desired(models.TextChoices):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+    ERASED = "erased"
+
+
+class Instance(models.Model):
+    name = models.CharField(max_length=32, unique=True)
+    app = models.CharField(max_length=32)
+    version = models.CharField(max_length=32)
+    domain = models.CharField(max_length=253, unique=True)
+    size = models.CharField(max_length=16, default="small")
+    owner = models.CharField(max_length=64, blank=True, default="")
+    replicas = models.PositiveIntegerField(default=1)
+    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.RUNNING)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    error = models.TextField(blank=True, default="")
+    restart_count = models.PositiveIntegerField(default=0)
+    # What the controller last saw of the stack: {service: {replicas, running, state, error}}.
+    observed = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def secret_versions(self) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        for secret in self.secrets.all():
+            versions[secret.name] = max(versions.get(secret.name, 0), secret.version)
+        return versions
+
+
+class InstanceSecret(models.Model):
+    """One version of a generated secret, encrypted with the installation's key."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField(default=1)
+    ciphertext = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "name", "version"], name="unique_secret_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}:{self.name}:v{self.version}"
+
+
+class OpState(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Operation(models.Model):
+    """One recorded unit of work on an instance, run step by step by the controller."""
+
+    instance = models.ForeignKey(Instance, null=True, on_delete=models.SET_NULL, related_name="operations")
+    instance_name = models.CharField(max_length=32)
+    kind = models.CharField(max_length=16)
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=OpState.choices, default=OpState.PENDING)
+    # [{"name": ..., "title": ..., "state": pending|running|done|failed, "detail": ...}]
+    steps = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.instance_name} ({self.state})"
+
+    @property
+    def done(self) -> bool:
+        return self.state in (OpState.SUCCEEDED, OpState.FAILED)
+
+    @property
+    def progress(self) -> float:
+        if not self.steps:
+            return 1.0 if self.done else 0.0
+        return sum(1 for s in self.steps if s["state"] == "done") / len(self.steps)
+
+    def current_step(self) -> dict[str, Any] | None:
+        return next((s for s in self.steps if s["state"] != "done"), None)
+
+
+class ControlPlane(models.Model):
+    """A single row: the running controller's heartbeat."""
+
+    pid = models.IntegerField(default=0)
+    started_at = models.DateTimeField(null=True)
+    beat_at = models.DateTimeField(null=True)
+    edge_config = models.CharField(max_length=64, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"controller pid {self.pid}"

@@ -1,0 +1,45 @@
+"""Names and labels of the swarm objects of an installation and its instances."""
+
+from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, LABEL_STACK
+
+
+def stack(prefix: str, instance: str) -> str:
+    return f"{prefix}-{instance}"
+
+
+def service(prefix: str, instance: str, svc: str) -> str:
+    return f"{stack(prefix, instance)}_{svc}"
+
+
+def internal_network(prefix: str, instance: str) -> str:
+    return f"{stack(prefix, instance)}_internal"
+
+
+def volume(prefix: str, instance: str, vol: str) -> str:
+    return f"{stack(prefix, instance)}_{vol}"
+
+
+def secret(prefix: str, instance: str, name: str, version: int) -> str:
+    return f"{stack(prefix, instance)}_{name}_v{version}"
+
+
+def edge_network(prefix: str) -> str:
+    return f"{prefix}-edge"
+
+
+def edge_service(prefix: str) -> str:
+    return f"{prefix}-edge"
+
+
+def edge_volume(prefix: str) -> str:
+    return f"{prefix}-edge-data"
+
+
+def labels(prefix: str, instance: str | None = None, svc: str | None = None) -> dict[str, str]:
+    result = {LABEL_PREFIX: prefix}
+    if instance is not None:
+        result[LABEL_INSTANCE] = instance
+        result[LABEL_STACK] = stack(prefix, instance)
+    if svc is not None:
+        result[LABEL_SERVICE] = svc
+    return result

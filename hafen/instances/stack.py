@@ -1,0 +1,85 @@
+"""Render an instance's stack template into the engine's service specs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from hafen.catalog import App, ServiceTemplate
+from hafen.engine.base import Mount, NetworkRef, SecretRef, ServiceSpec
+from hafen.errors import InvalidInput
+from hafen.instances import naming
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def memory_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([KMG]?)B?", text.strip().upper())
+    if not match:
+        raise InvalidInput(f"not a memory size: {text!r} (use e.g. 512M or 1G)")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass
+class StackInput:
+    prefix: str
+    name: str
+    app: App
+    version: str
+    size: str
+    replicas: int
+    secret_versions: dict[str, int]
+    running: bool = True
+    restart: int = 0
+    job_run: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
+    networks = []
+    for net in tpl.networks:
+        if net == "internal":
+            networks.append(NetworkRef(naming.internal_network(data.prefix, data.name), aliases=(svc,)))
+        else:
+            networks.append(NetworkRef(naming.edge_network(data.prefix)))
+    unknown = [s for s in tpl.secrets if s not in data.secret_versions]
+    if unknown:
+        raise InvalidInput(f"stack template of {data.app.name} names unknown secrets: {', '.join(unknown)}")
+    labels = naming.labels(data.prefix, data.name, svc)
+    if tpl.job:
+        labels["hafen.run"] = data.job_run
+    if svc == data.app.web_service:
+        replicas = data.replicas
+    else:
+        replicas = tpl.replicas
+    return ServiceSpec(
+        name=naming.service(data.prefix, data.name, svc),
+        image=tpl.image,
+        labels=labels,
+        command=tpl.command,
+        env=dict(tpl.environment),
+        secrets=[
+            SecretRef(naming.secret(data.prefix, data.name, s, data.secret_versions[s]), s) for s in tpl.secrets
+        ],
+        mounts=[Mount(naming.volume(data.prefix, data.name, v), target) for v, target in tpl.volumes.items()],
+        networks=networks,
+        replicas=replicas if data.running else 0,
+        job=tpl.job,
+        memory_bytes=memory_bytes(tpl.memory) if tpl.memory else None,
+        nano_cpus=int(tpl.cpus * 1e9) if tpl.cpus else None,
+        force_update=data.restart if svc == data.app.web_service else 0,
+    )
+
+
+def render(data: StackInput) -> tuple[dict[str, ServiceSpec], list[list[str]]]:
+    """The instance's service specs by logical name, and the order to start them in."""
+    size = data.app.sizes.get(data.size)
+    if size is None:
+        raise InvalidInput(f"unknown size {data.size!r}; sizes: {', '.join(data.app.sizes)}")
+    template = data.app.render(
+        name=data.name, version=data.version, size=size, replicas=data.replicas, app=data.app
+    )
+    if data.app.web_service not in template.services:
+        raise InvalidInput(f"stack template of {data.app.name} has no web service {data.app.web_service!r}")
+    specs = {svc: _spec(data, svc, tpl) for svc, tpl in template.services.items()}
+    return specs, template.waves()

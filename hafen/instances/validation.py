@@ -1,0 +1,47 @@
+"""Checks of user input, before anything is written or created."""
+
+import re
+
+from hafen.catalog import SIZES, App, get_app
+from hafen.errors import InvalidInput
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_REPLICAS = 32
+
+
+def name(value: str) -> str:
+    if not _NAME.match(value) or "--" in value:
+        raise InvalidInput(
+            f"invalid name {value!r}: use 3 to 32 lowercase letters, digits and single hyphens, "
+            "starting with a letter and not ending with a hyphen"
+        )
+    return value
+
+
+def domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise InvalidInput(f"invalid domain {value!r}: use a host name such as event.example.org")
+    return value
+
+
+def app_version(app_name: str, version: str | None) -> tuple[App, str]:
+    app = get_app(app_name)
+    chosen = version or app.default_version
+    if chosen not in app.versions:
+        raise InvalidInput(f"unknown version {chosen!r} of {app.name}; versions: {', '.join(app.versions)}")
+    return app, chosen
+
+
+def size(value: str) -> str:
+    if value not in SIZES:
+        raise InvalidInput(f"unknown size {value!r}; sizes: {', '.join(SIZES)}")
+    return value
+
+
+def replicas(value: int) -> int:
+    if not 0 <= value <= MAX_REPLICAS:
+        raise InvalidInput(f"replicas must be between 0 and {MAX_REPLICAS}, not {value}")
+    return value

@@ -1,0 +1,1 @@
+"""The control plane's web server: health now; the UI and API come later."""
