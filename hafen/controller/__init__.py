@@ -1,0 +1,1 @@
+"""The reconcile loop, the operation runner and the control-plane process."""

@@ -1,0 +1,1 @@
+"""Image builds: base images and the build graph."""

@@ -1,0 +1,1 @@
+"""Instances: models, validation, naming, stack rendering and the service layer."""
