@@ -70,7 +70,7 @@ def _since(value: str | None) -> int | None:
     try:
         return int(datetime.fromisoformat(value).timestamp())
     except ValueError:
-        raise InvalidInput(f"--since takes a duration like 10m or 2h, or a time like 2026-11-22T10:00") from None
+        raise InvalidInput("--since takes a duration like 10m or 2h, or a time like 2026-11-22T10:00") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -8,6 +8,7 @@ point picks up where it was, and repeats nothing that took effect.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -110,10 +111,9 @@ def prepare(ctx: Context) -> bool:
             continue
         docker_name = naming.secret(prefix, name, secret.name, secret.version)
         if docker_name not in ctx.obs.secrets:
-            try:
+            # EngineConflict: made by an earlier pass that died before it was observed
+            with contextlib.suppress(EngineConflict):
                 ctx.engine.create_secret(docker_name, crypto.decrypt(secret.ciphertext).encode(), ctx.labels())
-            except EngineConflict:
-                pass  # made by an earlier pass that died before it was observed
     return True
 
 

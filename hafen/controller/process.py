@@ -39,8 +39,8 @@ def _lock(settings: Settings) -> IO[str]:
 
 
 def _serve_web(settings: Settings) -> None:
-    from waitress import serve
     from django.core.wsgi import get_wsgi_application
+    from waitress import serve  # type: ignore[import-untyped]
 
     serve(get_wsgi_application(), host=settings.web_host, port=settings.web_port, threads=4, _quiet=True)
 
@@ -81,7 +81,9 @@ def detach(settings: Settings, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise ControlPlaneDown(f"the control plane exited at start; see {settings.log_path}: {_tail(settings.log_path)}")
+            raise ControlPlaneDown(
+                f"the control plane exited at start: {_tail(settings.log_path)} (log {settings.log_path})"
+            )
         plane = ControlPlane.objects.filter(pk=1, pid=child.pid).first()
         if plane and plane.beat_at and plane.beat_at.timestamp() >= started:
             return child.pid

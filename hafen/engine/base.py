@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 LABEL_PREFIX = "hafen.prefix"
 LABEL_INSTANCE = "hafen.instance"
@@ -31,7 +32,7 @@ class SecretRef:
 class Mount:
     source: str
     target: str
-    kind: str = "volume"  # or "bind"
+    kind: Literal["volume", "bind"] = "volume"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import docker
 import docker.errors
@@ -162,6 +162,10 @@ class SwarmEngine(Engine):
             if spec.job
             else dt.ServiceMode("replicated", replicas=spec.replicas)
         )
+        ports = [
+            {"Protocol": "tcp", "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": "host"}
+            for p in spec.ports
+        ]
         return {
             "image": spec.image,
             "name": spec.name,
@@ -180,10 +184,7 @@ class SwarmEngine(Engine):
             # (these machines' does not); the edge balances over the DNS answers itself.
             "endpoint_spec": dt.EndpointSpec(
                 mode="dnsrr",
-                ports=[
-                    {"Protocol": "tcp", "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": "host"}
-                    for p in spec.ports
-                ] or None,
+                ports=cast(Any, ports) or None,
             ),
             "constraints": spec.constraints or None,
             "resources": dt.Resources(mem_limit=spec.memory_bytes, cpu_limit=spec.nano_cpus)
@@ -232,7 +233,7 @@ class SwarmEngine(Engine):
                     stderr=True,
                     follow=follow,
                     since=since or 0,
-                    tail=tail if tail is not None else "all",
+                    tail=str(tail) if tail is not None else "all",
                     timestamps=False,
                 ),
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hafen.catalog import App, ServiceTemplate
 from hafen.engine.base import Mount, NetworkRef, SecretRef, ServiceSpec
@@ -32,7 +32,6 @@ class StackInput:
     running: bool = True
     restart: int = 0
     job_run: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -48,10 +47,7 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     labels = naming.labels(data.prefix, data.name, svc)
     if tpl.job:
         labels["hafen.run"] = data.job_run
-    if svc == data.app.web_service:
-        replicas = data.replicas
-    else:
-        replicas = tpl.replicas
+    replicas = data.replicas if svc == data.app.web_service else tpl.replicas
     return ServiceSpec(
         name=naming.service(data.prefix, data.name, svc),
         image=tpl.image,
