@@ -324,10 +324,10 @@ def main() -> None:
         err.print("aborted")
         sys.exit(130)
     except click.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except HafenError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
+        click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -22,7 +22,8 @@ EDGE_IMAGE = "hafen/edge:caddy"
 
 def route_for(instance: Instance, prefix: str) -> caddy.Route | None:
     """How the edge should treat an instance's domain, from desired and observed state."""
-    if instance.desired_state == Desired.STOPPED:
+    scaled_to_zero = instance.desired_state == Desired.RUNNING and instance.replicas == 0
+    if instance.desired_state == Desired.STOPPED or scaled_to_zero:
         return caddy.Route(instance.domain, instance.name, "stopped")
     if instance.desired_state != Desired.RUNNING:
         return None

@@ -120,7 +120,9 @@ class Controller:
             self._fail(op, instance, obs, f"internal error: {exc}")
 
     def _fail(self, op: Operation, instance: Instance, obs: Observation, error: str) -> None:
+        steps = op.steps  # the failed pass was rolled back; keep its record of which step failed
         op.refresh_from_db()
+        op.steps = steps
         instance.refresh_from_db()
         try:
             ctx = ops.Context(self.engine, self.edge, self.edge_state, self.settings, obs, instance, op)

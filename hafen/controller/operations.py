@@ -26,7 +26,7 @@ from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
 from hafen.instances import naming
-from hafen.instances.models import Instance, Operation, OpState, State
+from hafen.instances.models import Desired, Instance, Operation, OpState, State
 from hafen.instances.stack import StackInput, render
 
 log = logging.getLogger("hafen.controller")
@@ -59,7 +59,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.app = get_app(self.instance.app)
-        running = self.op.kind not in ("stop", "delete", "erase")
+        running = self.instance.desired_state == Desired.RUNNING and self.op.kind not in ("stop", "delete", "erase")
         self.specs, self.waves = render(
             StackInput(
                 prefix=self.settings.prefix,
@@ -155,8 +155,15 @@ def wait_for(services: list[str]) -> StepFn:
     return run
 
 
+def _superseded(ctx: Context) -> bool:
+    """A bring-up whose instance is no longer wanted running (a stop or delete is queued)."""
+    return ctx.op.kind in ("create", "start", "repair") and ctx.instance.desired_state != Desired.RUNNING
+
+
 def route(ctx: Context) -> bool:
     """Wait until the edge has the route this instance should now have."""
+    if _superseded(ctx):
+        return True
     wanted = route_for(ctx.instance, ctx.settings.prefix)
     if ctx.edge_state.mode(ctx.instance.domain) == (wanted.mode if wanted else None):
         return True
@@ -167,6 +174,8 @@ def route(ctx: Context) -> bool:
 
 def verify(ctx: Context) -> bool:
     """The app's health path answers through the edge."""
+    if _superseded(ctx):
+        return True
     status = ctx.edge.probe(ctx.instance.domain, ctx.app.health_path)
     if status == 200:
         return True
@@ -350,7 +359,8 @@ def finish(ctx: Context, error: str = "") -> None:
             instance.delete()
             op.instance = None
         else:
-            instance.state = _END_STATE.get(op.kind, State.RUNNING)
+            default = State.RUNNING if instance.desired_state == Desired.RUNNING else State.STOPPED
+            instance.state = _END_STATE.get(op.kind, default)
             instance.error = ""
             instance.save(update_fields=["state", "error", "updated_at"])
     op.save()

@@ -21,12 +21,20 @@ log = logging.getLogger("hafen.controller")
 
 
 def running_pid(settings: Settings) -> int | None:
-    try:
-        pid = int(settings.pid_path.read_text().strip())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    """The pid of the running control plane: whoever holds the lock (a dead one holds none)."""
+    lock_path = settings.data_dir / "controller.lock"
+    if not lock_path.exists():
         return None
-    return pid
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return int(settings.pid_path.read_text().strip())
+            except (FileNotFoundError, ValueError):
+                return -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def _lock(settings: Settings) -> IO[str]:
@@ -101,7 +109,8 @@ def stop(settings: Settings, timeout: float = 30) -> int | None:
     pid = running_pid(settings)
     if pid is None:
         return None
-    os.kill(pid, signal.SIGTERM)
+    if pid > 0:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(settings) is None:

@@ -11,7 +11,7 @@ MAX_REPLICAS = 32
 
 
 def name(value: str) -> str:
-    if not _NAME.match(value) or "--" in value:
+    if not _NAME.fullmatch(value) or "--" in value:
         raise InvalidInput(
             f"invalid name {value!r}: use 3 to 32 lowercase letters, digits and single hyphens, "
             "starting with a letter and not ending with a hyphen"
@@ -22,7 +22,7 @@ def name(value: str) -> str:
 def domain(value: str) -> str:
     value = value.strip().lower().rstrip(".")
     labels = value.split(".")
-    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidInput(f"invalid domain {value!r}: use a host name such as event.example.org")
     return value
 

@@ -1,0 +1,148 @@
+"""Shared fixtures of the slow tiers: a real control plane on the local swarm.
+
+The control plane runs as the user runs it, through the `hafen` command, with
+its own data directory, object prefix ("hit") and ports, so that a test run
+never touches a developer's instances. Everything labelled with that prefix is
+removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "hit"
+HTTP_PORT = 28080
+HTTPS_PORT = 28443
+WEB_PORT = 28765
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class Plane:
+    def __init__(self, data_dir: Path) -> None:
+        import docker
+
+        self.data_dir = data_dir
+        self.docker = docker.from_env(timeout=120)
+        self.env = {
+            **os.environ,
+            "HAFEN_DATA_DIR": str(data_dir),
+            "HAFEN_PREFIX": PREFIX,
+            "HAFEN_ENGINE": "swarm",
+            "HAFEN_HTTP_PORT": str(HTTP_PORT),
+            "HAFEN_HTTPS_PORT": str(HTTPS_PORT),
+            "HAFEN_WEB_PORT": str(WEB_PORT),
+        }
+
+    def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "hafen", *args],
+            env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"hafen {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.hafen(*args, "--json").stdout)
+
+    def create(self, name: str, app: str = "demo", *extra: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.json("create", name, "--app", app, *extra)
+        return data
+
+    def http(self, domain: str) -> Any:
+        import httpx
+
+        # Python's resolver does not map *.localhost to loopback as browsers and curl do.
+        return httpx.Client(base_url=f"http://127.0.0.1:{HTTP_PORT}", headers={"Host": domain}, timeout=15)
+
+    def labelled(self, instance: str | None = None) -> dict[str, set[str]]:
+        """Names of every swarm object of this test installation (or of one instance)."""
+        label = [f"hafen.prefix={PREFIX}"] + ([f"hafen.instance={instance}"] if instance else [])
+        filters = {"label": label}
+        api = self.docker.api
+        return {
+            "services": {s["Spec"]["Name"] for s in api.services(filters=filters)},
+            "volumes": {v["Name"] for v in (api.volumes(filters=filters).get("Volumes") or [])},
+            "secrets": {s["Spec"]["Name"] for s in api.secrets(filters=filters)},
+            "networks": {n["Name"] for n in api.networks(filters=filters)},
+        }
+
+    def containers(self, service: str) -> list[Any]:
+        return list(self.docker.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}))
+
+    def wait_until(self, predicate: Any, timeout: float = 60, interval: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"condition not met in {timeout}s")
+
+    def cleanup(self) -> None:
+        """Remove every object labelled with the test prefix, in dependency order."""
+        api = self.docker.api
+        label = {"label": f"hafen.prefix={PREFIX}"}
+        for service in api.services(filters=label):
+            with contextlib.suppress(Exception):
+                api.remove_service(service["ID"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            left = self.labelled()
+            if not left["services"] and not any(
+                c for c in self.docker.containers.list(all=True, filters=label)
+            ):
+                break
+            for container in self.docker.containers.list(all=True, filters=label):
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+            time.sleep(1)
+        for secret in api.secrets(filters=label):
+            with contextlib.suppress(Exception):
+                api.remove_secret(secret["ID"])
+        for volume in api.volumes(filters=label).get("Volumes") or []:
+            with contextlib.suppress(Exception):
+                api.remove_volume(volume["Name"], force=True)
+        for network in api.networks(filters=label):
+            with contextlib.suppress(Exception):
+                api.remove_network(network["Id"])
+
+
+@pytest.fixture(scope="session")
+def plane() -> Iterator[Plane]:
+    data_dir = Path(tempfile.mkdtemp(prefix="hafen-test-"))
+    p = Plane(data_dir)
+    p.cleanup()
+    p.hafen("up", "--detach", timeout=1800)
+    try:
+        yield p
+    finally:
+        log = data_dir / "controller.log"
+        ARTIFACTS.mkdir(exist_ok=True)
+        if log.exists():
+            shutil.copyfile(log, ARTIFACTS / "controller.log")
+        p.hafen("down", check=False)
+        p.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def instance_name(request: pytest.FixtureRequest, plane: Plane) -> Iterator[str]:
+    """A fresh instance name, erased after the test whatever happened."""
+    name = "t" + request.node.name.replace("_", "-").replace("test-", "")[:20].strip("-") + f"-{os.getpid() % 1000}"
+    yield name
+    plane.hafen("erase", name, "--yes", check=False)

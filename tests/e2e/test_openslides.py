@@ -1,0 +1,106 @@
+"""Real OpenSlides 3.3 through the edge: REST, persistence, erase, and the web client in Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ARTIFACTS, HTTP_PORT, Plane
+
+pytestmark = pytest.mark.e2e
+
+NAME = "osx"
+
+
+@pytest.fixture(scope="module")
+def openslides(plane: Plane) -> Iterator[dict[str, Any]]:
+    data = plane.create(NAME, "openslides")
+    yield data
+    plane.hafen("erase", NAME, "--yes", check=False)
+
+
+def session(plane: Plane, data: dict[str, Any]) -> Any:
+    client = plane.http(data["domain"])
+    client.get("/apps/users/whoami/")
+    token = client.cookies.get("OpenSlidesCsrfToken")
+    if token:
+        client.headers["X-CSRFToken"] = token
+    response = client.post("/apps/users/login/", json={"username": data["username"], "password": data["password"]})
+    assert response.status_code == 200, response.text
+    token = client.cookies.get("OpenSlidesCsrfToken")
+    if token:
+        client.headers["X-CSRFToken"] = token
+    return client
+
+
+def motion_titles(plane: Plane, data: dict[str, Any]) -> list[str]:
+    return [m["title"] for m in session(plane, data).get("/rest/motions/motion/").json()]
+
+
+def test_version_and_rest_login(plane: Plane, openslides: dict[str, Any]) -> None:
+    version = plane.http(openslides["domain"]).get("/apps/core/version/")
+    assert version.status_code == 200
+    assert version.json()["openslides_version"] == "3.3"
+    wrong = plane.http(openslides["domain"]).post("/apps/users/login/", json={"username": "admin", "password": "x"})
+    assert wrong.status_code == 400
+    whoami = session(plane, openslides).get("/apps/users/whoami/").json()
+    assert whoami["user"]["username"] == "admin"
+
+
+def test_motion_survives_stop_start_and_delete_start(plane: Plane, openslides: dict[str, Any]) -> None:
+    client = session(plane, openslides)
+    created = client.post("/rest/motions/motion/", json={"title": "Kept by hafen", "text": "<p>A motion</p>",
+                                                         "workflow_id": 1})
+    assert created.status_code == 201, created.text
+    plane.hafen("stop", NAME)
+    assert plane.http(openslides["domain"]).get("/").status_code == 503
+    plane.hafen("start", NAME)
+    assert "Kept by hafen" in motion_titles(plane, openslides)
+    plane.hafen("delete", NAME)
+    assert plane.labelled(NAME)["services"] == set()
+    plane.hafen("start", NAME)
+    assert "Kept by hafen" in motion_titles(plane, openslides)
+
+
+def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    profile = tempfile.mkdtemp(prefix="hafen-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1280,900",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        driver.get(f"http://{openslides['domain']}:{HTTP_PORT}/")
+        wait = WebDriverWait(driver, 60)
+        username = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
+        driver.save_screenshot(str(ARTIFACTS / "openslides-login.png"))
+        username.send_keys(openslides["username"])
+        driver.find_element(By.CSS_SELECTOR, "input[formcontrolname=password]").send_keys(openslides["password"])
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "mat-sidenav")))
+        driver.save_screenshot(str(ARTIFACTS / "openslides-logged-in.png"))
+        assert "Administrator" in driver.page_source or "admin" in driver.page_source
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_erase_leaves_nothing(plane: Plane, openslides: dict[str, Any]) -> None:
+    plane.hafen("erase", NAME, "--yes")
+    assert plane.labelled(NAME) == {"services": set(), "volumes": set(), "secrets": set(), "networks": set()}
+    assert plane.http(openslides["domain"]).get("/").status_code == 404

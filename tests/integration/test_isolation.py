@@ -1,0 +1,112 @@
+"""Isolation between instances, secrets kept out of sight, and recovery of the controller."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import Plane
+
+pytestmark = pytest.mark.integration
+
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 5432), timeout=3); print('connected')"
+
+
+@pytest.fixture(scope="module")
+def pair(plane: Plane) -> Iterator[tuple[str, str]]:
+    names = ("iso-a", "iso-b")
+    for name in names:
+        plane.create(name, "demo")
+    yield names
+    for name in names:
+        plane.hafen("erase", name, "--yes", check=False)
+
+
+def _exec(container: object, *cmd: str) -> tuple[int, str]:
+    code, output = container.exec_run(list(cmd))  # type: ignore[attr-defined]
+    return code, output.decode(errors="replace")
+
+
+def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple[str, str]) -> None:
+    a, b = pair
+    web_a = plane.containers(f"hit-{a}_web")[0]
+    db_b = plane.containers(f"hit-{b}_db")[0]
+    db_b_ip = db_b.attrs["NetworkSettings"]["Networks"][f"hit-{b}_internal"]["IPAddress"]
+
+    code, output = _exec(web_a, "python3", "-c", CONNECT, "db")
+    assert code == 0, output
+    code, output = _exec(web_a, "python3", "-c", CONNECT, db_b_ip)
+    assert code != 0, f"A's web reached B's database at {db_b_ip}: {output}"
+    code, output = _exec(web_a, "python3", "-c", CONNECT, f"hit-{b}_db")
+    assert code != 0, output
+
+    # only the web service joins the shared edge network
+    networks = set(db_b.attrs["NetworkSettings"]["Networks"])
+    assert networks == {f"hit-{b}_internal"}
+    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"hit-{a}_internal", "hit-edge"}
+
+
+def test_no_secret_in_inspect_output_or_logs(plane: Plane, pair: tuple[str, str]) -> None:
+    a, _ = pair
+    web = plane.containers(f"hit-{a}_web")[0]
+    values = [plane.json("credentials", a)["password"]]
+    code, output = _exec(web, "cat", "/run/secrets/db_password")
+    assert code == 0
+    values.append(output.strip())
+    assert all(len(v) >= 16 for v in values)
+
+    inspected = subprocess.run(
+        ["docker", "service", "inspect", *sorted(plane.labelled(a)["services"])],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    inspected += json.dumps([c.attrs for c in plane.docker.containers.list(filters={"label": f"hafen.instance={a}"})])
+    logs = "".join(plane.hafen("logs", a, "--service", svc).stdout for svc in ("db", "redis", "setup", "web"))
+    logs += (plane.data_dir / "controller.log").read_text()
+    for value in values:
+        assert value not in inspected
+        assert value not in logs
+    # the secrets are stored encrypted in the control plane's database, not in plain text
+    database = (plane.data_dir / "hafen.sqlite3").read_bytes()
+    for value in values:
+        assert value.encode() not in database
+
+
+def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_name: str) -> None:
+    name = instance_name
+    create = subprocess.Popen(
+        [sys.executable, "-m", "hafen", "create", name, "--app", "demo", "--json"],
+        env=plane.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # kill the controller once the create is under way: its database is being deployed
+        plane.wait_until(lambda: f"hit-{name}_db" in plane.labelled(name)["services"], timeout=60, interval=0.1)
+        pid = int((plane.data_dir / "controller.pid").read_text())
+        import os
+
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        assert "web" not in json.dumps(sorted(plane.labelled(name)["services"]))
+        plane.hafen("up", "--detach")
+        out, err = create.communicate(timeout=300)
+    finally:
+        if create.poll() is None:
+            create.kill()
+    assert create.returncode == 0, err
+    data = json.loads(out)
+    assert data["state"] == "running"
+
+    objects = plane.labelled(name)
+    assert objects["services"] == {f"hit-{name}_{s}" for s in ("db", "redis", "setup", "web")}
+    assert objects["volumes"] == {f"hit-{name}_db"}
+    assert objects["networks"] == {f"hit-{name}_internal"}
+    assert objects["secrets"] == {f"hit-{name}_db_password_v1", f"hit-{name}_admin_password_v1"}
+    assert len(plane.containers(f"hit-{name}_web")) == 1
+    assert plane.http(data["domain"]).post(
+        "/login", json={"username": "admin", "password": data["password"]}
+    ).status_code == 200

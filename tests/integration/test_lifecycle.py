@@ -1,0 +1,98 @@
+"""The whole lifecycle of a demo instance on a real swarm, through the CLI and the edge."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import HTTPS_PORT, Plane
+
+pytestmark = pytest.mark.integration
+
+
+def login(plane: Plane, domain: str, password: str) -> object:
+    client = plane.http(domain)
+    response = client.post("/login", json={"username": "admin", "password": password})
+    return client if response.status_code == 200 else None
+
+
+def test_lifecycle(plane: Plane, instance_name: str) -> None:
+    name = instance_name
+    data = plane.create(name, "demo")
+    assert data["name"] == name
+    assert data["app"] == "demo"
+    assert data["version"] == "1.0"
+    assert data["domain"] == f"{name}.localhost"
+    assert data["state"] == "running"
+    assert data["url"].startswith(f"http://{name}.localhost:")
+    assert data["username"] == "admin"
+    assert len(data["password"]) >= 16
+    domain, password = data["domain"], data["password"]
+
+    # the app answers through the edge, over HTTP and HTTPS, and the admin logs in
+    client = login(plane, domain, password)
+    assert client is not None
+    assert client.post("/notes", json={"body": "kept across stop and delete"}).status_code == 201
+    import httpx
+
+    tls = httpx.get(f"https://127.0.0.1:{HTTPS_PORT}/health", headers={"Host": domain}, verify=False,
+                    extensions={"sni_hostname": domain})
+    assert tls.status_code == 200
+
+    shown = plane.json("show", name)
+    assert shown["replicas"] == {"desired": 1, "running": 1}
+    assert set(shown["services"]) == {"db", "redis", "setup", "web"}
+    assert shown["created_at"] and shown["error"] == ""
+    assert [i["name"] for i in plane.json("list")].count(name) == 1
+    assert plane.json("credentials", name) == {"username": "admin", "password": password}
+
+    # stop: the edge answers 503 with a page that says so; start brings the data back
+    plane.hafen("stop", name)
+    stopped = plane.http(domain).get("/")
+    assert stopped.status_code == 503
+    assert "stopped" in stopped.text
+    assert plane.json("show", name)["state"] == "stopped"
+    plane.hafen("start", name)
+    client = login(plane, domain, password)
+    assert client is not None
+    assert [n["body"] for n in client.get("/notes").json()] == ["kept across stop and delete"]
+
+    # scale and restart
+    plane.hafen("scale", name, "2")
+    assert plane.json("show", name)["replicas"] == {"desired": 2, "running": 2}
+    assert len(plane.containers(f"hit-{name}_web")) == 2
+    before = {c.id for c in plane.containers(f"hit-{name}_web")}
+    plane.hafen("restart", name)
+    after = {c.id for c in plane.containers(f"hit-{name}_web")}
+    assert len(after) == 2 and not before & after
+
+    # a new admin password replaces the old one
+    result = plane.hafen("passwd", name)
+    new_password = result.stdout.strip().rsplit(" ", 1)[-1]
+    assert new_password != password
+    assert login(plane, domain, password) is None
+    assert login(plane, domain, new_password) is not None
+    assert plane.json("credentials", name)["password"] == new_password
+    assert len(plane.labelled(name)["secrets"]) == 2  # db_password and the newest admin_password
+
+    # logs of a service
+    logs = plane.hafen("logs", name, "--service", "setup").stdout
+    assert "admin password set" in logs
+
+    # delete keeps data; start brings the instance back with it
+    plane.hafen("delete", name)
+    assert plane.http(domain).get("/").status_code == 404
+    left = plane.labelled(name)
+    assert left["services"] == set()
+    assert left["volumes"] == {f"hit-{name}_db"}
+    assert len(left["secrets"]) == 2
+    assert plane.json("show", name)["state"] == "deleted"
+    plane.hafen("start", name)
+    client = login(plane, domain, new_password)
+    assert client is not None
+    assert [n["body"] for n in client.get("/notes").json()] == ["kept across stop and delete"]
+
+    # erase leaves nothing behind
+    plane.hafen("erase", name, "--yes")
+    assert plane.labelled(name) == {"services": set(), "volumes": set(), "secrets": set(), "networks": set()}
+    assert plane.hafen("show", name, check=False).returncode != 0
+    assert plane.http(domain).get("/").status_code == 404

@@ -1,0 +1,113 @@
+"""Unit tier: the fake engine and the fake edge, a throw-away SQLite data directory, no Docker.
+
+The environment is set at import time, before anything of hafen is imported, because
+hafen.config.get_settings() and Django read it once.
+"""
+
+import os
+import shutil
+import tempfile
+
+DATA_DIR = tempfile.mkdtemp(prefix="hafen-unit-")
+os.environ["HAFEN_DATA_DIR"] = DATA_DIR
+os.environ["HAFEN_ENGINE"] = "fake"
+os.environ["HAFEN_PREFIX"] = "unit"
+os.environ["HAFEN_HTTP_PORT"] = "18080"
+os.environ.pop("HAFEN_ACME_EMAIL", None)
+os.environ.pop("HAFEN_DOMAIN_SUFFIX", None)
+
+from hafen.django_setup import setup  # noqa: E402
+
+setup()
+
+import pytest  # noqa: E402
+
+from hafen.catalog import apps  # noqa: E402
+from hafen.config import get_settings  # noqa: E402
+from hafen.controller.loop import Controller  # noqa: E402
+from hafen.edge.client import FakeEdge  # noqa: E402
+from hafen.engine.fake import FakeEngine  # noqa: E402
+from hafen.instances import services  # noqa: E402
+from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState  # noqa: E402
+
+ACTIVE = (OpState.PENDING, OpState.RUNNING)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+
+def all_image_tags() -> set[str]:
+    return {tag for app in apps().values() for version in app.versions for tag in app.image_tags(version)}
+
+
+def active_operations():
+    return Operation.objects.filter(state__in=ACTIVE)
+
+
+def converge(controller, max_passes=50, until=None):
+    """Run passes until `until()` holds (default: no operation is pending or running).
+
+    Return the number of passes it took; fail the test if it never holds.
+    """
+    done = until or (lambda: not active_operations().exists())
+    for passes in range(1, max_passes + 1):
+        controller.pass_once()
+        if done():
+            return passes
+    pytest.fail(f"not converged after {max_passes} passes; active: {list(active_operations())}")
+
+
+@pytest.fixture(autouse=True)
+def _clean_database():
+    yield
+    Operation.objects.all().delete()
+    InstanceSecret.objects.all().delete()
+    Instance.objects.all().delete()
+    ControlPlane.objects.all().delete()
+
+
+@pytest.fixture
+def settings():
+    return get_settings()
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    fake = FakeEngine()
+    fake.images.update(all_image_tags())
+    monkeypatch.setattr(services, "get_engine", lambda: fake)
+    return fake
+
+
+@pytest.fixture
+def edge():
+    return FakeEdge()
+
+
+@pytest.fixture
+def controller(engine, edge, settings):
+    """A controller on the fake engine and edge, with a fresh heartbeat."""
+    ctl = Controller(engine, edge, settings)
+    ctl.heartbeat()
+    return ctl
+
+
+@pytest.fixture(name="converge")
+def converge_fixture():
+    return converge
+
+
+@pytest.fixture
+def running_instance(controller):
+    """Create an instance through the service layer and converge it to running."""
+
+    def make(name, app="demo", **kwargs):
+        controller.heartbeat()
+        op = services.create_instance(name, app, **kwargs)
+        converge(controller)
+        op.refresh_from_db()
+        assert op.state == OpState.SUCCEEDED, op.error
+        return services.get_instance(name)
+
+    return make

@@ -1,0 +1,217 @@
+import json
+from dataclasses import asdict, replace
+
+import pytest
+
+from hafen import crypto
+from hafen.catalog import get_app
+from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, Mount, NetworkRef, SecretRef
+from hafen.errors import InvalidInput
+from hafen.instances.models import InstanceSecret
+from hafen.instances.stack import StackInput, memory_bytes, render
+
+MiB = 1024**2
+GiB = 1024**3
+VERSIONS = {
+    "openslides": {"db_password": 1, "secret_key": 2, "admin_password": 3},
+    "demo": {"db_password": 1, "admin_password": 2},
+}
+
+
+def stack_input(app="openslides", **overrides):
+    app_def = get_app(app)
+    data = StackInput(
+        prefix="unit",
+        name="ev",
+        app=app_def,
+        version=app_def.default_version,
+        size="small",
+        replicas=app_def.sizes["small"].web_replicas,
+        secret_versions=dict(VERSIONS[app]),
+    )
+    return replace(data, **overrides)
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+def test_service_names_and_waves(app):
+    specs, waves = render(stack_input(app))
+    assert set(specs) == {"db", "redis", "setup", "web"}
+    assert {svc: spec.name for svc, spec in specs.items()} == {
+        "db": "unit-ev_db",
+        "redis": "unit-ev_redis",
+        "setup": "unit-ev_setup",
+        "web": "unit-ev_web",
+    }
+    assert waves == [["db", "redis"], ["setup"], ["web"]]
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+def test_labels_name_prefix_instance_and_service(app):
+    specs, _ = render(stack_input(app))
+    for svc, spec in specs.items():
+        assert spec.labels[LABEL_PREFIX] == "unit"
+        assert spec.labels[LABEL_INSTANCE] == "ev"
+        assert spec.labels[LABEL_SERVICE] == svc
+    assert specs["setup"].job is True
+    assert not any(specs[svc].job for svc in ("db", "redis", "web"))
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+def test_only_web_joins_the_edge_network(app):
+    specs, _ = render(stack_input(app))
+    internal = "unit-ev_internal"
+    assert specs["web"].networks == [NetworkRef(internal, aliases=("web",)), NetworkRef("unit-edge")]
+    for svc in ("db", "redis", "setup"):
+        assert specs[svc].networks == [NetworkRef(internal, aliases=(svc,))]
+    edge_users = [svc for svc, spec in specs.items() if any(n.name == "unit-edge" for n in spec.networks)]
+    assert edge_users == ["web"]
+
+
+def test_secrets_are_referenced_by_versioned_names_with_logical_targets():
+    specs, _ = render(stack_input("openslides"))
+    assert specs["db"].secrets == [SecretRef("unit-ev_db_password_v1", "db_password")]
+    assert specs["setup"].secrets == [
+        SecretRef("unit-ev_db_password_v1", "db_password"),
+        SecretRef("unit-ev_secret_key_v2", "secret_key"),
+        SecretRef("unit-ev_admin_password_v3", "admin_password"),
+    ]
+    # the web service never sees the admin password
+    assert specs["web"].secrets == [
+        SecretRef("unit-ev_db_password_v1", "db_password"),
+        SecretRef("unit-ev_secret_key_v2", "secret_key"),
+    ]
+    assert specs["redis"].secrets == []
+
+
+def test_unknown_secret_in_template_is_invalid_input():
+    with pytest.raises(InvalidInput, match="unknown secrets: secret_key"):
+        render(stack_input("openslides", secret_versions={"db_password": 1, "admin_password": 1}))
+
+
+def test_volumes_are_named_per_instance_and_mounted():
+    specs, _ = render(stack_input("openslides"))
+    assert specs["db"].mounts == [Mount("unit-ev_db", "/var/lib/postgresql/data")]
+    assert specs["web"].mounts == [Mount("unit-ev_media", "/data/media")]
+    assert specs["setup"].mounts == [Mount("unit-ev_media", "/data/media")]
+    assert specs["redis"].mounts == []
+    assert all(m.kind == "volume" for spec in specs.values() for m in spec.mounts)
+
+
+def test_demo_volumes():
+    specs, _ = render(stack_input("demo"))
+    assert specs["db"].mounts == [Mount("unit-ev_db", "/var/lib/postgresql/data")]
+    assert specs["web"].mounts == []
+
+
+@pytest.mark.parametrize(
+    ("size", "web", "db"),
+    [("small", 1 * GiB, 512 * MiB), ("medium", 1536 * MiB, 1 * GiB), ("large", 2 * GiB, 2 * GiB)],
+)
+def test_memory_limits_follow_the_size(size, web, db):
+    specs, _ = render(stack_input("openslides", size=size))
+    assert specs["web"].memory_bytes == web
+    assert specs["db"].memory_bytes == db
+    assert specs["redis"].memory_bytes == 256 * MiB
+
+
+def test_cpu_limits_follow_the_size():
+    specs, _ = render(stack_input("openslides", size="medium"))
+    assert specs["web"].nano_cpus == 2_000_000_000
+    assert specs["db"].nano_cpus == 1_500_000_000
+
+
+def test_unknown_size_is_invalid_input():
+    with pytest.raises(InvalidInput, match="unknown size 'huge'"):
+        render(stack_input("demo", size="huge"))
+
+
+def test_replicas_apply_to_the_web_service_only():
+    specs, _ = render(stack_input("openslides", replicas=5))
+    assert specs["web"].replicas == 5
+    assert specs["db"].replicas == specs["redis"].replicas == specs["setup"].replicas == 1
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+def test_stopped_gives_zero_replicas_everywhere(app):
+    specs, _ = render(stack_input(app, running=False, replicas=3))
+    assert {svc: spec.replicas for svc, spec in specs.items()} == {"db": 0, "redis": 0, "setup": 0, "web": 0}
+
+
+def test_env_is_rendered_from_the_template():
+    specs, _ = render(stack_input("openslides", name="my-event"))
+    assert specs["web"].env == {"DB_HOST": "db", "REDIS_HOST": "redis", "INSTANCE_NAME": "my-event"}
+    assert specs["setup"].env == specs["web"].env
+    assert specs["db"].env == {"POSTGRES_USER": "openslides", "POSTGRES_DB": "openslides"}
+
+
+def test_image_follows_the_version():
+    specs, _ = render(stack_input("demo", version="1.0"))
+    assert specs["web"].image == specs["setup"].image == "hafen/demo:1.0"
+
+
+def test_env_and_specs_carry_no_secret_values(running_instance, engine):
+    """Secrets reach the services only as Docker secrets, never through env, labels or commands."""
+    instance = running_instance("leak", app="openslides")
+    plaintexts = [crypto.decrypt(s.ciphertext) for s in InstanceSecret.objects.filter(instance=instance)]
+    assert len(plaintexts) == 3
+    specs = [spec for spec in engine.services.values() if spec.labels.get(LABEL_INSTANCE) == "leak"]
+    assert len(specs) == 4
+    for spec in specs:
+        text = json.dumps(asdict(spec))
+        for plaintext in plaintexts:
+            assert plaintext not in text
+    # ...while the Docker secrets hold exactly those values
+    stored = [o.data.decode() for n, o in engine.secrets.items() if n.startswith("unit-leak_")]
+    assert sorted(stored) == sorted(plaintexts)
+
+
+def test_template_digest_ignores_replicas():
+    one, _ = render(stack_input("openslides", replicas=1))
+    three, _ = render(stack_input("openslides", replicas=3))
+    assert one["web"].template_digest() == three["web"].template_digest()
+    assert one["web"].digest() != three["web"].digest()
+
+
+def test_restart_changes_the_web_template_only():
+    before, _ = render(stack_input("openslides", restart=0))
+    after, _ = render(stack_input("openslides", restart=1))
+    assert before["web"].template_digest() != after["web"].template_digest()
+    for svc in ("db", "redis", "setup"):
+        assert before[svc].digest() == after[svc].digest()
+
+
+def test_job_run_changes_the_setup_job_only():
+    first, _ = render(stack_input("demo", job_run="1"))
+    second, _ = render(stack_input("demo", job_run="2"))
+    assert first["setup"].digest() != second["setup"].digest()
+    for svc in ("db", "redis", "web"):
+        assert first[svc].digest() == second[svc].digest()
+
+
+def test_new_secret_version_changes_the_template():
+    before, _ = render(stack_input("demo"))
+    after, _ = render(stack_input("demo", secret_versions={"db_password": 2, "admin_password": 2}))
+    assert before["web"].template_digest() != after["web"].template_digest()
+    assert before["redis"].digest() == after["redis"].digest()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512M", 512 * MiB),
+        ("1G", GiB),
+        ("64m", 64 * MiB),
+        ("2048K", 2 * MiB),
+        ("1024", 1024),
+        ("256MB", 256 * MiB),
+        (" 1g ", GiB),
+    ],
+)
+def test_memory_bytes(text, expected):
+    assert memory_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "M", "1.5G", "1T", "-1M", "12 M", "lots"])
+def test_memory_bytes_rejects_nonsense(text):
+    with pytest.raises(InvalidInput, match="not a memory size"):
+        memory_bytes(text)
