@@ -153,6 +153,7 @@ def bench_leftovers() -> dict[str, list[str]]:
                                          "{{.Name}}") if n.startswith(BASELINE_NAME)]
     return {
         "services": sorted(set(services)),
+        "containers": docker_lines("ps", "-a", "--filter", label, "--format", "{{.Names}}"),
         "networks": docker_lines("network", "ls", "--filter", label, "--format", "{{.Name}}"),
         "volumes": docker_lines("volume", "ls", "--filter", label, "--format", "{{.Name}}"),
         "secrets": docker_lines("secret", "ls", "--filter", label, "--format", "{{.Name}}"),
@@ -177,20 +178,30 @@ def sweep(problems: list[str]) -> None:
             continue
         docker("service", "rm", name, check=False)
 
-    def containers_gone() -> bool:
-        if docker_lines("ps", "-aq", "--filter", f"label={PREFIX_LABEL}"):
+    def running_gone() -> bool:
+        if docker_lines("ps", "-q", "--filter", f"label={PREFIX_LABEL}"):
             return False
-        names = docker_lines("ps", "-a", "--format", "{{.Names}}", "--filter", f"name={BASELINE_NAME}")
+        names = docker_lines("ps", "--format", "{{.Names}}", "--filter", f"name={BASELINE_NAME}")
         return not any(n.startswith(BASELINE_NAME) for n in names)
 
-    if left["services"] and not wait_until(containers_gone, 60):
-        problems.append("clean-up: containers of removed bench services still there after 60s")
+    if left["services"] and not wait_until(running_gone, 60):
+        problems.append("clean-up: containers of removed bench services still running after 60s")
+    # Stopped containers that swarm does not remove with their service (those of jobs, on
+    # Docker 20.10: moby/moby#42789) keep volumes busy.
+    status = ["--filter", "status=exited", "--filter", "status=created", "--filter", "status=dead"]
+    stopped = docker_lines("ps", "-a", *status, "--filter", f"label={PREFIX_LABEL}", "--format", "{{.ID}} {{.Names}}")
+    stopped += docker_lines("ps", "-a", *status, "--filter", f"name={BASELINE_NAME}", "--format", "{{.ID}} {{.Names}}")
+    for line in stopped:
+        cid, name = line.split(" ", 1)
+        if name.startswith(f"{PREFIX}-"):
+            docker("rm", cid, check=False)
     # Volumes and networks stay busy a moment after their containers have gone.
     for kind in ("secrets", "volumes", "networks"):
         for name in left[kind]:
             if not name.startswith(f"{PREFIX}-"):
                 continue
             verb = {"secrets": "secret", "volumes": "volume", "networks": "network"}[kind]
+
             def removed(verb: str = verb, name: str = name) -> bool:
                 return docker(verb, "rm", name, check=False).returncode == 0
 
@@ -246,10 +257,64 @@ def create(env: dict[str, str], name: str, app: str) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def erase(env: dict[str, str], name: str) -> float:
+def blocking_containers(name: str) -> dict[str, str]:
+    """Stopped containers of an instance that hold a volume (id -> name), looked at before an erase.
+
+    While an instance runs, only its finished setup job has a stopped container. Docker 20.10
+    leaves that container behind when the job's service is removed (moby/moby#42789), and if it
+    mounts a volume, that volume cannot be removed, so `hafen erase` never finishes.
+    """
+    labels = ["--filter", f"label={PREFIX_LABEL}", "--filter", f"label=hafen.instance={name}"]
+    found = {}
+    for line in docker_lines("ps", "-a", "--filter", "status=exited", "--filter", "status=dead", *labels,
+                             "--format", "{{.ID}} {{.Names}}"):
+        cid, container = line.split(" ", 1)
+        volumes = docker("inspect", "--format", '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}',
+                         cid, check=False).stdout.split()
+        if volumes and container.startswith(f"{PREFIX}-{name}_"):
+            found[cid] = container
+    return found
+
+
+def reap(name: str, candidates: dict[str, str]) -> list[str]:
+    """Remove the candidates once all services of the instance are gone; the names removed."""
+    labels = ["--filter", f"label={PREFIX_LABEL}", "--filter", f"label=hafen.instance={name}"]
+    if not candidates or docker_lines("service", "ls", "-q", *labels):
+        return []
+    removed = []
+    for cid, container in list(candidates.items()):
+        docker("rm", cid, check=False)
+        del candidates[cid]
+        removed.append(container)
+    return removed
+
+
+def erase(env: dict[str, str], name: str, workaround: bool) -> tuple[float, list[str]]:
+    """`hafen erase NAME --yes`: its seconds, and the containers the workaround removed meanwhile."""
+    candidates = blocking_containers(name) if workaround else {}
     started = time.monotonic()
-    run([str(HAFEN), "erase", name, "--yes"], timeout=ERASE_TIMEOUT, env=env)
-    return time.monotonic() - started
+    deadline = started + ERASE_TIMEOUT
+    reaped: list[str] = []
+    proc = subprocess.Popen([str(HAFEN), "erase", name, "--yes"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"`hafen erase {name}` did not finish in {ERASE_TIMEOUT}s") from None
+                reaped += reap(name, candidates)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        lines = [line for line in (err or out).splitlines() if line.strip()]
+        raise RuntimeError(f"`hafen erase {name}` exited {proc.returncode}: {lines[-1] if lines else ''}")
+    return elapsed, reaped
 
 
 def try_login(app: str, info: dict[str, Any]) -> int:
@@ -288,13 +353,11 @@ def poll_login(app: str, info: dict[str, Any]) -> tuple[bool, int, list[int]]:
         time.sleep(LOGIN_INTERVAL)
 
 
-def provision_run(env: dict[str, str], app: str, name: str) -> dict[str, Any]:
+def provision_run(env: dict[str, str], app: str, name: str, workaround: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"name": name, "ok": False, "create_seconds": None, "login_seconds": None,
                               "login_attempts": 0, "erase_seconds": None, "error": ""}
-    created = False
     try:
         log(f"{name}: hafen create --app {app}")
-        created = True  # from here on, even a failed create may leave an instance behind
         started = time.monotonic()
         info = create(env, name, app)
         result["create_seconds"] = round(time.monotonic() - started, 3)
@@ -314,14 +377,17 @@ def provision_run(env: dict[str, str], app: str, name: str) -> dict[str, Any]:
         result["error"] = str(exc)
         log(f"{name}: {exc}")
     finally:
-        if created:
-            try:
-                result["erase_seconds"] = round(erase(env, name), 3)
-                log(f"{name}: erased in {result['erase_seconds']:.2f}s")
-            except Exception as exc:
-                if "no instance named" not in str(exc):
-                    result["erase_error"] = str(exc)
-                    log(f"{name}: erase: {exc}")
+        # Even a failed create may have left an instance behind.
+        try:
+            seconds, reaped = erase(env, name, workaround)
+            result["erase_seconds"] = round(seconds, 3)
+            result["erase_reaped_containers"] = reaped
+            log(f"{name}: erased in {result['erase_seconds']:.2f}s"
+                + (f" (the workaround removed {len(reaped)} leftover job container(s))" if reaped else ""))
+        except Exception as exc:
+            if "no instance named" not in str(exc):
+                result["erase_error"] = str(exc)
+                log(f"{name}: erase: {exc}")
     return result
 
 
@@ -401,7 +467,7 @@ def memory_of(instances: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-def measure_memory(env: dict[str, str], apps: list[str]) -> dict[str, Any]:
+def measure_memory(env: dict[str, str], apps: list[str], workaround: bool, problems: list[str]) -> dict[str, Any]:
     names = {app: f"bench-mem-{SHORT.get(app, app)}" for app in apps}
     made: list[str] = []
     try:
@@ -415,10 +481,13 @@ def measure_memory(env: dict[str, str], apps: list[str]) -> dict[str, Any]:
     finally:
         for name in made:
             try:
-                erase(env, name)
-                log(f"{name}: erased")
+                seconds, reaped = erase(env, name, workaround)
+                log(f"{name}: erased in {seconds:.2f}s")
+                if reaped:
+                    problems.append(f"{name}: erase needed the leftover job container workaround: {reaped}")
             except Exception as exc:
                 if "no instance named" not in str(exc):
+                    problems.append(f"{name}: erase: {exc}")
                     log(f"{name}: erase: {exc}")
 
 
@@ -434,19 +503,21 @@ def summary(report: dict[str, Any]) -> str:
     base = report["baseline"]
     lines.append("Provisioning: `hafen create` start -> first admin login 200 through the edge (seconds)")
     header = f"{'app':<11} {'runs':<24} {'median':>7} {'min':>7} {'max':>7} {'spread':>7} {'create':>7} " \
-             f"{'erase':>7} {'x base':>7}"
+             f"{'erase':>8} {'x task':>7} {'x cli':>6}"
     lines.append(header)
     lines.append("-" * len(header))
     for app, data in report["apps"].items():
         runs = ", ".join(fmt(r["login_seconds"]) if r["ok"] else "FAIL" for r in data["runs"])
         p, c, e = data["provision"] or {}, data["create"] or {}, data["erase"] or {}
+        mark = "*" if any(r.get("erase_reaped_containers") for r in data["runs"]) else " "
         lines.append(
             f"{app:<11} {runs:<24} {fmt(p.get('median')):>7} {fmt(p.get('min')):>7} {fmt(p.get('max')):>7} "
-            f"{fmt(p.get('spread')):>7} {fmt(c.get('median')):>7} {fmt(e.get('median')):>7} "
-            f"{fmt(data['ratio_to_baseline'], 1):>7}"
+            f"{fmt(p.get('spread')):>7} {fmt(c.get('median')):>7} {fmt(e.get('median')):>7}{mark} "
+            f"{fmt(data['ratio_to_baseline'], 1):>7} {fmt(data['ratio_to_baseline_cli'], 1):>6}"
         )
-    lines.append("  create: median of `hafen create` alone; erase: median of `hafen erase` (not counted);")
-    lines.append("  x base: median provisioning / median baseline (task running)")
+    lines.append("  create: median of `hafen create` alone; erase: median of `hafen erase` (not counted;")
+    lines.append("  * = only finished because the benchmark removed leftover job containers, see problems)")
+    lines.append("  x task / x cli: median provisioning / baseline median (task running / command returned)")
     t, c = base["task_running"] or {}, base["cli"] or {}
     lines.append(
         f"Baseline `docker service create {BASELINE_IMAGE}` ({len(base['runs'])} runs): task running median "
@@ -489,6 +560,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-runs", type=int, default=None,
                         help="runs of the docker service create baseline (default: --runs, at least 3)")
     parser.add_argument("--no-memory", action="store_true", help="skip the idle memory measurement")
+    parser.add_argument(
+        "--no-reap", dest="reap", action="store_false",
+        help="during `hafen erase`, do not remove the stopped setup-job containers that Docker 20.10 leaves "
+             "behind (moby/moby#42789) and that keep the instance's volumes busy; without this workaround "
+             "erasing an app whose job mounts a volume (openslides) does not finish",
+    )
     args = parser.parse_args(argv)
     args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     unknown = [a for a in args.apps if a not in LOGIN]
@@ -531,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "config": {"apps": args.apps, "runs": args.runs, "baseline_runs": args.baseline_runs, "prefix": PREFIX,
                    "http_port": HTTP_PORT, "web_port": WEB_PORT, "login_timeout": LOGIN_TIMEOUT,
-                   "login_interval": LOGIN_INTERVAL, "idle_seconds": IDLE_SECONDS, "size": "small"},
+                   "login_interval": LOGIN_INTERVAL, "idle_seconds": IDLE_SECONDS, "size": "small",
+                   "reap_job_containers": args.reap},
         "host": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "baseline": {"runs": [], "task_running": None, "cli": None},
         "apps": {},
@@ -556,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             report["baseline"]["cli"] = stats([r["cli_seconds"] for r in ok_base])
 
             for app in args.apps:
-                runs = [provision_run(env, app, f"bench-{SHORT.get(app, app)}-{n}")
+                runs = [provision_run(env, app, f"bench-{SHORT.get(app, app)}-{n}", args.reap)
                         for n in range(1, args.runs + 1)]
                 ok = [r for r in runs if r["ok"]]
                 data: dict[str, Any] = {
@@ -570,10 +648,14 @@ def main(argv: list[str] | None = None) -> int:
                 report["apps"][app] = data
                 problems.extend(f"{r['name']}: {r['error']}" for r in runs if r["error"])
                 problems.extend(f"{r['name']}: erase: {r['erase_error']}" for r in runs if r.get("erase_error"))
+                problems.extend(
+                    f"{r['name']}: erase needed the leftover job container workaround (hafen alone does not "
+                    f"finish; moby/moby#42789): {r['erase_reaped_containers']}"
+                    for r in runs if r.get("erase_reaped_containers"))
 
             if not args.no_memory:
                 try:
-                    report["memory"] = measure_memory(env, args.apps)
+                    report["memory"] = measure_memory(env, args.apps, args.reap, problems)
                 except Exception as exc:
                     problems.append(f"memory: {exc}")
                     log(f"memory: {exc}")

@@ -44,7 +44,10 @@ def edge_spec(settings: Settings) -> ServiceSpec:
             Mount(str(settings.edge_dir), "/etc/hafen-edge", kind="bind"),
             Mount(naming.edge_volume(settings.prefix), "/data"),
         ],
-        networks=[NetworkRef(naming.edge_network(settings.prefix))],
+        networks=[
+            NetworkRef(naming.edge_network(settings.prefix)),
+            NetworkRef(naming.edge_public_network(settings.prefix)),
+        ],
         ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
         constraints=["node.role == manager"],
         memory_bytes=256 * 1024**2,
@@ -63,8 +66,12 @@ class EdgeReconciler:
     def ensure_infrastructure(self, obs: Observation) -> bool:
         """The edge network, volume and service; return whether the proxy runs."""
         prefix = self.settings.prefix
+        # The shared edge network is internal: a web service on it gets no route off the host,
+        # so it can reach only its own instance's network and the proxy.
         if naming.edge_network(prefix) not in obs.networks:
-            self.engine.create_network(naming.edge_network(prefix), naming.labels(prefix), internal=False)
+            self.engine.create_network(naming.edge_network(prefix), naming.labels(prefix), internal=True)
+        if naming.edge_public_network(prefix) not in obs.networks:
+            self.engine.create_network(naming.edge_public_network(prefix), naming.labels(prefix), internal=False)
         if naming.edge_volume(prefix) not in obs.volumes:
             self.engine.create_volume(naming.edge_volume(prefix), naming.labels(prefix))
         config_file = self.settings.edge_dir / "caddy.json"

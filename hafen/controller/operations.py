@@ -232,6 +232,7 @@ def remove_data(ctx: Context) -> bool:
     """Volumes, secrets and network; volumes stay busy until the containers are gone."""
     prefix, name = ctx.settings.prefix, ctx.instance.name
     mine = f"{naming.stack(prefix, name)}_"
+    ctx.engine.remove_stopped_containers(ctx.labels())
     try:
         for vol in sorted(v for v in ctx.obs.volumes if v.startswith(mine)):
             ctx.engine.remove_volume(vol)
@@ -240,7 +241,8 @@ def remove_data(ctx: Context) -> bool:
         network = naming.internal_network(prefix, name)
         if network in ctx.obs.networks:
             ctx.engine.remove_network(network)
-    except EngineConflict:
+    except EngineConflict as exc:
+        ctx.op.error = f"waiting for the containers of {name} to stop: {exc}"
         return False
     return True
 

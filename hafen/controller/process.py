@@ -109,8 +109,9 @@ def stop(settings: Settings, timeout: float = 30) -> int | None:
     pid = running_pid(settings)
     if pid is None:
         return None
-    if pid > 0:
-        os.kill(pid, signal.SIGTERM)
+    if pid < 0:
+        raise HafenError(f"the control plane holds its lock but wrote no pid file ({settings.pid_path})")
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(settings) is None:

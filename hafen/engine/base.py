@@ -197,6 +197,10 @@ class Engine(ABC):
     def remove_service(self, name: str) -> None: ...
 
     @abstractmethod
+    def remove_stopped_containers(self, labels: dict[str, str]) -> None:
+        """Remove exited containers with these labels (finished jobs' containers hold volumes)."""
+
+    @abstractmethod
     def service_logs(
         self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None
     ) -> Iterator[str]: ...

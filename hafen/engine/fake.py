@@ -132,6 +132,9 @@ class FakeEngine(Engine):
         self._check(f"remove_service {name}")
         self.services.pop(name, None)
 
+    def remove_stopped_containers(self, labels: dict[str, str]) -> None:
+        self._check("remove_stopped_containers")
+
     def service_logs(
         self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None
     ) -> Iterator[str]:

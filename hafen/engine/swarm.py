@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import docker
@@ -69,11 +70,9 @@ class SwarmEngine(Engine):
         label = {"label": f"{LABEL_PREFIX}={prefix}"}
         services = _call("list services", lambda: api.services(filters=label))
         ids = {s["ID"] for s in services}
-        tasks = _call("list tasks", lambda: api.tasks()) if ids else []
+        tasks = _call("list tasks", lambda: api.tasks(filters={"service": sorted(ids)})) if ids else []
         by_service: dict[str, list[TaskState]] = {}
         for task in tasks:
-            if task["ServiceID"] not in ids:
-                continue
             status = task.get("Status", {})
             container_labels = task.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {}
             by_service.setdefault(task["ServiceID"], []).append(
@@ -220,6 +219,13 @@ class SwarmEngine(Engine):
     def remove_service(self, name: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             _call(f"remove service {name}", lambda: self.client.api.remove_service(name))
+
+    def remove_stopped_containers(self, labels: dict[str, str]) -> None:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": ["exited", "created", "dead"]}
+        containers = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
+        for container in containers:
+            with contextlib.suppress(docker.errors.NotFound):
+                _call(f"remove container {container.name}", partial(container.remove, force=True))
 
     def service_logs(
         self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None

@@ -15,7 +15,17 @@ from tests.conftest import Plane
 
 pytestmark = pytest.mark.integration
 
-CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 5432), timeout=3); print('connected')"
+# Speaks the first bytes of PostgreSQL's protocol (an SSLRequest), so that a connection
+# accepted by anything other than a PostgreSQL server does not count as reaching one.
+POSTGRES = (
+    "import socket, struct, sys\n"
+    "s = socket.create_connection((sys.argv[1], 5432), timeout=3)\n"
+    "s.sendall(struct.pack('!ii', 8, 80877103))\n"
+    "answer = s.recv(1)\n"
+    "assert answer in (b'N', b'S'), answer\n"
+    "print('postgres answered')\n"
+)
+ROUTES = "print(open('/proc/net/route').read())"
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +49,18 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
     db_b = plane.containers(f"hit-{b}_db")[0]
     db_b_ip = db_b.attrs["NetworkSettings"]["Networks"][f"hit-{b}_internal"]["IPAddress"]
 
-    code, output = _exec(web_a, "python3", "-c", CONNECT, "db")
-    assert code == 0, output
-    code, output = _exec(web_a, "python3", "-c", CONNECT, db_b_ip)
+    code, output = _exec(web_a, "python3", "-c", POSTGRES, "db")
+    assert code == 0 and "postgres answered" in output, output
+    # B's database is on B's network alone: A has no route to it and cannot resolve its name
+    code, output = _exec(web_a, "python3", "-c", POSTGRES, db_b_ip)
     assert code != 0, f"A's web reached B's database at {db_b_ip}: {output}"
-    code, output = _exec(web_a, "python3", "-c", CONNECT, f"hit-{b}_db")
-    assert code != 0, output
+    assert "unreachable" in output.lower(), output
+    code, output = _exec(web_a, "python3", "-c", POSTGRES, f"hit-{b}_db")
+    assert code != 0 and "gaierror" in output, output
+    # and no default route at all: a web service has no way off the host
+    code, output = _exec(web_a, "python3", "-c", ROUTES)
+    assert code == 0
+    assert not [line for line in output.splitlines()[1:] if line.split()[1:2] == ["00000000"]], output
 
     # only the web service joins the shared edge network
     networks = set(db_b.attrs["NetworkSettings"]["Networks"])

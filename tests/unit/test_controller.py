@@ -90,7 +90,12 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1"}
     # the shared edge
     assert "unit-edge" in engine.services and "unit-edge" in engine.networks
-    assert engine.networks["unit-edge"].internal is False
+    # the shared edge network is internal too (no way off the host for web services);
+    # only the proxy also joins the public one
+    assert engine.networks["unit-edge"].internal is True
+    assert engine.networks["unit-edge-public"].internal is False
+    public_users = [s.name for s in engine.services.values() if "unit-edge-public" in {n.name for n in s.networks}]
+    assert public_users == ["unit-edge"]
 
     handler = handler_for(edge, "eve.localhost")
     assert handler["handler"] == "reverse_proxy"
