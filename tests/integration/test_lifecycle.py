@@ -34,8 +34,9 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert client.post("/notes", json={"body": "kept across stop and delete"}).status_code == 201
     import httpx
 
-    tls = httpx.get(f"https://127.0.0.1:{HTTPS_PORT}/health", headers={"Host": domain}, verify=False,
-                    extensions={"sni_hostname": domain})
+    with httpx.Client(verify=False, timeout=15) as https:  # the edge's internal CA signs .localhost
+        tls = https.get(f"https://127.0.0.1:{HTTPS_PORT}/health", headers={"Host": domain},
+                        extensions={"sni_hostname": domain})
     assert tls.status_code == 200
 
     shown = plane.json("show", name)
