@@ -263,7 +263,7 @@ def to_mib(value: str) -> float:
     """A size as `docker stats` writes it (binary units: 980KiB, 31.4MiB, 1.2GiB) in MiB."""
     if not (match := re.fullmatch(r"([\d.]+)\s*([KMGT]i)?B", value.strip())):
         raise ValueError(f"unexpected memory value {value!r}")
-    return float(match[1]) * 1024 ** " KMGT".index((match[2] or " ")[0]) / 1024**2
+    return float(match[1]) * 1024 ** ["", "Ki", "Mi", "Gi", "Ti"].index(match[2] or "") / 1024**2
 
 
 def measure_memory(env: dict[str, str], apps: list[str], problems: list[str]) -> dict[str, Any]:
@@ -300,11 +300,11 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(header: list[str], rows: list[list[str]], widths: list[int]) -> list[str]:
-    """First column left-aligned, the others right-aligned."""
+def table(header: list[str], rows: list[list[str]], widths: list[int], left: int = 1) -> list[str]:
+    """The first `left` columns left-aligned, the others right-aligned."""
     def line(cells: list[str]) -> str:
         pairs = enumerate(zip(cells, widths, strict=True))
-        return " ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in pairs)
+        return " ".join(f"{c:<{w}}" if i < left else f"{c:>{w}}" for i, (c, w) in pairs)
     head = line(header)
     return [head, "-" * len(head), *map(line, rows)]
 
@@ -319,7 +319,7 @@ def summary(report: dict[str, Any]) -> str:
                      fmt(c.get("median")), fmt(e.get("median")),
                      fmt(data["ratio_to_baseline"], 1), fmt(data["ratio_to_baseline_cli"], 1)])
     lines += table(["app", "runs", "median", "min", "max", "spread", "create", "erase", "x task", "x cli"], rows,
-                   [11, max([24, *(len(r[1]) for r in rows)]), 7, 7, 7, 7, 7, 7, 7, 6])
+                   [11, 24, 7, 7, 7, 7, 7, 7, 7, 6], left=2)
     lines.append("  create / erase: median of `hafen create` alone / of `hafen erase` (not counted)")
     lines.append("  x task / x cli: median provisioning / baseline median (task running / command returned)")
     base = report["baseline"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -49,6 +50,22 @@ def test_version_and_rest_login(plane: Plane, openslides: dict[str, Any]) -> Non
     assert wrong.status_code == 400
     whoami = session(plane, openslides).get("/apps/users/whoami/").json()
     assert whoami["user"]["username"] == "admin"
+
+
+def test_websocket_upgrade_through_the_edge(plane: Plane, openslides: dict[str, Any]) -> None:
+    client = session(plane, openslides)
+    cookies = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    request = (
+        "GET /ws/ HTTP/1.1\r\n"
+        f"Host: {openslides['domain']}\r\n"
+        "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: aGFmZW4td2Vic29ja2V0IQ==\r\n"
+        f"Cookie: {cookies}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=15) as sock:
+        sock.sendall(request.encode())
+        answer = sock.recv(4096).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 101"), answer
 
 
 def test_motion_survives_stop_start_and_delete_start(plane: Plane, openslides: dict[str, Any]) -> None:

@@ -15,8 +15,16 @@ def login(plane: Plane, domain: str, password: str) -> object:
     return client if response.status_code == 200 else None
 
 
+def edge_container(plane: Plane) -> str:
+    containers = plane.containers("hit-edge")
+    assert len(containers) == 1
+    return str(containers[0].id)
+
+
 def test_lifecycle(plane: Plane, instance_name: str) -> None:
     name = instance_name
+    plane.wait_until(lambda: plane.containers("hit-edge"), timeout=120)
+    edge = edge_container(plane)
     data = plane.create(name, "demo")
     assert data["name"] == name
     assert data["app"] == "demo"
@@ -82,6 +90,9 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     # delete keeps data; start brings the instance back with it
     plane.hafen("delete", name)
     assert plane.http(domain).get("/").status_code == 404
+
+    # routes came and went through the proxy's admin API: the same proxy container served throughout
+    assert edge_container(plane) == edge
     left = plane.labelled(name)
     assert left["services"] == set()
     assert left["volumes"] == {f"hit-{name}_db"}
@@ -97,3 +108,6 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert plane.labelled(name) == {"services": set(), "volumes": set(), "secrets": set(), "networks": set()}
     assert plane.hafen("show", name, check=False).returncode != 0
     assert plane.http(domain).get("/").status_code == 404
+
+    # routes came and went through the proxy's admin API: the same proxy container served throughout
+    assert edge_container(plane) == edge
