@@ -48,6 +48,8 @@ def _wait(op: Any, quiet: bool) -> Any:
 
         def update(current: Any) -> None:
             step = current.current_step()
+            if not err.is_terminal and not quiet and step:
+                err.print(f"{title}: {step['title']}", highlight=False, soft_wrap=True)
             done = sum(1 for s in current.steps if s["state"] == "done")
             text = f"{title}: {step['title']}" if step else title
             progress.update(task, description=text, total=len(current.steps) or None, completed=done)
@@ -88,6 +90,9 @@ def _build_progress(quiet: bool = False) -> tuple[Progress, Callable[[str, str],
     tasks: dict[str, Any] = {}
 
     def report(tag: str, text: str) -> None:
+        if not err.is_terminal and not quiet:
+            err.print(f"{tag}: {text}", highlight=False, soft_wrap=True)  # a log, where no live display shows
+            return
         if tag not in tasks:
             tasks[tag] = progress.add_task(tag)
         progress.update(tasks[tag], description=f"{tag}: {text}")

@@ -98,16 +98,21 @@ class App(_Strict):
         return CATALOG_DIR / self.name
 
     def render(self, **context: object) -> StackTemplate:
-        source = (self.directory / "stack.yaml.j2").read_text()
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
         try:
-            text = env.from_string(source).render(**context)
+            text = _template(self.name).render(**context)
             return StackTemplate.model_validate(yaml.safe_load(text))
         except (jinja2.TemplateError, yaml.YAMLError, ValidationError) as exc:
             raise InvalidInput(f"stack template of {self.name} is invalid: {exc}") from exc
 
     def image_tags(self, version: str) -> list[str]:
         return [image.tag.format(version=version) for image in self.images]
+
+
+@cache
+def _template(app: str) -> jinja2.Template:
+    """The app's compiled stack template; compiled once, rendered on every controller pass."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    return env.from_string((CATALOG_DIR / app / "stack.yaml.j2").read_text())
 
 
 @cache
