@@ -1,5 +1,8 @@
 """Settings of a hafen installation, read from HAFEN_* environment variables."""
 
+import contextlib
+import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -43,6 +46,17 @@ class Settings(BaseSettings):
     @property
     def pid_path(self) -> Path:
         return self.data_dir / "controller.pid"
+
+
+def read_or_create_key(path: Path, generate: Callable[[], bytes]) -> bytes:
+    """A key kept in a file readable by its owner alone, made on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError), os.fdopen(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+        ) as handle:
+            handle.write(generate())
+    return path.read_bytes().strip()
 
 
 @lru_cache(maxsize=1)

@@ -1,23 +1,16 @@
 """Encryption of instance secrets at rest with a key kept in the data directory."""
 
-import os
 import secrets
 from functools import cache
 
 from cryptography.fernet import Fernet
 
-from hafen.config import get_settings
+from hafen.config import get_settings, read_or_create_key
 
 
 @cache
 def _fernet() -> Fernet:
-    path = get_settings().key_path
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(Fernet.generate_key())
-    return Fernet(path.read_bytes().strip())
+    return Fernet(read_or_create_key(get_settings().key_path, Fernet.generate_key))
 
 
 def encrypt(value: str) -> str:

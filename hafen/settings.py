@@ -1,11 +1,15 @@
 """Django settings of the control plane: SQLite in the data directory by default."""
 
-from hafen.config import get_settings
+import secrets
+
+from hafen.config import get_settings, read_or_create_key
 
 _hafen = get_settings()
 _hafen.data_dir.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = "hafen-control-plane"  # replaced in issue 3 by a generated key; no sessions yet
+SECRET_KEY = read_or_create_key(
+    _hafen.data_dir / "django-secret.key", lambda: secrets.token_urlsafe(50).encode()
+).decode()
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True

@@ -108,7 +108,7 @@ class Controller:
             self._fail(op, instance, obs, str(exc))
         except EngineUnavailable:
             raise
-        except (EngineError, ops.Retry) as exc:
+        except EngineError as exc:
             op.refresh_from_db()
             if op.attempts + 1 >= ops.MAX_ATTEMPTS:
                 self._fail(op, instance, obs, str(exc))

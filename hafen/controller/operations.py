@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.utils import timezone
 
@@ -34,10 +33,6 @@ log = logging.getLogger("hafen.controller")
 MAX_TASK_FAILURES = 3
 STEP_TIMEOUT = timedelta(minutes=10)
 MAX_ATTEMPTS = 8
-
-
-class Retry(Exception):
-    """A passing problem: try the step again after a delay (per instance backoff)."""
 
 
 class Fail(HafenError):
@@ -376,6 +371,3 @@ def backoff(op: Operation, reason: str) -> None:
     op.error = f"{reason} (retrying in {delay}s)"
     op.save()
 
-
-def describe_steps(op: Operation) -> list[dict[str, Any]]:
-    return [{k: s.get(k) for k in ("name", "title", "state")} for s in op.steps]
