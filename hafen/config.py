@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         return self.data_dir / "controller.log"
 
     @property
+    def wake_path(self) -> Path:
+        return self.data_dir / "controller.wake"
+
+    @property
     def pid_path(self) -> Path:
         return self.data_dir / "controller.pid"
 

@@ -26,7 +26,7 @@ from hafen.instances.models import ControlPlane, Desired, Instance, Operation, O
 
 log = logging.getLogger("hafen.controller")
 
-BUSY_INTERVAL = 0.3
+BUSY_INTERVAL = 0.2
 IDLE_INTERVAL = 2.0
 
 
@@ -47,6 +47,11 @@ class Controller:
         self.settings = settings
         self.edge_state = EdgeReconciler(engine, edge, settings)
         self.stopping = threading.Event()
+        self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
 
     # -- one pass --------------------------------------------------------------------------------
 
@@ -174,6 +179,7 @@ class Controller:
             except Exception:
                 log.exception("controller: pass failed")
                 busy = False
-            self.stopping.wait(BUSY_INTERVAL if busy else IDLE_INTERVAL)
+            self.wake.wait(BUSY_INTERVAL if busy else IDLE_INTERVAL)
+            self.wake.clear()
         ControlPlane.objects.filter(pk=1).update(beat_at=None)
         log.info("controller: stopped")

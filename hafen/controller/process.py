@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from hafen import wake
 from hafen.config import Settings
 from hafen.errors import Conflict, ControlPlaneDown, HafenError
 
@@ -65,7 +66,8 @@ def serve(settings: Settings) -> None:
                                                                   settings.http_port)
     controller = Controller(get_engine(), edge, settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: controller.stopping.set())
+        signal.signal(sig, lambda *_: controller.stop())
+    wake.listen(settings.wake_path, controller.wake)
     threading.Thread(target=_serve_web, args=(settings,), daemon=True, name="web").start()
     try:
         controller.run()

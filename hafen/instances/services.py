@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from hafen import crypto
+from hafen import crypto, wake
 from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.engine import get_engine
@@ -44,7 +44,9 @@ def _secret_value(name: str) -> str:
 
 
 def _enqueue(instance: Instance, kind: str, **params: Any) -> Operation:
-    return Operation.objects.create(instance=instance, instance_name=instance.name, kind=kind, params=params)
+    operation = Operation.objects.create(instance=instance, instance_name=instance.name, kind=kind, params=params)
+    transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+    return operation
 
 
 def _active_op(instance: Instance, kinds: tuple[str, ...]) -> Operation | None:

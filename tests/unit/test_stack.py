@@ -140,7 +140,7 @@ def test_stopped_gives_zero_replicas_everywhere(app):
 def test_env_is_rendered_from_the_template():
     specs, _ = render(stack_input("openslides", name="my-event"))
     assert specs["web"].env == {"DB_HOST": "db", "REDIS_HOST": "redis", "INSTANCE_NAME": "my-event"}
-    assert specs["setup"].env == specs["web"].env
+    assert specs["setup"].env == {**specs["web"].env, "HAFEN_SETUP": "1"}
     assert specs["db"].env == {"POSTGRES_USER": "openslides", "POSTGRES_DB": "openslides"}
 
 

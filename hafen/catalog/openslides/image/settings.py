@@ -32,6 +32,11 @@ DATABASES = {
     }
 }
 
+if os.environ.get("HAFEN_SETUP") == "1":
+    # The one-off setup job's migrations need no synchronous commits: a crash mid-setup
+    # leaves nothing but a job that runs again. Halves the time of a first migration.
+    DATABASES["default"]["OPTIONS"] = {"options": "-c synchronous_commit=off"}
+
 _redis_host = os.environ.get("REDIS_HOST", "redis")
 use_redis = True
 REDIS_ADDRESS = f"redis://{_redis_host}:6379/0"
