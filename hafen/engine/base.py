@@ -142,13 +142,17 @@ class Observation:
     networks: set[str] = field(default_factory=set)
     volumes: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
+    _by_instance: dict[str, dict[str, ServiceState]] | None = field(default=None, repr=False, compare=False)
 
     def services_of(self, instance: str) -> dict[str, ServiceState]:
-        return {
-            s.labels.get(LABEL_SERVICE, s.name): s
-            for s in self.services.values()
-            if s.labels.get(LABEL_INSTANCE) == instance
-        }
+        """The services of one instance by their logical names (indexed once per observation)."""
+        if self._by_instance is None:
+            self._by_instance = {}
+            for state in self.services.values():
+                owner = state.labels.get(LABEL_INSTANCE)
+                if owner is not None:
+                    self._by_instance.setdefault(owner, {})[state.labels.get(LABEL_SERVICE, state.name)] = state
+        return self._by_instance.get(instance, {})
 
 
 class Engine(ABC):
