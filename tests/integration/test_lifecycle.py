@@ -15,6 +15,13 @@ def login(plane: Plane, domain: str, password: str) -> object:
     return client if response.status_code == 200 else None
 
 
+def start_and_find_note(plane: Plane, name: str, password: str) -> None:
+    plane.hafen("start", name)
+    client = login(plane, f"{name}.localhost", password)
+    assert client is not None
+    assert [n["body"] for n in client.get("/notes").json()] == ["kept across stop and delete"]
+
+
 def edge_container(plane: Plane) -> str:
     containers = plane.containers("hit-edge")
     assert len(containers) == 1
@@ -60,10 +67,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert stopped.status_code == 503
     assert "stopped" in stopped.text
     assert plane.json("show", name)["state"] == "stopped"
-    plane.hafen("start", name)
-    client = login(plane, domain, password)
-    assert client is not None
-    assert [n["body"] for n in client.get("/notes").json()] == ["kept across stop and delete"]
+    start_and_find_note(plane, name, password)
 
     # scale and restart
     plane.hafen("scale", name, "2")
@@ -98,10 +102,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert left["volumes"] == {f"hit-{name}_db"}
     assert len(left["secrets"]) == 2
     assert plane.json("show", name)["state"] == "deleted"
-    plane.hafen("start", name)
-    client = login(plane, domain, new_password)
-    assert client is not None
-    assert [n["body"] for n in client.get("/notes").json()] == ["kept across stop and delete"]
+    start_and_find_note(plane, name, new_password)
 
     # erase leaves nothing behind
     plane.hafen("erase", name, "--yes")
