@@ -178,22 +178,27 @@ def verify(ctx: Context) -> bool:
     return False
 
 
-def scale_down(ctx: Context) -> bool:
+def stop_in_order(ctx: Context) -> bool:
+    """Scale to zero in reverse start order: the web service stops while its database still answers.
+
+    Stopped all at once, a web server waits on a cache that is gone and a database
+    waits on its clients, each until it is killed at the end of its grace period.
+    """
     current = ctx.services
-    changed = False
-    for svc, spec in ctx.specs.items():
-        if svc not in current:
-            continue
-        if spec.job:
-            ctx.engine.remove_service(spec.name)
-            changed = True
-        else:
-            changed = ctx.engine.apply_service(spec, current[svc]) or changed
-    return not changed
-
-
-def stopped(ctx: Context) -> bool:
-    return all(s.running == 0 and s.stale == 0 for s in ctx.services.values())
+    for wave in reversed(ctx.waves):
+        busy = False
+        for svc in wave:
+            state = current.get(svc)
+            if state is None:
+                continue
+            spec = ctx.specs[svc]
+            if spec.job:
+                ctx.engine.remove_service(spec.name)
+            elif ctx.engine.apply_service(spec, state) or state.running or state.stale:
+                busy = True
+        if busy:
+            return False
+    return True
 
 
 def remove_services(ctx: Context) -> bool:
@@ -278,12 +283,12 @@ def plan(ctx: Context) -> list[Step]:
     if kind == "stop":
         return [
             Step("route", "show the stopped page at the edge", route),
-            Step("scale-down", "stop the services", scale_down),
-            Step("stopped", "wait for the services to stop", stopped),
+            Step("stop", "stop the services, web first", stop_in_order),
         ]
     if kind in ("delete", "erase"):
         steps = [
             Step("route", "remove the route at the edge", route),
+            Step("stop", "stop the services, web first", stop_in_order),
             Step("remove", "remove the services", remove_services),
             Step("removed", "wait for the services to go", removed),
         ]
