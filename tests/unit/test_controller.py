@@ -300,6 +300,21 @@ def test_operations_of_one_instance_run_one_at_a_time(controller, engine, runnin
     assert engine.services["unit-eve_web"].replicas == 2
 
 
+def test_stop_scales_down_in_reverse_start_order(controller, engine, running_instance):
+    """The web service stops first, while its database and cache still answer."""
+    running_instance("eve")
+    services.stop("eve")
+    seen = []
+    for _ in range(20):
+        controller.pass_once()
+        seen.append(tuple(engine.services[f"unit-eve_{svc}"].replicas for svc in ("web", "db", "redis")))
+        if seen[-1] == (0, 0, 0):
+            break
+    assert seen[-1] == (0, 0, 0)
+    assert (0, 1, 1) in seen
+    assert all(not (web == 1 and db == 0) for web, db, _ in seen)
+
+
 def test_stop_queued_behind_create(controller, engine, converge):
     create = services.create_instance("eve", "demo")
     stop = services.stop("eve")
