@@ -93,6 +93,13 @@ class App(_Strict):
     images: list[ImageDef]
     sizes: dict[str, Size]
 
+    @field_validator("web_port")
+    @classmethod
+    def _edge_port(cls, value: int) -> int:
+        if value != 8000:
+            raise ValueError("the edge proxies every app's web service on port 8000")
+        return value
+
     @property
     def directory(self) -> Path:
         return CATALOG_DIR / self.name

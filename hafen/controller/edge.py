@@ -1,4 +1,4 @@
-"""Reconcile the shared edge: its network, volume, service and routes."""
+"""Reconcile the shared edge: its networks, volume, two Caddy services and their configurations."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import json
 import logging
 from typing import Any
 
-from hafen.catalog import get_app
 from hafen.config import Settings
 from hafen.edge import config as caddy
-from hafen.edge.client import Edge
+from hafen.edge.client import Edge, Server
 from hafen.engine.base import Engine, Mount, NetworkRef, Observation, PublishedPort, ServiceSpec
 from hafen.errors import EngineError
 from hafen.instances import naming
@@ -18,40 +17,48 @@ from hafen.instances.models import Desired, Instance
 log = logging.getLogger("hafen.edge")
 
 EDGE_IMAGE = "hafen/edge:caddy"
+CONFIG_FILES: dict[Server, str] = {"proxy": "caddy.json", "status": "status.json"}
 
 
-def route_for(instance: Instance, prefix: str) -> caddy.Route | None:
-    """How the edge should treat an instance's domain, from desired and observed state."""
+def route_for(instance: Instance) -> caddy.Route | None:
+    """What the status server says of an instance's domain when no web service answers for it."""
     scaled_to_zero = instance.desired_state == Desired.RUNNING and instance.replicas == 0
     if instance.desired_state == Desired.STOPPED or scaled_to_zero:
         return caddy.Route(instance.domain, instance.name, "stopped")
-    if instance.desired_state != Desired.RUNNING:
-        return None
-    app = get_app(instance.app)
-    web = instance.observed.get("services", {}).get(app.web_service, {})
-    if web.get("running", 0) > 0:
-        upstream = f"{naming.service(prefix, instance.name, app.web_service)}:{app.web_port}"
-        return caddy.Route(instance.domain, instance.name, "proxy", upstream)
-    return caddy.Route(instance.domain, instance.name, "starting")
+    if instance.desired_state == Desired.RUNNING:
+        return caddy.Route(instance.domain, instance.name, "starting")
+    return None
+
+
+def _spec(settings: Settings, server: Server) -> ServiceSpec:
+    """The proxy publishes the ports and keeps certificates; the status server has neither."""
+    prefix = settings.prefix
+    bind = Mount(str(settings.edge_dir), "/etc/hafen-edge", kind="bind")
+    common: dict[str, Any] = {"image": EDGE_IMAGE, "constraints": ["node.role == manager"]}
+    if server == "status":
+        return ServiceSpec(
+            name=naming.edge_status_service(prefix),
+            labels={**naming.labels(prefix), "hafen.role": "edge-status"},
+            command=["sh", "-c", "rm -f /etc/hafen-edge/status-admin.sock; "
+                     "exec caddy run --config /etc/hafen-edge/status.json"],
+            mounts=[bind],
+            networks=[NetworkRef(naming.edge_network(prefix))],
+            memory_bytes=64 * 1024**2,
+            **common,
+        )
+    return ServiceSpec(
+        name=naming.edge_service(prefix),
+        labels={**naming.labels(prefix), "hafen.role": "edge"},
+        mounts=[bind, Mount(naming.edge_volume(prefix), "/data")],
+        networks=[NetworkRef(naming.edge_network(prefix)), NetworkRef(naming.edge_public_network(prefix))],
+        ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
+        memory_bytes=256 * 1024**2,
+        **common,
+    )
 
 
 def edge_spec(settings: Settings) -> ServiceSpec:
-    return ServiceSpec(
-        name=naming.edge_service(settings.prefix),
-        image=EDGE_IMAGE,
-        labels={**naming.labels(settings.prefix), "hafen.role": "edge"},
-        mounts=[
-            Mount(str(settings.edge_dir), "/etc/hafen-edge", kind="bind"),
-            Mount(naming.edge_volume(settings.prefix), "/data"),
-        ],
-        networks=[
-            NetworkRef(naming.edge_network(settings.prefix)),
-            NetworkRef(naming.edge_public_network(settings.prefix)),
-        ],
-        ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
-        constraints=["node.role == manager"],
-        memory_bytes=256 * 1024**2,
-    )
+    return _spec(settings, "proxy")
 
 
 class EdgeReconciler:
@@ -59,61 +66,71 @@ class EdgeReconciler:
         self.engine = engine
         self.edge = edge
         self.settings = settings
-        self.applied = ""
+        self.applied: dict[Server, str] = {}
         self.routes: dict[str, caddy.Route] = {}
         self.problem = ""
 
-    def ensure_infrastructure(self, obs: Observation) -> bool:
-        """The edge network, volume and service; return whether the proxy runs."""
+    def _configs(self, instances: list[Instance]) -> tuple[dict[Server, dict[str, Any]], list[caddy.Route]]:
+        routes = [r for r in (route_for(i) for i in instances) if r is not None]
+        status_host = naming.edge_status_service(self.settings.prefix)
+        return {
+            "proxy": caddy.proxy_config(status_host, self.settings.acme_email),
+            "status": caddy.build(routes),
+        }, routes
+
+    def _write(self, server: Server, config: dict[str, Any]) -> None:
+        self.settings.edge_dir.mkdir(parents=True, exist_ok=True)
+        path = self.settings.edge_dir / CONFIG_FILES[server]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config, indent=1))
+        tmp.replace(path)
+
+    def _ensure_infrastructure(self, obs: Observation, configs: dict[Server, dict[str, Any]]) -> list[Server]:
+        """Networks, volume and both services; return the servers that run."""
         prefix = self.settings.prefix
         # The shared edge network is internal: a web service on it gets no route off the host,
-        # so it can reach only its own instance's network and the proxy.
+        # so it can reach only its own instance's network and the edge.
         if naming.edge_network(prefix) not in obs.networks:
             self.engine.create_network(naming.edge_network(prefix), naming.labels(prefix), internal=True)
         if naming.edge_public_network(prefix) not in obs.networks:
             self.engine.create_network(naming.edge_public_network(prefix), naming.labels(prefix), internal=False)
         if naming.edge_volume(prefix) not in obs.volumes:
             self.engine.create_volume(naming.edge_volume(prefix), naming.labels(prefix))
-        config_file = self.settings.edge_dir / "caddy.json"
-        if not config_file.exists():
-            self._write(caddy.build([], self.settings.acme_email))
-        spec = edge_spec(self.settings)
-        current = obs.services.get(spec.name)
-        self.engine.apply_service(spec, current)
-        if current is None or current.running == 0:
-            failures = current.failures if current else []
-            self.problem = f"the edge proxy is not running: {failures[-1].error}" if failures else (
-                "the edge proxy is starting")
-            return False
-        return True
-
-    def _write(self, config: dict[str, Any]) -> None:
-        self.settings.edge_dir.mkdir(parents=True, exist_ok=True)
-        path = self.settings.edge_dir / "caddy.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(config, indent=1))
-        tmp.replace(path)
+        running: list[Server] = []
+        problems = []
+        for server in ("status", "proxy"):
+            if not (self.settings.edge_dir / CONFIG_FILES[server]).exists():
+                self._write(server, configs[server])
+            spec = _spec(self.settings, server)
+            current = obs.services.get(spec.name)
+            self.engine.apply_service(spec, current)
+            if current is not None and current.running > 0:
+                running.append(server)
+            else:
+                failures = current.failures if current else []
+                problems.append(f"the edge {server} server is not running"
+                                + (f": {failures[-1].error}" if failures else " yet"))
+        self.problem = "; ".join(problems)
+        return running
 
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
+        configs, routes = self._configs(instances)
         try:
-            if not self.ensure_infrastructure(obs):
-                return
-            routes = [r for r in (route_for(i, self.settings.prefix) for i in instances) if r is not None]
-            config = caddy.build(routes, self.settings.acme_email)
-            wanted = caddy.digest(config)
-            if wanted == self.applied:
-                return
-            self._write(config)
-            self.edge.load(config)
+            running = self._ensure_infrastructure(obs, configs)
+            for server in running:
+                wanted = caddy.digest(configs[server])
+                if self.applied.get(server) == wanted:
+                    continue
+                self._write(server, configs[server])
+                self.edge.load(server, configs[server])
+                self.applied[server] = wanted
+                log.info("edge: %s configuration %s applied", server, wanted)
+                if server == "status":
+                    self.routes = {r.domain: r for r in routes}
         except EngineError as exc:
             if str(exc) != self.problem:
                 log.warning("edge: %s", exc)
             self.problem = str(exc)
-            return
-        self.applied = wanted
-        self.routes = {r.domain: r for r in routes}
-        self.problem = ""
-        log.info("edge: configuration %s applied with %d routes", wanted, len(routes))
 
     def mode(self, domain: str) -> str | None:
         route = self.routes.get(domain)

@@ -155,8 +155,9 @@ class Controller:
                 Operation.objects.create(instance=instance, instance_name=instance.name, kind="repair")
 
     def heartbeat(self) -> None:
+        status = self.edge_state.applied.get("status", "")
         ControlPlane.objects.update_or_create(
-            pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": self.edge_state.applied}
+            pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": status}
         )
 
     # -- the loop --------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ class Context:
             StackInput(
                 prefix=self.settings.prefix,
                 name=self.instance.name,
+                domain=self.instance.domain,
                 app=self.app,
                 version=self.instance.version,
                 size=self.instance.size,
@@ -159,7 +160,7 @@ def route(ctx: Context) -> bool:
     """Wait until the edge has the route this instance should now have."""
     if _superseded(ctx):
         return True
-    wanted = route_for(ctx.instance, ctx.settings.prefix)
+    wanted = route_for(ctx.instance)
     if ctx.edge_state.mode(ctx.instance.domain) == (wanted.mode if wanted else None):
         return True
     if ctx.edge_state.problem:
@@ -252,11 +253,12 @@ def remove_data(ctx: Context) -> bool:
 
 def _bring_up(ctx: Context) -> list[Step]:
     steps = [Step("prepare", "network, volumes and secrets", prepare)]
-    for wave in ctx.waves:
+    for index, wave in enumerate(ctx.waves):
         label = ", ".join(wave)
         steps.append(Step(f"deploy:{label}", f"start {label}", deploy(wave)))
+        if index == 0:  # the edge reloads while the first services start
+            steps.append(Step("route", "announce the domain at the edge", route))
         steps.append(Step(f"wait:{label}", f"wait for {label}", wait_for(wave)))
-    steps.append(Step("route", "route the domain at the edge", route))
     steps.append(Step("verify", "check the app through the edge", verify))
     return steps
 

@@ -57,14 +57,17 @@ def _serve_web(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Run the controller (and the web server) until SIGTERM or SIGINT."""
     from hafen.controller.loop import Controller
-    from hafen.edge.client import CaddyEdge, FakeEdge
+    from hafen.edge.client import CaddyEdge, Edge, FakeEdge
     from hafen.engine import get_engine
+    from hafen.engine.fake import FakeEngine
 
     lock = _lock(settings)
     settings.pid_path.write_text(str(os.getpid()))
-    edge = FakeEdge() if settings.engine == "fake" else CaddyEdge(settings.edge_dir / "admin.sock",
-                                                                  settings.http_port)
-    controller = Controller(get_engine(), edge, settings)
+    engine = get_engine()
+    edge: Edge = (
+        FakeEdge(engine) if isinstance(engine, FakeEngine) else CaddyEdge(settings.edge_dir, settings.http_port)
+    )
+    controller = Controller(engine, edge, settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: controller.stop())
     wake.listen(settings.wake_path, controller.wake)

@@ -1,21 +1,24 @@
-"""Talking to the edge proxy: load a configuration, probe a domain through it."""
+"""Talking to the edge: load a configuration into one of its servers, probe a domain through it."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
+from hafen.engine.fake import FakeEngine
 from hafen.errors import EngineError
+
+Server = Literal["proxy", "status"]
 
 
 class Edge(ABC):
     @abstractmethod
-    def load(self, config: dict[str, Any]) -> None:
-        """Apply a whole configuration without restarting the proxy."""
+    def load(self, server: Server, config: dict[str, Any]) -> None:
+        """Apply a whole configuration to one server without restarting it."""
 
     @abstractmethod
     def probe(self, domain: str, path: str) -> int:
@@ -23,21 +26,22 @@ class Edge(ABC):
 
 
 class CaddyEdge(Edge):
-    def __init__(self, socket: Path, http_port: int) -> None:
-        self.socket = socket
+    def __init__(self, edge_dir: Path, http_port: int) -> None:
+        self.sockets = {"proxy": edge_dir / "admin.sock", "status": edge_dir / "status-admin.sock"}
         self.http_port = http_port
 
-    def load(self, config: dict[str, Any]) -> None:
-        if not self.socket.exists():
-            raise EngineError("the edge proxy is not up yet (no admin socket)")
+    def load(self, server: Server, config: dict[str, Any]) -> None:
+        socket = self.sockets[server]
+        if not socket.exists():
+            raise EngineError(f"the edge {server} server is not up yet (no admin socket)")
         try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), timeout=10) as client:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=10) as client:
                 response = client.post("http://localhost/load", content=json.dumps(config),
                                        headers={"Content-Type": "application/json"})
         except httpx.HTTPError as exc:
-            raise EngineError(f"the edge proxy did not take its configuration: {exc}") from exc
+            raise EngineError(f"the edge {server} server did not take its configuration: {exc}") from exc
         if response.status_code != 200:
-            raise EngineError(f"the edge proxy refused its configuration: {response.text.strip()[:300]}")
+            raise EngineError(f"the edge {server} server refused its configuration: {response.text.strip()[:300]}")
 
     def probe(self, domain: str, path: str) -> int:
         try:
@@ -48,19 +52,35 @@ class CaddyEdge(Edge):
 
 
 class FakeEdge(Edge):
-    """Records what it was given; answers 200 for proxied domains."""
+    """Records what it was given; answers as the real edge would, from the fake engine's services."""
 
-    def __init__(self) -> None:
-        self.config: dict[str, Any] = {}
+    def __init__(self, engine: FakeEngine | None = None) -> None:
+        self.engine = engine
+        self.configs: dict[str, dict[str, Any]] = {}
         self.loads = 0
 
-    def load(self, config: dict[str, Any]) -> None:
-        self.config = config
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.configs.get("status", {})
+
+    def load(self, server: Server, config: dict[str, Any]) -> None:
+        self.configs[server] = config
         self.loads += 1
 
+    def _serving(self, domain: str) -> bool:
+        """Whether a running web service answers to this domain on the edge network."""
+        services = self.engine.services.values() if self.engine else []
+        return any(
+            any(domain in net.aliases for net in spec.networks) and self.engine.state_of(spec).running > 0
+            for spec in services
+            if self.engine
+        )
+
     def probe(self, domain: str, path: str) -> int:
-        routes = self.config.get("apps", {}).get("http", {}).get("servers", {}).get("http", {}).get("routes", [])
+        if self._serving(domain):
+            return 200
+        routes = self.config.get("apps", {}).get("http", {}).get("servers", {}).get("status", {}).get("routes", [])
         for route in routes:
             if domain in route.get("match", [{}])[0].get("host", []):
-                return 200 if route["handle"][0]["handler"] == "reverse_proxy" else 503
+                return int(route["handle"][0]["status_code"])
         return 404

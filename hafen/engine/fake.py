@@ -57,7 +57,7 @@ class FakeEngine(Engine):
         self.swarm = True
         return not was
 
-    def _state(self, spec: ServiceSpec) -> ServiceState:
+    def state_of(self, spec: ServiceSpec) -> ServiceState:
         template = spec.template_digest()
         labels = {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template}
         tasks: list[TaskState] = []
@@ -78,7 +78,7 @@ class FakeEngine(Engine):
             return labels.get(LABEL_PREFIX) == prefix
 
         return Observation(
-            services={n: self._state(s) for n, s in self.services.items() if mine(s.labels)},
+            services={n: self.state_of(s) for n, s in self.services.items() if mine(s.labels)},
             networks={n for n, o in self.networks.items() if mine(o.labels)},
             volumes={n for n, o in self.volumes.items() if mine(o.labels)},
             secrets={n for n, o in self.secrets.items() if mine(o.labels)},

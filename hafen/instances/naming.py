@@ -36,6 +36,10 @@ def edge_service(prefix: str) -> str:
     return f"{prefix}-edge"
 
 
+def edge_status_service(prefix: str) -> str:
+    return f"{prefix}-edge-status"
+
+
 def edge_volume(prefix: str) -> str:
     return f"{prefix}-edge-data"
 

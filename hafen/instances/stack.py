@@ -24,6 +24,7 @@ def memory_bytes(text: str) -> int:
 class StackInput:
     prefix: str
     name: str
+    domain: str
     app: App
     version: str
     size: str
@@ -40,7 +41,8 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         if net == "internal":
             networks.append(NetworkRef(naming.internal_network(data.prefix, data.name), aliases=(svc,)))
         else:
-            networks.append(NetworkRef(naming.edge_network(data.prefix)))
+            # The edge proxy finds a web service by the request's host: its alias on the edge network.
+            networks.append(NetworkRef(naming.edge_network(data.prefix), aliases=(data.domain,)))
     unknown = [s for s in tpl.secrets if s not in data.secret_versions]
     if unknown:
         raise InvalidInput(f"stack template of {data.app.name} names unknown secrets: {', '.join(unknown)}")

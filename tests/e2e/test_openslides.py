@@ -52,7 +52,9 @@ def test_version_and_rest_login(plane: Plane, openslides: dict[str, Any]) -> Non
     assert whoami["user"]["username"] == "admin"
 
 
-def test_websocket_upgrade_through_the_edge(plane: Plane, openslides: dict[str, Any]) -> None:
+def test_websocket_passes_the_edge_and_survives_other_instances_coming_and_going(
+    plane: Plane, openslides: dict[str, Any]
+) -> None:
     client = session(plane, openslides)
     cookies = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     request = (
@@ -65,7 +67,17 @@ def test_websocket_upgrade_through_the_edge(plane: Plane, openslides: dict[str, 
     with socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=15) as sock:
         sock.sendall(request.encode())
         answer = sock.recv(4096).decode(errors="replace")
-    assert answer.startswith("HTTP/1.1 101"), answer
+        assert answer.startswith("HTTP/1.1 101"), answer
+        # another instance's route comes and goes: this connection must stay open
+        plane.create("ws-neighbour", "demo")
+        plane.hafen("erase", "ws-neighbour", "--yes")
+        sock.settimeout(1)
+        try:
+            frame = sock.recv(4096)
+        except TimeoutError:
+            frame = None  # quiet and open
+        assert frame != b"", "the edge closed the websocket"
+        assert frame is None or frame[0] != 0x88, f"the websocket got a close frame: {frame!r}"
 
 
 def test_motion_survives_stop_start_and_delete_start(plane: Plane, openslides: dict[str, Any]) -> None:

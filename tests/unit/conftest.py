@@ -81,8 +81,8 @@ def engine(monkeypatch):
 
 
 @pytest.fixture
-def edge():
-    return FakeEdge()
+def edge(engine):
+    return FakeEdge(engine)
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ DEMO_SERVICES = {"unit-eve_db", "unit-eve_redis", "unit-eve_setup", "unit-eve_we
 BRING_UP_STEPS = [
     "prepare",
     "deploy:db, redis",
+    "route",
     "wait:db, redis",
     "deploy:setup",
     "wait:setup",
     "deploy:web",
     "wait:web",
-    "route",
     "verify",
 ]
 
@@ -41,7 +41,7 @@ def objects_of(engine, name):
 
 
 def handler_for(edge, domain):
-    routes = edge.config["apps"]["http"]["servers"]["http"]["routes"]
+    routes = edge.config["apps"]["http"]["servers"]["status"]["routes"]
     for route in routes:
         if domain in route.get("match", [{}])[0].get("host", []):
             return route["handle"][0]
@@ -97,9 +97,11 @@ def test_create_converges_to_running(controller, engine, edge, run):
     public_users = [s.name for s in engine.services.values() if "unit-edge-public" in {n.name for n in s.networks}]
     assert public_users == ["unit-edge"]
 
-    handler = handler_for(edge, "eve.localhost")
-    assert handler["handler"] == "reverse_proxy"
-    assert handler["dynamic_upstreams"]["name"] == "unit-eve_web"
+    # the proxy finds the web service by its alias; the status server vouches for the domain
+    assert ("unit-edge", ("eve.localhost",)) in [(n.name, n.aliases) for n in engine.services["unit-eve_web"].networks]
+    proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][0]["handle"][0]
+    assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}"
+    assert "starting" in handler_for(edge, "eve.localhost")["body"]  # shown only while no web answers
     assert edge.probe("eve.localhost", "/health") == 200
 
 
@@ -384,7 +386,7 @@ def test_replaced_controller_finishes_without_duplicates(engine, edge, settings,
     op.refresh_from_db()
     assert op.state in ACTIVE  # it is really cut off in the middle
 
-    second_edge = FakeEdge()
+    second_edge = FakeEdge(engine)
     second = Controller(engine, second_edge, settings)
     op = run(second, op)
     assert op.state == OpState.SUCCEEDED, op.error
@@ -570,6 +572,6 @@ def test_every_pass_beats_the_heart_and_records_the_edge_config(engine, edge, se
     converge(ctl, until=lambda: bool(ctl.edge_state.applied))
     services.require_control_plane()
     beat = ControlPlane.objects.get(pk=1)
-    assert beat.edge_config == ctl.edge_state.applied
+    assert beat.edge_config == ctl.edge_state.applied["status"]
     ctl.pass_once()
     assert ControlPlane.objects.get(pk=1).beat_at > beat.beat_at

@@ -1,11 +1,11 @@
 import pytest
 
 from hafen.controller.edge import route_for
-from hafen.edge.config import Route, build, digest
+from hafen.edge.config import ASK_PATH, STATUS_PORT, WEB_PORT, Route, build, digest, proxy_config
 from hafen.instances.models import Desired, Instance
 
 
-def routes_of(config, server="http"):
+def routes_of(config, server="status"):
     return config["apps"]["http"]["servers"][server]["routes"]
 
 
@@ -16,24 +16,56 @@ def route_by_host(config, domain):
 
 
 def policies_of(config):
-    return config.get("apps", {}).get("tls", {}).get("automation", {}).get("policies", [])
+    return config["apps"]["tls"]["automation"]["policies"]
 
 
-def test_proxied_route_uses_dynamic_upstreams_of_the_web_service():
-    config = build([Route("ev.localhost", "ev", "proxy", "unit-ev_web:8000")])
-    route = route_by_host(config, "ev.localhost")
-    assert route["terminal"] is True
+# -- the proxy: static, whatever the instances ------------------------------------------------------
+
+
+def test_proxy_sends_each_host_to_the_web_service_with_that_alias():
+    config = proxy_config("unit-edge-status")
+    [route] = routes_of(config, "http")
     [handler] = route["handle"]
+    assert "match" not in route
     assert handler["handler"] == "reverse_proxy"
-    assert handler["dynamic_upstreams"]["source"] == "a"
-    assert handler["dynamic_upstreams"]["name"] == "unit-ev_web"
-    assert handler["dynamic_upstreams"]["port"] == "8000"
+    assert handler["dynamic_upstreams"] == {
+        "source": "a", "name": "{http.request.host}", "port": str(WEB_PORT), "refresh": "1s",
+    }
     assert "upstreams" not in handler  # no static upstream that would pin one task's address
 
 
-def test_http_and_https_servers_share_the_routes():
-    config = build([Route("ev.localhost", "ev", "proxy", "unit-ev_web:8000")])
+def test_proxy_http_and_https_share_routes_and_fall_back_to_the_status_server():
+    config = proxy_config("unit-edge-status")
     assert routes_of(config, "http") == routes_of(config, "https")
+    for server in ("http", "https"):
+        [error_route] = config["apps"]["http"]["servers"][server]["errors"]["routes"]
+        assert error_route["handle"][0]["upstreams"] == [{"dial": f"unit-edge-status:{STATUS_PORT}"}]
+
+
+def test_proxy_asks_the_status_server_before_issuing_a_certificate():
+    config = proxy_config("unit-edge-status")
+    on_demand = config["apps"]["tls"]["automation"]["on_demand"]
+    assert on_demand["ask"] == f"http://unit-edge-status:{STATUS_PORT}{ASK_PATH}"
+    assert all(p["on_demand"] for p in policies_of(config))
+
+
+def test_without_an_acme_email_every_certificate_comes_from_the_internal_ca():
+    assert policies_of(proxy_config("s")) == [{"issuers": [{"module": "internal"}], "on_demand": True}]
+
+
+def test_with_an_acme_email_local_names_stay_internal_and_public_ones_use_acme():
+    policies = policies_of(proxy_config("s", acme_email="ops@example.org"))
+    assert policies[0]["issuers"] == [{"module": "internal"}]
+    assert "*.localhost" in policies[0]["subjects"] and "*.test" in policies[0]["subjects"]
+    assert policies[1] == {"issuers": [{"module": "acme", "email": "ops@example.org"}], "on_demand": True}
+
+
+def test_proxy_configuration_does_not_depend_on_instances():
+    assert digest(proxy_config("s")) == digest(proxy_config("s"))
+    assert digest(proxy_config("s")) != digest(proxy_config("s", acme_email="ops@example.org"))
+
+
+# -- the status server: the per-domain data ----------------------------------------------------------
 
 
 def test_stopped_route_serves_a_503_page_that_says_stopped():
@@ -61,53 +93,32 @@ def test_page_escapes_the_instance_name():
     assert "&lt;script&gt;" in body
 
 
-def test_last_route_is_a_catch_all_404():
-    proxied = Route("a.localhost", "a", "proxy", "unit-a_web:8000")
-    config = build([Route("b.localhost", "b", "stopped"), proxied])
+def test_ask_route_vouches_for_known_domains_only():
+    config = build([Route("b.localhost", "b", "stopped"), Route("a.localhost", "a", "starting")])
+    ask = routes_of(config)[0]
+    assert ask["match"] == [{"path": [ASK_PATH], "query": {"domain": ["a.localhost", "b.localhost"]}}]
+    assert ask["handle"] == [{"handler": "static_response", "status_code": 200}]
+
+
+def test_last_route_is_a_catch_all_404_and_hosts_are_sorted():
+    config = build([Route("b.localhost", "b", "stopped"), Route("a.localhost", "a", "starting")])
     routes = routes_of(config)
-    assert len(routes) == 3
+    assert len(routes) == 4
     last = routes[-1]
     assert "match" not in last
     assert last["handle"][0]["status_code"] == 404
-    # every other route matches exactly one host, sorted by domain
-    assert [r["match"][0]["host"] for r in routes[:-1]] == [["a.localhost"], ["b.localhost"]]
+    assert [r["match"][0]["host"] for r in routes[1:-1]] == [["a.localhost"], ["b.localhost"]]
 
 
-def test_empty_configuration_has_only_the_404_and_no_tls_policies():
+def test_empty_configuration_has_only_the_404():
     config = build([])
     assert len(routes_of(config)) == 1
     assert routes_of(config)[0]["handle"][0]["status_code"] == 404
-    assert policies_of(config) == []
-
-
-def test_localhost_domains_get_the_internal_issuer_even_with_an_acme_email():
-    config = build([Route("ev.localhost", "ev", "proxy", "unit-ev_web:8000")], acme_email="ops@example.org")
-    assert policies_of(config) == [{"subjects": ["ev.localhost"], "issuers": [{"module": "internal"}]}]
-
-
-def test_acme_only_for_public_domains_and_only_with_an_email():
-    routes = [
-        Route("ev.example.org", "ev", "proxy", "unit-ev_web:8000"),
-        Route("local.localhost", "local", "stopped"),
-        Route("lab.test", "lab", "stopped"),
-    ]
-    with_email = policies_of(build(routes, acme_email="ops@example.org"))
-    acme = {"subjects": ["ev.example.org"], "issuers": [{"module": "acme", "email": "ops@example.org"}]}
-    assert acme in with_email
-    internal = next(p for p in with_email if p["issuers"] == [{"module": "internal"}])
-    assert sorted(internal["subjects"]) == ["lab.test", "local.localhost"]
-
-    without_email = policies_of(build(routes))
-    assert len(without_email) == 1
-    assert without_email[0]["issuers"] == [{"module": "internal"}]
-    assert sorted(without_email[0]["subjects"]) == ["ev.example.org", "lab.test", "local.localhost"]
-    assert "acme" not in str(without_email)
 
 
 def test_digest_is_stable_and_independent_of_route_order():
-    a = Route("a.localhost", "a", "proxy", "unit-a_web:8000")
+    a = Route("a.localhost", "a", "starting")
     b = Route("b.localhost", "b", "stopped")
-    assert digest(build([a, b])) == digest(build([a, b]))
     assert digest(build([a, b])) == digest(build([b, a]))
 
 
@@ -115,50 +126,32 @@ def test_digest_is_stable_and_independent_of_route_order():
     "changed",
     [
         [Route("a.localhost", "a", "stopped")],
-        [Route("a.localhost", "a", "proxy", "unit-a_web:9000")],
-        [Route("a.localhost", "a", "proxy", "unit-a_web:8000"), Route("b.localhost", "b", "starting")],
+        [Route("a.localhost", "a", "starting"), Route("b.localhost", "b", "starting")],
         [],
     ],
 )
 def test_digest_changes_when_routes_change(changed):
-    base = digest(build([Route("a.localhost", "a", "proxy", "unit-a_web:8000")]))
-    assert digest(build(changed)) != base
+    assert digest(build(changed)) != digest(build([Route("a.localhost", "a", "starting")]))
 
 
-def test_digest_changes_with_the_acme_email():
-    routes = [Route("ev.example.org", "ev", "proxy", "unit-ev_web:8000")]
-    assert digest(build(routes)) != digest(build(routes, acme_email="ops@example.org"))
+# -- route_for: what the status server says of an instance ----------------------------------------
 
 
-# -- route_for: the route an instance should have -------------------------------------------------
-
-
-def instance(desired, web_running=None, app="demo"):
-    observed = {} if web_running is None else {"services": {"web": {"replicas": 1, "running": web_running}}}
+def instance(desired, replicas=1):
     return Instance(
-        name="ev", app=app, version="1.0", domain="ev.localhost", desired_state=desired, observed=observed
+        name="ev", app="demo", version="1.0", domain="ev.localhost", desired_state=desired, replicas=replicas
     )
 
 
-def test_route_for_running_instance_with_running_web_proxies_to_the_web_service():
-    route = route_for(instance(Desired.RUNNING, web_running=2), "unit")
-    assert route == Route("ev.localhost", "ev", "proxy", "unit-ev_web:8000")
+def test_route_for_running_instance_is_starting_for_when_no_web_answers():
+    assert route_for(instance(Desired.RUNNING)) == Route("ev.localhost", "ev", "starting")
 
 
-@pytest.mark.parametrize("web_running", [None, 0])
-def test_route_for_running_instance_without_running_web_is_starting(web_running):
-    assert route_for(instance(Desired.RUNNING, web_running=web_running), "unit") == Route(
-        "ev.localhost", "ev", "starting"
-    )
-
-
-@pytest.mark.parametrize("web_running", [None, 0, 1])
-def test_route_for_stopped_instance_is_stopped_whatever_runs(web_running):
-    assert route_for(instance(Desired.STOPPED, web_running=web_running), "unit") == Route(
-        "ev.localhost", "ev", "stopped"
-    )
+@pytest.mark.parametrize(("desired", "replicas"), [(Desired.STOPPED, 1), (Desired.STOPPED, 0), (Desired.RUNNING, 0)])
+def test_route_for_stopped_or_scaled_to_zero_instance_is_stopped(desired, replicas):
+    assert route_for(instance(desired, replicas)) == Route("ev.localhost", "ev", "stopped")
 
 
 @pytest.mark.parametrize("desired", [Desired.DELETED, Desired.ERASED])
 def test_route_for_deleted_or_erased_instance_is_none(desired):
-    assert route_for(instance(desired, web_running=1), "unit") is None
+    assert route_for(instance(desired)) is None

@@ -23,6 +23,7 @@ def stack_input(app="openslides", **overrides):
     data = StackInput(
         prefix="unit",
         name="ev",
+        domain="ev.localhost",
         app=app_def,
         version=app_def.default_version,
         size="small",
@@ -60,7 +61,10 @@ def test_labels_name_prefix_instance_and_service(app):
 def test_only_web_joins_the_edge_network(app):
     specs, _ = render(stack_input(app))
     internal = "unit-ev_internal"
-    assert specs["web"].networks == [NetworkRef(internal, aliases=("web",)), NetworkRef("unit-edge")]
+    # on the edge network the web service answers to its domain: that is how the proxy finds it
+    assert specs["web"].networks == [
+        NetworkRef(internal, aliases=("web",)), NetworkRef("unit-edge", aliases=("ev.localhost",))
+    ]
     for svc in ("db", "redis", "setup"):
         assert specs[svc].networks == [NetworkRef(internal, aliases=(svc,))]
     edge_users = [svc for svc, spec in specs.items() if any(n.name == "unit-edge" for n in spec.networks)]
