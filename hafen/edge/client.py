@@ -69,11 +69,12 @@ class FakeEdge(Edge):
 
     def _serving(self, domain: str) -> bool:
         """Whether a running web service answers to this domain on the edge network."""
-        services = self.engine.services.values() if self.engine else []
+        engine = self.engine
+        if engine is None:
+            return False
         return any(
-            any(domain in net.aliases for net in spec.networks) and self.engine.state_of(spec).running > 0
-            for spec in services
-            if self.engine
+            any(domain in net.aliases for net in spec.networks) and engine.state_of(spec).running > 0
+            for spec in engine.services.values()
         )
 
     def probe(self, domain: str, path: str) -> int:
