@@ -156,7 +156,7 @@ def sweep(problems: list[str]) -> None:
 
 def edge_answers() -> bool:
     try:
-        httpx.get(f"http://127.0.0.1:{HTTP_PORT}/", headers={"Host": "bench-warmup.localhost"}, timeout=2)
+        httpx.get(f"http://127.0.0.1:{HTTP_PORT}/", headers={"Host": "bench-warmup.localhost"}, timeout=5)
     except httpx.HTTPError:
         return False
     return True

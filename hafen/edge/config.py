@@ -106,8 +106,11 @@ def proxy_config(status_host: str, acme_email: str = "") -> dict[str, Any]:
                     "dynamic_upstreams": {
                         "source": "a", "name": "{http.request.host}", "port": str(WEB_PORT), "refresh": "1s",
                     },
-                    # rides over a replica that goes away during a rolling update
-                    "load_balancing": {"selection_policy": {"policy": "round_robin"}, "try_duration": "2s"},
+                    # Rides over a replica that goes away during a rolling update; also how long a
+                    # host without a running web service waits for the status server's page.
+                    "load_balancing": {
+                        "selection_policy": {"policy": "round_robin"}, "try_duration": "1s", "try_interval": "250ms",
+                    },
                 }
             ]
         }
