@@ -243,9 +243,8 @@ def _simple(action: str, help_text: str) -> None:
     @click.argument("name")
     def command(name: str) -> None:
         svc = _services()
-        op = _wait(getattr(svc, action)(name), quiet=False)
-        state = svc.get_instance(name).state if op.kind != "erase" else "erased"
-        out.print(f"{name}: {state}")
+        _wait(getattr(svc, action)(name), quiet=False)
+        out.print(f"{name}: {svc.get_instance(name).state}")
 
 
 _simple("start", "Start an instance (also brings back a deleted one, with its data).")

@@ -60,11 +60,14 @@ class Controller:
         obs = self.engine.observe(self.settings.prefix)
         instances = {i.name: i for i in Instance.objects.all()}
         self._record_observation(obs, instances)
-        busy = self._advance_operations(obs, instances)
-        self._repair_drift(obs, instances)
+        active = list(
+            Operation.objects.filter(state__in=[OpState.PENDING, OpState.RUNNING]).order_by("created_at", "id")
+        )
+        self._advance_operations(active, obs, instances)
+        self._repair_drift(obs, instances, busy={op.instance_name for op in active})
         self.edge_state.reconcile(obs, list(Instance.objects.all()))
         self.heartbeat()
-        return busy or bool(self.edge_state.problem)
+        return bool(active) or bool(self.edge_state.problem)
 
     def _record_observation(self, obs: Observation, instances: dict[str, Instance]) -> None:
         changed = []
@@ -77,18 +80,13 @@ class Controller:
         if changed:
             Instance.objects.bulk_update(changed, ["observed"])
 
-    def _due_operations(self) -> list[Operation]:
-        """The oldest unfinished operation of each instance, if its backoff has passed."""
-        active = Operation.objects.filter(state__in=[OpState.PENDING, OpState.RUNNING]).order_by("created_at", "id")
+    def _advance_operations(self, active: list[Operation], obs: Observation, instances: dict[str, Instance]) -> None:
+        """Advance the oldest unfinished operation of each instance, if its backoff has passed."""
         first: dict[str, Operation] = {}
         for op in active:
             first.setdefault(op.instance_name, op)
         now = timezone.now()
-        return [op for op in first.values() if op.next_attempt_at <= now]
-
-    def _advance_operations(self, obs: Observation, instances: dict[str, Instance]) -> bool:
-        due = self._due_operations()
-        for op in due:
+        for op in (op for op in first.values() if op.next_attempt_at <= now):
             if self.stopping.is_set():
                 break
             instance = instances.get(op.instance_name)
@@ -97,54 +95,40 @@ class Controller:
                 op.save()
                 continue
             self._advance(op, instance, obs)
-        return bool(due) or Operation.objects.filter(state__in=[OpState.PENDING, OpState.RUNNING]).exists()
 
     def _advance(self, op: Operation, instance: Instance, obs: Observation) -> None:
-        ctx: ops.Context | None = None
         try:
             with transaction.atomic():
                 ctx = ops.Context(self.engine, self.edge, self.edge_state, self.settings, obs, instance, op)
                 if ops.advance(ctx):
-                    ops.finish(ctx)
+                    ops.finish(op, instance)
                 else:
                     op.attempts = 0
                     op.save()
         except ops.Fail as exc:
-            self._fail(op, instance, obs, str(exc))
+            self._fail(op, instance, str(exc))
         except EngineUnavailable:
             raise
         except EngineError as exc:
             op.refresh_from_db()
             if op.attempts + 1 >= ops.MAX_ATTEMPTS:
-                self._fail(op, instance, obs, str(exc))
+                self._fail(op, instance, str(exc))
             else:
                 log.warning("%s %s: %s", op.kind, instance.name, exc)
                 ops.backoff(op, str(exc))
         except Exception as exc:
             log.exception("%s %s: unexpected error", op.kind, instance.name)
-            self._fail(op, instance, obs, f"internal error: {exc}")
+            self._fail(op, instance, f"internal error: {exc}")
 
-    def _fail(self, op: Operation, instance: Instance, obs: Observation, error: str) -> None:
+    def _fail(self, op: Operation, instance: Instance, error: str) -> None:
         steps = op.steps  # the failed pass was rolled back; keep its record of which step failed
         op.refresh_from_db()
         op.steps = steps
         instance.refresh_from_db()
-        try:
-            ctx = ops.Context(self.engine, self.edge, self.edge_state, self.settings, obs, instance, op)
-        except Exception:
-            op.state, op.error, op.finished_at = OpState.FAILED, error, timezone.now()
-            op.save()
-            Instance.objects.filter(pk=instance.pk).update(state=State.ERROR, error=error)
-            return
-        ops.finish(ctx, error)
+        ops.finish(op, instance, error)
 
-    def _repair_drift(self, obs: Observation, instances: dict[str, Instance]) -> None:
+    def _repair_drift(self, obs: Observation, instances: dict[str, Instance], busy: set[str]) -> None:
         """Bring back services of a running instance that vanished outside hafen."""
-        busy = set(
-            Operation.objects.filter(state__in=[OpState.PENDING, OpState.RUNNING]).values_list(
-                "instance_name", flat=True
-            )
-        )
         for instance in instances.values():
             if instance.name in busy or instance.desired_state != Desired.RUNNING:
                 continue

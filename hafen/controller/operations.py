@@ -344,8 +344,7 @@ def advance(ctx: Context) -> bool:
     return True
 
 
-def finish(ctx: Context, error: str = "") -> None:
-    op, instance = ctx.op, ctx.instance
+def finish(op: Operation, instance: Instance, error: str = "") -> None:
     op.finished_at = timezone.now()
     if error:
         op.state = OpState.FAILED
