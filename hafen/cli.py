@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hafen.backends import Backend
 from hafen.config import get_settings
 from hafen.errors import HafenError, InvalidInput, OperationFailed
 
@@ -23,40 +23,54 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _services() -> ModuleType:
+def _django() -> None:
     from hafen.django_setup import setup
 
     setup()
-    from hafen.instances import services
 
-    return services
+
+def _backend() -> Backend:
+    """The remote control plane named by --url/HAFEN_URL, else this host's."""
+    options = click.get_current_context().find_root().params
+    if options.get("url"):
+        from hafen.backends.remote import RemoteBackend
+
+        return RemoteBackend(options["url"], options.get("token") or "")
+    _django()
+    from hafen.backends.local import LocalBackend
+
+    return LocalBackend()
+
+
+def _local_only() -> None:
+    if click.get_current_context().find_root().params.get("url"):
+        raise InvalidInput("this command works only on the control plane's host, without --url")
 
 
 def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _wait(op: Any, quiet: bool) -> Any:
+def _wait(backend: Backend, op: dict[str, Any], quiet: bool) -> dict[str, Any]:
     """Wait for an operation with a progress display; raise if it failed."""
-    svc = _services()
-    title = f"{op.kind} {op.instance_name}"
+    title = f"{op['kind']} {op['instance']}"
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=err, transient=True, disable=quiet,
     ) as progress:
         task = progress.add_task(title, total=None)
 
-        def update(current: Any) -> None:
-            step = current.current_step()
+        def update(current: dict[str, Any]) -> None:
+            step = next((s for s in current["steps"] if s["state"] != "done"), None)
             if not err.is_terminal and not quiet and step:
                 err.print(f"{title}: {step['title']}", highlight=False, soft_wrap=True)
-            done = sum(1 for s in current.steps if s["state"] == "done")
+            done = sum(1 for s in current["steps"] if s["state"] == "done")
             text = f"{title}: {step['title']}" if step else title
-            progress.update(task, description=text, total=len(current.steps) or None, completed=done)
+            progress.update(task, description=text, total=len(current["steps"]) or None, completed=done)
 
-        op = svc.wait(op, update)
-    if op.state == "failed":
-        raise OperationFailed(f"{op.kind} of {op.instance_name} failed: {op.error}")
+        op = backend.wait(op, update)
+    if op["state"] == "failed":
+        raise OperationFailed(f"{op['kind']} of {op['instance']} failed: {op['error']}")
     return op
 
 
@@ -77,7 +91,10 @@ def _since(value: str | None) -> int | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hafen")
-def cli() -> None:
+@click.option("--url", envvar="HAFEN_URL", default=None, metavar="URL",
+              help="A remote control plane, e.g. https://hafen.example.com (default: this host's).")
+@click.option("--token", envvar="HAFEN_TOKEN", default=None, help="API token for --url.")
+def cli(url: str | None, token: str | None) -> None:
     """hafen runs many isolated instances of a web app on Docker Swarm."""
 
 
@@ -110,12 +127,14 @@ def up(detach: bool) -> None:
     from hafen.engine import get_engine
     from hafen.images.build import Builder, build_all
 
+    _local_only()
     settings = get_settings()
     engine = get_engine()
     engine.ping()
     if engine.ensure_swarm(settings.advertise_addr):
         err.print(f"swarm mode turned on (advertise address {settings.advertise_addr})")
-    _services()
+    _django()
+    _first_operator()
     if settings.engine == "swarm":
         progress, report = _build_progress()
         with progress:
@@ -141,7 +160,7 @@ def serve() -> None:
     """Run the control plane in the foreground (what `up` starts)."""
     from hafen.controller import process
 
-    _services()
+    _django()
     process.serve(get_settings())
 
 
@@ -150,6 +169,7 @@ def down() -> None:
     """Stop the control plane; instances keep running."""
     from hafen.controller import process
 
+    _local_only()
     pid = process.stop(get_settings())
     err.print("the control plane was not running" if pid is None else f"control plane stopped (pid {pid})")
 
@@ -163,39 +183,40 @@ def down() -> None:
 @click.option("--version", "version", default=None, help="App version (default: the app's default).")
 @click.option("--domain", default=None, help="Domain (default: NAME.localhost).")
 @click.option("--size", default="small", show_default=True, help="small, medium or large.")
-@click.option("--owner", default="", help="Customer that owns the instance.")
+@click.option("--org", "organisation", default=None, help="Organisation that owns the instance.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def create(name: str, app: str, version: str | None, domain: str | None, size: str, owner: str,
+def create(name: str, app: str, version: str | None, domain: str | None, size: str, organisation: str | None,
            as_json: bool) -> None:
     """Create an instance and wait until it runs."""
-    svc = _services()
-    op = svc.create_instance(name, app, version=version, domain=domain, size=size, owner=owner)
-    _wait(op, quiet=as_json)
-    instance = svc.get_instance(name)
-    creds = svc.credentials(name)
-    data = {**svc.describe(instance), "username": creds.username, "password": creds.password}
+    backend = _backend()
+    _wait(backend, backend.create(name, app, version, domain, size, organisation), quiet=as_json)
+    data = {**backend.show(name), **backend.credentials(name)}
     if as_json:
         _emit(data)
         return
     out.print(f"[bold green]{name}[/] is running")
     out.print(f"  URL       {data['url']}")
-    out.print(f"  username  {creds.username}")
-    out.print(f"  password  {creds.password}")
+    out.print(f"  username  {data['username']}")
+    out.print(f"  password  {data['password']}")
 
 
 @cli.command(name="list")
+@click.option("--search", "-q", "q", default="", help="Part of a name or domain.")
+@click.option("--state", default="", help="Only instances in this state.")
+@click.option("--app", default="", help="Only instances of this app.")
+@click.option("--org", "organisation", default="", help="Only instances of this organisation.")
 @click.option("--json", "as_json", is_flag=True)
-def list_(as_json: bool) -> None:
+def list_(q: str, state: str, app: str, organisation: str, as_json: bool) -> None:
     """List instances."""
-    svc = _services()
-    rows = [svc.describe(i) for i in svc.list_instances()]
+    rows = _backend().instances(q=q, state=state, app=app, organisation=organisation)
     if as_json:
         _emit(rows)
         return
-    table = Table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "URL", box=None)
+    table = Table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL", box=None)
     for row in rows:
         replicas = f"{row['replicas']['running']}/{row['replicas']['desired']}"
-        table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["url"])
+        table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["organisation"] or "-",
+                      row["url"])
     out.print(table if rows else "no instances")
 
 
@@ -203,48 +224,47 @@ def list_(as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def show(name: str, as_json: bool) -> None:
-    """Show an instance, its services and recent operations."""
-    svc = _services()
-    data = svc.describe(svc.get_instance(name))
-    data["operations"] = [
-        {"kind": o.kind, "state": o.state, "created_at": o.created_at, "error": o.error}
-        for o in svc.operations(name, limit=5)
-    ]
+    """Show an instance, its services, locks and recent operations."""
+    data = _backend().show(name)
     if as_json:
         _emit(data)
         return
-    for key in ("name", "app", "version", "domain", "url", "size", "owner", "state", "created_at"):
-        out.print(f"{key:<11} {data[key]}")
-    out.print(f"{'replicas':<11} {data['replicas']['running']}/{data['replicas']['desired']}")
+    for key in ("name", "app", "version", "domain", "url", "size", "organisation", "state", "created_at"):
+        out.print(f"{key:<13} {data[key] or '-'}")
+    out.print(f"{'replicas':<13} {data['replicas']['running']}/{data['replicas']['desired']}")
     if data["error"]:
-        out.print(f"{'error':<11} [red]{data['error']}[/]")
+        out.print(f"{'error':<13} [red]{data['error']}[/]")
+    for lock in data["locks"]:
+        out.print(f"{'lock ' + str(lock['id']):<13} {', '.join(lock['actions'])}: {lock['reason']} "
+                  f"({lock['created_by']})", highlight=False)
     table = Table("SERVICE", "STATE", "RUNNING", "ERROR", box=None)
     for service, state in data["services"].items():
         table.add_row(service, state["state"], f"{state['running']}/{state['replicas']}", state["error"])
     out.print(table)
-    for op in data["operations"]:
-        out.print(f"  {op['created_at']:%Y-%m-%d %H:%M:%S}  {op['kind']:<8} {op['state']}  {op['error']}")
+    for op in data["operations"][:5]:
+        out.print(f"  {op['created_at'][:19].replace('T', ' ')}  {op['kind']:<8} {op['state']}  {op['error']}",
+                  highlight=False)
 
 
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 def credentials(name: str, as_json: bool) -> None:
-    """Print the admin user name and password of an instance."""
-    creds = _services().credentials(name)
+    """Print the admin user name and password of an instance (written to the audit log)."""
+    creds = _backend().credentials(name)
     if as_json:
-        _emit({"username": creds.username, "password": creds.password})
+        _emit(creds)
     else:
-        out.print(f"username  {creds.username}\npassword  {creds.password}")
+        out.print(f"username  {creds['username']}\npassword  {creds['password']}")
 
 
 def _simple(action: str, help_text: str) -> None:
     @cli.command(name=action, help=help_text)
     @click.argument("name")
     def command(name: str) -> None:
-        svc = _services()
-        _wait(getattr(svc, action)(name), quiet=False)
-        out.print(f"{name}: {svc.get_instance(name).state}")
+        backend = _backend()
+        _wait(backend, backend.act(action, name), quiet=False)
+        out.print(f"{name}: {backend.show(name)['state']}")
 
 
 _simple("start", "Start an instance (also brings back a deleted one, with its data).")
@@ -260,8 +280,8 @@ def erase(name: str, yes: bool) -> None:
     """Remove an instance with all its data: volumes, secrets, network."""
     if not yes:
         raise InvalidInput(f"erase removes all data of {name} for good; add --yes to confirm")
-    svc = _services()
-    _wait(svc.erase(name), quiet=False)
+    backend = _backend()
+    _wait(backend, backend.erase(name), quiet=False)
     out.print(f"{name}: erased")
 
 
@@ -270,8 +290,8 @@ def erase(name: str, yes: bool) -> None:
 @click.argument("replicas", type=int)
 def scale(name: str, replicas: int) -> None:
     """Set the number of replicas of the web service."""
-    svc = _services()
-    _wait(svc.scale(name, replicas), quiet=False)
+    backend = _backend()
+    _wait(backend, backend.scale(name, replicas), quiet=False)
     out.print(f"{name}: {replicas} replicas")
 
 
@@ -279,9 +299,9 @@ def scale(name: str, replicas: int) -> None:
 @click.argument("name")
 def passwd(name: str) -> None:
     """Set a new generated admin password and print it once."""
-    svc = _services()
-    op, password = svc.new_admin_password(name)
-    _wait(op, quiet=False)
+    backend = _backend()
+    op, password = backend.passwd(name)
+    _wait(backend, op, quiet=False)
     out.print(f"new admin password of {name}: {password}")
 
 
@@ -293,9 +313,125 @@ def passwd(name: str) -> None:
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
 def logs(name: str, service: str | None, follow: bool, since: str | None, tail: int | None) -> None:
     """Print the logs of a service of an instance."""
-    svc = _services()
-    for line in svc.logs(name, service, follow=follow, since=_since(since), tail=tail):
+    for line in _backend().logs(name, service, follow=follow, since=_since(since), tail=tail):
         click.echo(line)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--action", "-a", "actions", multiple=True, required=True,
+              help="An action to refuse: erase, delete, update, stop or scale (repeat for more).")
+@click.option("--reason", required=True, help="Why; shown to whoever is refused.")
+def lock(name: str, actions: tuple[str, ...], reason: str) -> None:
+    """Lock an instance against chosen actions."""
+    found = _backend().lock(name, list(actions), reason)
+    out.print(f"{name}: lock {found['id']} refuses {', '.join(found['actions'])}", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("lock_id", type=int)
+def unlock(name: str, lock_id: int) -> None:
+    """Lift a lock (see `hafen show NAME` for its id)."""
+    _backend().unlock(name, lock_id)
+    out.print(f"{name}: lock {lock_id} lifted")
+
+
+@cli.command(name="audit")
+@click.option("--instance", default="", help="Only entries about this instance.")
+@click.option("--action", default="", help="Only this action, e.g. erase or credentials.")
+@click.option("--actor", "actor_name", default="", help="Only entries by this user.")
+@click.option("--json", "as_json", is_flag=True)
+def audit_(instance: str, action: str, actor_name: str, as_json: bool) -> None:
+    """The latest 100 entries of the audit log, newest first."""
+    rows = _backend().audit(instance=instance, action=action, actor_name=actor_name)
+    if as_json:
+        _emit(rows)
+        return
+    table = Table("WHEN", "WHO", "VIA", "FROM", "ACTION", "INSTANCE", "RESULT", "MESSAGE", box=None)
+    for row in rows:
+        table.add_row(str(row["at"])[:19].replace("T", " "), row["actor"], row["via"], row["source"], row["action"],
+                      row["instance"], row["result"], row["message"])
+    out.print(table if rows else "no entries")
+
+
+# -- organisations and users (on the control plane's host) ---------------------------------------------
+
+
+def _first_operator() -> None:
+    """On the first start, an operator account for the web UI, its password shown this once."""
+    from hafen.access import services as access
+
+    if not access.has_operator():
+        password = access.ensure_operator("admin")
+        err.print(f"web UI operator created: user [bold]admin[/], password [bold]{password}[/] (shown once; "
+                  "`hafen user passwd admin` sets a new one)")
+
+
+@cli.group()
+def org() -> None:
+    """Organisations (customers) and their members."""
+
+
+@org.command(name="create")
+@click.argument("slug")
+@click.option("--name", default="", help="Display name (default: SLUG).")
+def org_create(slug: str, name: str) -> None:
+    """Create an organisation."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+    from hafen.access.policy import Actor
+
+    access.create_organisation(Actor.local(), slug, name)
+    out.print(f"organisation {slug} created")
+
+
+@org.command(name="add-member")
+@click.argument("slug")
+@click.argument("username")
+@click.option("--role", default="member", show_default=True, help="admin or member.")
+@click.option("--credentials", "can_read_credentials", is_flag=True, help="A member may read credentials.")
+@click.option("--email", default="")
+def org_add_member(slug: str, username: str, role: str, can_read_credentials: bool, email: str) -> None:
+    """Add a person to an organisation; a new account's password is printed once."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+    from hafen.access.policy import Actor
+
+    new = access.add_member(Actor.local(), slug, username, role, can_read_credentials, email)
+    out.print(f"{username} is {role} of {slug}")
+    if new.password:
+        out.print(f"password  {new.password}")
+
+
+@cli.group()
+def user() -> None:
+    """Web UI accounts."""
+
+
+@user.command(name="add-operator")
+@click.argument("username")
+def user_add_operator(username: str) -> None:
+    """Create an operator account and print its password once (customers: `hafen org add-member`)."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+
+    password = access.ensure_operator(username)
+    out.print(f"{username} is an operator" + (f"\npassword  {password}" if password else ""))
+
+
+@user.command(name="passwd")
+@click.argument("username")
+def user_passwd(username: str) -> None:
+    """Set a new generated password for a web UI account and print it once."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+
+    out.print(f"new password of {username}: {access.set_password(username)}")
 
 
 # -- images ------------------------------------------------------------------------------------------
@@ -315,6 +451,7 @@ def build(ca_bundle: Path | None, index_url: str | None, stale: bool) -> None:
     """Build every image: base, PostgreSQL, Redis, edge proxy and the apps."""
     from hafen.images.build import Builder, build_all
 
+    _local_only()
     progress, report = _build_progress()
     with progress:
         built = build_all(Builder(ca_bundle, index_url), report, only_stale=stale)

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     acme_email: str = ""
     web_host: str = "127.0.0.1"
     web_port: int = 8765
+    # The public address of the web UI when it sits behind a TLS proxy, e.g.
+    # https://hafen.example.com: trusted for CSRF, and cookies become secure.
+    web_origin: str = ""
+    login_rate: str = "10/m"
     advertise_addr: str = "127.0.0.1"
 
     @property

@@ -4,6 +4,9 @@
      +-- InvalidInput           bad name, app, version, domain, size, count
      +-- NotFound               no such instance or operation
      +-- Conflict               taken name or domain, or a state that forbids it
+     |    +-- Locked            a lock on the instance refuses the action
+     +-- Forbidden              the user may see it but not do it
+     +-- Unauthenticated        no valid session or token (API only)
      +-- ControlPlaneDown       the controller is not running
      +-- OperationFailed        an operation ended in failure
      +-- EngineError            the orchestrator refused or failed
@@ -29,6 +32,18 @@ class NotFound(HafenError):
 
 class Conflict(HafenError):
     exit_code = 4
+
+
+class Locked(Conflict):
+    pass
+
+
+class Forbidden(HafenError):
+    exit_code = 8
+
+
+class Unauthenticated(HafenError):
+    exit_code = 9
 
 
 class ControlPlaneDown(HafenError):

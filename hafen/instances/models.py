@@ -31,7 +31,10 @@ class Instance(models.Model):
     version = models.CharField(max_length=32)
     domain = models.CharField(max_length=253, unique=True)
     size = models.CharField(max_length=16, default="small")
-    owner = models.CharField(max_length=64, blank=True, default="")
+    # None: the operators' own instance, outside any customer's organisation.
+    organisation = models.ForeignKey(
+        "access.Organisation", null=True, blank=True, on_delete=models.PROTECT, related_name="instances"
+    )
     replicas = models.PositiveIntegerField(default=1)
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.RUNNING)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
@@ -116,6 +119,26 @@ class Operation(models.Model):
 
     def current_step(self) -> dict[str, Any] | None:
         return next((s for s in self.steps if s["state"] != "done"), None)
+
+
+class Lock(models.Model):
+    """Refuses chosen actions on an instance, with a reason, until it is lifted.
+
+    A lock an operator set can be lifted only by an operator.
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="locks")
+    actions = models.JSONField(default=list)
+    reason = models.CharField(max_length=200)
+    created_by = models.CharField(max_length=150)
+    by_operator = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"lock on {self.instance_id}: {', '.join(self.actions)} ({self.reason})"
 
 
 class ControlPlane(models.Model):

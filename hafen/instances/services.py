@@ -14,15 +14,19 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from hafen import crypto, wake
+from hafen.access import audit, policy
+from hafen.access.models import Organisation
+from hafen.access.policy import Action, Actor
 from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.engine import get_engine
-from hafen.errors import Conflict, ControlPlaneDown, InvalidInput, NotFound
+from hafen.errors import Conflict, ControlPlaneDown, Forbidden, InvalidInput, Locked, NotFound
 from hafen.instances import naming, validation
-from hafen.instances.models import ControlPlane, Desired, Instance, InstanceSecret, Operation, OpState, State
+from hafen.instances.models import ControlPlane, Desired, Instance, InstanceSecret, Lock, Operation, OpState, State
 
 HEARTBEAT_STALE = timedelta(seconds=15)
 
@@ -53,137 +57,230 @@ def _active_op(instance: Instance, kinds: tuple[str, ...]) -> Operation | None:
     return instance.operations.filter(kind__in=kinds, state__in=[OpState.PENDING, OpState.RUNNING]).first()
 
 
+def _instances(actor: Actor) -> QuerySet[Instance]:
+    return Instance.objects.filter(policy.instance_filter(actor))
+
+
+def _authorized(actor: Actor, action: Action, name: str, note: audit.Note | None = None) -> Instance:
+    """The named instance, if the actor may see it, may do `action` to it, and no lock refuses it."""
+    instance = _instances(actor).filter(name=name).first()
+    if instance is None:
+        raise NotFound(f"no instance named {name!r}")
+    if note is not None:
+        note.organisation_id = instance.organisation_id
+    policy.check(actor, action, instance.organisation_id, f"instance {name!r}")
+    if action in policy.LOCKABLE:
+        refusing = [lock for lock in instance.locks.all() if action in lock.actions]
+        if refusing:
+            reasons = "; ".join(f"{lock.reason} ({lock.created_by})" for lock in refusing)
+            raise Locked(f"{name} is locked against {action}: {reasons}")
+    return instance
+
+
+def _organisation_for_create(actor: Actor, slug: str | None) -> Organisation | None:
+    if slug:
+        organisation = Organisation.objects.filter(policy.organisation_filter(actor), slug=slug).first()
+        if organisation is None:
+            raise NotFound(f"no organisation {slug!r}")
+        policy.check(actor, Action.CREATE, organisation.id, f"organisation {slug!r}")
+        return organisation
+    if actor.is_operator:
+        return None
+    memberships = actor.memberships()
+    admin_of = [org_id for org_id in memberships if Action.CREATE in policy.actions(actor, org_id, memberships)]
+    if len(admin_of) != 1:
+        raise InvalidInput("name the organisation the instance belongs to")
+    return Organisation.objects.get(pk=admin_of[0])
+
+
 def create_instance(
+    actor: Actor,
     name: str,
     app: str,
     version: str | None = None,
     domain: str | None = None,
     size: str = "small",
-    owner: str = "",
+    organisation: str | None = None,
 ) -> Operation:
-    name = validation.name(name)
-    app_def, version = validation.app_version(app, version)
-    domain = validation.domain(domain or f"{name}.{get_settings().domain_suffix}")
-    size = validation.size(size)
-    if Instance.objects.filter(name=name).exists():
-        raise Conflict(f"an instance named {name!r} exists already")
-    if Instance.objects.filter(domain=domain).exists():
-        raise Conflict(f"the domain {domain} is taken by another instance")
-    engine = get_engine()
-    engine.ping()
-    missing = [tag for tag in app_def.image_tags(version) if not engine.image_exists(tag)]
-    if missing:
-        raise InvalidInput(f"image {missing[0]} is not built; run `hafen images build`")
-    require_control_plane()
-    try:
+    with audit.audited(actor, Action.CREATE, str(name)[:32], app=app, organisation=organisation) as note:
+        org = _organisation_for_create(actor, organisation)
+        note.organisation_id = org.id if org else None
+        name = validation.name(name)
+        app_def, version = validation.app_version(app, version)
+        domain = validation.domain(domain or f"{name}.{get_settings().domain_suffix}")
+        size = validation.size(size)
+        note.detail.update(version=version, domain=domain, size=size)
+        if Instance.objects.filter(name=name).exists():
+            raise Conflict(f"an instance named {name!r} exists already")
+        if Instance.objects.filter(domain=domain).exists():
+            raise Conflict(f"the domain {domain} is taken by another instance")
+        engine = get_engine()
+        engine.ping()
+        missing = [tag for tag in app_def.image_tags(version) if not engine.image_exists(tag)]
+        if missing:
+            raise InvalidInput(f"image {missing[0]} is not built; run `hafen images build`")
+        require_control_plane()
+        try:
+            with transaction.atomic():
+                instance = Instance.objects.create(
+                    name=name,
+                    app=app_def.name,
+                    version=version,
+                    domain=domain,
+                    size=size,
+                    organisation=org,
+                    replicas=app_def.sizes[size].web_replicas,
+                )
+                InstanceSecret.objects.bulk_create(
+                    InstanceSecret(instance=instance, name=s, ciphertext=crypto.encrypt(_secret_value(s)))
+                    for s in app_def.secrets
+                )
+                operation = _enqueue(instance, "create")
+        except IntegrityError as exc:
+            raise Conflict(f"the name {name!r} or domain {domain} was taken at the same moment") from exc
+        note.operation_id = operation.id
+        return operation
+
+
+def get_instance(actor: Actor, name: str) -> Instance:
+    return _authorized(actor, Action.VIEW, name)
+
+
+def list_instances(actor: Actor, *, q: str = "", state: str = "", app: str = "", organisation: str = ""
+                   ) -> QuerySet[Instance]:
+    """The instances the actor may see, filtered: `q` searches name and domain."""
+    instances = _instances(actor).select_related("organisation")
+    if q:
+        instances = instances.filter(Q(name__icontains=q) | Q(domain__icontains=q))
+    if state:
+        instances = instances.filter(state=state)
+    if app:
+        instances = instances.filter(app=app)
+    if organisation:
+        instances = instances.filter(organisation__slug=organisation)
+    return instances
+
+
+def _change(actor: Actor, action: Action, name: str, check: Callable[[Instance], None] | None = None,
+            desired: Desired | None = None, **fields: Any) -> Operation:
+    """Authorise, check the instance's state, write the change and its operation; audit all of it."""
+    detail = {key: value for key, value in fields.items() if isinstance(value, int | str)}
+    with audit.audited(actor, action, name, **detail) as note:
+        instance = _authorized(actor, action, name, note)
+        if check is not None:
+            check(instance)
+        require_control_plane()
         with transaction.atomic():
-            instance = Instance.objects.create(
-                name=name,
-                app=app_def.name,
-                version=version,
-                domain=domain,
-                size=size,
-                owner=owner,
-                replicas=app_def.sizes[size].web_replicas,
-            )
-            InstanceSecret.objects.bulk_create(
-                InstanceSecret(instance=instance, name=s, ciphertext=crypto.encrypt(_secret_value(s)))
-                for s in app_def.secrets
-            )
-            return _enqueue(instance, "create")
-    except IntegrityError as exc:
-        raise Conflict(f"the name {name!r} or domain {domain} was taken at the same moment") from exc
+            instance = Instance.objects.select_for_update().get(pk=instance.pk)
+            if desired is not None:
+                instance.desired_state = desired
+            for key, value in fields.items():
+                setattr(instance, key, value)
+            instance.save()
+            operation = _enqueue(instance, action.value)
+        note.operation_id = operation.id
+        return operation
 
 
-def get_instance(name: str) -> Instance:
-    try:
-        return Instance.objects.get(name=name)
-    except Instance.DoesNotExist:
-        raise NotFound(f"no instance named {name!r}") from None
-
-
-def list_instances() -> list[Instance]:
-    return list(Instance.objects.all())
-
-
-def _change(name: str, kind: str, desired: Desired | None = None, **fields: Any) -> Operation:
-    require_control_plane()
-    with transaction.atomic():
-        instance = get_instance(name)
-        if desired is not None:
-            instance.desired_state = desired
-        for key, value in fields.items():
-            setattr(instance, key, value)
-        instance.save()
-        return _enqueue(instance, kind)
-
-
-def _require_not_deleted(instance: Instance, action: str) -> None:
-    if instance.desired_state in (Desired.DELETED, Desired.ERASED):
-        raise Conflict(f"{instance.name} is deleted; `hafen start {instance.name}` brings it back before {action}")
-
-
-def start(name: str) -> Operation:
-    instance = get_instance(name)
+def _not_erased(instance: Instance) -> None:
     if instance.desired_state == Desired.ERASED:
-        raise Conflict(f"{name} is being erased")
-    return _change(name, "start", Desired.RUNNING)
+        raise Conflict(f"{instance.name} is being erased")
 
 
-def stop(name: str) -> Operation:
-    _require_not_deleted(get_instance(name), "stopping it")
-    return _change(name, "stop", Desired.STOPPED)
+def _not_deleted(doing: str) -> Callable[[Instance], None]:
+    def check(instance: Instance) -> None:
+        if instance.desired_state in (Desired.DELETED, Desired.ERASED):
+            raise Conflict(f"{instance.name} is deleted; `hafen start {instance.name}` brings it back before {doing}")
+
+    return check
 
 
-def restart(name: str) -> Operation:
-    instance = get_instance(name)
-    _require_not_deleted(instance, "restarting it")
-    if instance.desired_state != Desired.RUNNING:
-        raise Conflict(f"{name} is stopped; use `hafen start {name}`")
-    return _change(name, "restart", restart_count=instance.restart_count + 1)
+def _running(doing: str) -> Callable[[Instance], None]:
+    def check(instance: Instance) -> None:
+        _not_deleted(doing)(instance)
+        if instance.desired_state != Desired.RUNNING:
+            raise Conflict(f"{instance.name} is stopped; start it before {doing}")
+
+    return check
 
 
-def scale(name: str, replicas: int) -> Operation:
-    replicas = validation.replicas(replicas)
-    instance = get_instance(name)
-    _require_not_deleted(instance, "scaling it")
-    return _change(name, "scale", replicas=replicas)
+def start(actor: Actor, name: str) -> Operation:
+    return _change(actor, Action.START, name, _not_erased, Desired.RUNNING)
 
 
-def new_admin_password(name: str) -> tuple[Operation, str]:
-    instance = get_instance(name)
-    _require_not_deleted(instance, "setting a password")
-    if instance.desired_state != Desired.RUNNING:
-        raise Conflict(f"{name} is stopped; start it before setting a new admin password")
-    app = get_app(instance.app)
-    require_control_plane()
-    password = crypto.generate_password()
-    with transaction.atomic():
-        version = instance.secret_versions()[app.admin_password_secret] + 1
-        InstanceSecret.objects.create(
-            instance=instance, name=app.admin_password_secret, version=version, ciphertext=crypto.encrypt(password)
-        )
-        return _enqueue(instance, "passwd"), password
+def stop(actor: Actor, name: str) -> Operation:
+    return _change(actor, Action.STOP, name, _not_deleted("stopping it"), Desired.STOPPED)
 
 
-def delete(name: str) -> Operation:
-    instance = get_instance(name)
-    if instance.desired_state == Desired.ERASED:
-        raise Conflict(f"{name} is being erased")
-    return _change(name, "delete", Desired.DELETED)
+def restart(actor: Actor, name: str) -> Operation:
+    return _change(actor, Action.RESTART, name, _running("restarting it"), restart_count=F("restart_count") + 1)
 
 
-def erase(name: str) -> Operation:
-    get_instance(name)
-    return _change(name, "erase", Desired.ERASED)
+def scale(actor: Actor, name: str, replicas: int) -> Operation:
+    with audit.audited(actor, Action.SCALE, name, replicas=replicas):
+        replicas = validation.replicas(replicas)
+    return _change(actor, Action.SCALE, name, _not_deleted("scaling it"), replicas=replicas)
 
 
-def credentials(name: str) -> Credentials:
-    instance = get_instance(name)
-    app = get_app(instance.app)
-    version = instance.secret_versions()[app.admin_password_secret]
-    secret = instance.secrets.get(name=app.admin_password_secret, version=version)
-    return Credentials(app.admin_username, crypto.decrypt(secret.ciphertext))
+def new_admin_password(actor: Actor, name: str) -> tuple[Operation, str]:
+    with audit.audited(actor, Action.PASSWD, name) as note:
+        instance = _authorized(actor, Action.PASSWD, name, note)
+        _running("setting a new admin password")(instance)
+        app = get_app(instance.app)
+        require_control_plane()
+        password = crypto.generate_password()
+        with transaction.atomic():
+            version = instance.secret_versions()[app.admin_password_secret] + 1
+            InstanceSecret.objects.create(
+                instance=instance, name=app.admin_password_secret, version=version,
+                ciphertext=crypto.encrypt(password),
+            )
+            operation = _enqueue(instance, "passwd")
+        note.operation_id = operation.id
+        return operation, password
+
+
+def delete(actor: Actor, name: str) -> Operation:
+    return _change(actor, Action.DELETE, name, _not_erased, Desired.DELETED)
+
+
+def erase(actor: Actor, name: str) -> Operation:
+    return _change(actor, Action.ERASE, name, None, Desired.ERASED)
+
+
+def credentials(actor: Actor, name: str) -> Credentials:
+    """The admin credentials; every reveal is written to the audit log."""
+    with audit.audited(actor, Action.CREDENTIALS, name) as note:
+        instance = _authorized(actor, Action.CREDENTIALS, name, note)
+        app = get_app(instance.app)
+        version = instance.secret_versions()[app.admin_password_secret]
+        secret = instance.secrets.get(name=app.admin_password_secret, version=version)
+        return Credentials(app.admin_username, crypto.decrypt(secret.ciphertext))
+
+
+def locks(actor: Actor, name: str) -> list[Lock]:
+    return list(_authorized(actor, Action.VIEW, name).locks.all())
+
+
+def lock(actor: Actor, name: str, actions: list[str], reason: str) -> Lock:
+    with audit.audited(actor, Action.LOCK, name, actions=actions, reason=reason) as note:
+        instance = _authorized(actor, Action.LOCK, name, note)
+        chosen = validation.lock_actions(actions)
+        reason = validation.reason(reason)
+        return Lock.objects.create(instance=instance, actions=chosen, reason=reason, created_by=actor.name,
+                                   by_operator=actor.is_operator)
+
+
+def unlock(actor: Actor, name: str, lock_id: int) -> None:
+    with audit.audited(actor, "unlock", name, lock=lock_id) as note:
+        instance = _authorized(actor, Action.LOCK, name, note)
+        found = instance.locks.filter(pk=lock_id).first()
+        if found is None:
+            raise NotFound(f"{name} has no lock {lock_id}")
+        note.detail.update(actions=found.actions, reason=found.reason)
+        if found.by_operator and not actor.is_operator:
+            raise Forbidden(f"an operator set this lock ({found.reason}); only an operator can lift it")
+        found.delete()
 
 
 def url(instance: Instance) -> str:
@@ -202,7 +299,7 @@ def describe(instance: Instance) -> dict[str, Any]:
         "domain": instance.domain,
         "url": url(instance),
         "size": instance.size,
-        "owner": instance.owner,
+        "organisation": instance.organisation.slug if instance.organisation else None,
         "state": instance.state,
         "desired_state": instance.desired_state,
         "replicas": {"desired": instance.replicas, "running": web.get("running", 0)},
@@ -212,8 +309,45 @@ def describe(instance: Instance) -> dict[str, Any]:
     }
 
 
-def operations(name: str, limit: int = 10) -> list[Operation]:
-    return list(Operation.objects.filter(instance_name=name).order_by("-created_at", "-id")[:limit])
+def describe_lock(lock: Lock) -> dict[str, Any]:
+    return {"id": lock.id, "actions": lock.actions, "reason": lock.reason, "created_by": lock.created_by,
+            "by_operator": lock.by_operator, "created_at": lock.created_at}
+
+
+def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
+    """An instance with its recent operations, its locks, and what the actor may do to it."""
+    return {
+        **describe(instance),
+        "operations": [describe_operation(o) for o in operations(actor, instance.name)],
+        "locks": [describe_lock(lock) for lock in instance.locks.all()],
+        "allowed": sorted(policy.actions(actor, instance.organisation_id)),
+    }
+
+
+def operations(actor: Actor, name: str, limit: int = 10) -> list[Operation]:
+    instance = _authorized(actor, Action.VIEW, name)
+    return list(instance.operations.order_by("-created_at", "-id")[:limit])
+
+
+def get_operation(actor: Actor, operation_id: int) -> Operation:
+    operation = Operation.objects.filter(pk=operation_id, instance__in=_instances(actor)).first()
+    if operation is None:
+        raise NotFound(f"no operation {operation_id}")
+    return operation
+
+
+def describe_operation(operation: Operation) -> dict[str, Any]:
+    return {
+        "id": operation.id,
+        "kind": operation.kind,
+        "instance": operation.instance_name,
+        "state": operation.state,
+        "steps": operation.steps,
+        "progress": operation.progress,
+        "error": operation.error,
+        "created_at": operation.created_at.isoformat(),
+        "finished_at": operation.finished_at.isoformat() if operation.finished_at else None,
+    }
 
 
 def wait(operation: Operation, on_update: Callable[[Operation], None] | None = None,
@@ -236,9 +370,9 @@ def wait(operation: Operation, on_update: Callable[[Operation], None] | None = N
         time.sleep(interval)
 
 
-def logs(name: str, service: str | None, follow: bool = False, since: int | None = None,
+def logs(actor: Actor, name: str, service: str | None, follow: bool = False, since: int | None = None,
          tail: int | None = None) -> Iterator[str]:
-    instance = get_instance(name)
+    instance = _authorized(actor, Action.LOGS, name)
     app = get_app(instance.app)
     svc = service or app.web_service
     known = app.render(name=instance.name, version=instance.version, size=app.sizes[instance.size],

@@ -2,6 +2,7 @@
 
 import re
 
+from hafen.access.policy import LOCKABLE
 from hafen.catalog import SIZES, App, get_app
 from hafen.errors import InvalidInput
 
@@ -44,4 +45,19 @@ def size(value: str) -> str:
 def replicas(value: int) -> int:
     if not 0 <= value <= MAX_REPLICAS:
         raise InvalidInput(f"replicas must be between 0 and {MAX_REPLICAS}, not {value}")
+    return value
+
+
+def lock_actions(values: list[str]) -> list[str]:
+    known = [str(action) for action in LOCKABLE]
+    unknown = [value for value in values if value not in known]
+    if unknown or not values:
+        raise InvalidInput(f"a lock refuses one or more of {', '.join(known)}; not {', '.join(unknown) or 'nothing'}")
+    return [action for action in known if action in values]
+
+
+def reason(value: str) -> str:
+    value = " ".join(value.split())
+    if not 3 <= len(value) <= 200:
+        raise InvalidInput("give the lock a reason of 3 to 200 characters")
     return value

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from hafen.web import views
+from hafen.web.views import health
 
-urlpatterns = [path("healthz", views.healthz, name="healthz")]
+urlpatterns = [path("healthz", health.healthz, name="healthz")]

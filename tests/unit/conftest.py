@@ -20,8 +20,16 @@ from hafen.django_setup import setup  # noqa: E402
 
 setup()
 
-import pytest  # noqa: E402
+from django.conf import settings as django_settings  # noqa: E402
 
+# Accounts are made by the dozen here; a slow hash buys nothing in a throw-away database.
+django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+import pytest  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+
+from hafen.access.models import AuditEntry, Organisation  # noqa: E402
+from hafen.access.policy import Actor  # noqa: E402
 from hafen.catalog import apps  # noqa: E402
 from hafen.config import get_settings  # noqa: E402
 from hafen.controller.loop import Controller  # noqa: E402
@@ -31,6 +39,7 @@ from hafen.instances import services  # noqa: E402
 from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState  # noqa: E402
 
 ACTIVE = (OpState.PENDING, OpState.RUNNING)
+LOCAL = Actor.local()
 
 
 def pytest_unconfigure(config):
@@ -65,6 +74,9 @@ def _clean_database():
     InstanceSecret.objects.all().delete()
     Instance.objects.all().delete()
     ControlPlane.objects.all().delete()
+    AuditEntry.objects.all().delete()
+    Organisation.objects.all().delete()
+    User.objects.all().delete()
 
 
 @pytest.fixture
@@ -104,10 +116,10 @@ def running_instance(controller):
 
     def make(name, app="demo", **kwargs):
         controller.heartbeat()
-        op = services.create_instance(name, app, **kwargs)
+        op = services.create_instance(LOCAL, name, app, **kwargs)
         converge(controller)
         op.refresh_from_db()
         assert op.state == OpState.SUCCEEDED, op.error
-        return services.get_instance(name)
+        return services.get_instance(LOCAL, name)
 
     return make

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from hafen.access.policy import Actor
 from hafen.controller import operations as ops
 from hafen.controller.loop import Controller
 from hafen.edge.client import FakeEdge
@@ -10,6 +11,8 @@ from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX
 from hafen.errors import ControlPlaneDown, EngineError, EngineUnavailable
 from hafen.instances import services
 from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState, State
+
+LOCAL = Actor.local()
 
 ACTIVE = (OpState.PENDING, OpState.RUNNING)
 DEMO_SERVICES = {"unit-eve_db", "unit-eve_redis", "unit-eve_setup", "unit-eve_web"}
@@ -64,7 +67,7 @@ def run(converge):
 
 
 def test_create_converges_to_running(controller, engine, edge, run):
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     assert Instance.objects.get(name="eve").state == State.PENDING
     op = run(controller, op)
 
@@ -106,7 +109,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
 
 
 def test_create_openslides_converges(controller, engine, edge, run):
-    op = run(controller, services.create_instance("ose", "openslides", size="medium"))
+    op = run(controller, services.create_instance(LOCAL, "ose", "openslides", size="medium"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert engine.services["unit-ose_web"].replicas == 2
     assert objects_of(engine, "ose")["volumes"] == {"unit-ose_db", "unit-ose_media"}
@@ -116,7 +119,7 @@ def test_create_openslides_converges(controller, engine, edge, run):
 
 def test_instance_is_creating_while_the_operation_runs(controller, engine, edge, run, converge):
     engine.hold.add("unit-eve_web")
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     converge(controller, until=lambda: "web" in Instance.objects.get(name="eve").observed.get("services", {}))
     for _ in range(3):
         controller.pass_once()
@@ -140,7 +143,7 @@ def test_stop_then_start(controller, engine, edge, running_instance, run):
     running_instance("eve")
     volumes, secrets = set(engine.volumes), set(engine.secrets)
 
-    op = run(controller, services.stop("eve"))
+    op = run(controller, services.stop(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert Instance.objects.get(name="eve").state == State.STOPPED
     assert engine.services["unit-eve_web"].replicas == 0
@@ -155,7 +158,7 @@ def test_stop_then_start(controller, engine, edge, running_instance, run):
     assert set(engine.secrets) == secrets
     assert Instance.objects.get(name="eve").observed["services"]["web"]["state"] == "stopped"
 
-    op = run(controller, services.start("eve"))
+    op = run(controller, services.start(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert Instance.objects.get(name="eve").state == State.RUNNING
     assert objects_of(engine, "eve")["services"] == DEMO_SERVICES
@@ -168,7 +171,7 @@ def test_scale(controller, engine, running_instance, run):
     running_instance("eve")
     template = engine.services["unit-eve_web"].template_digest()
 
-    op = run(controller, services.scale("eve", 3))
+    op = run(controller, services.scale(LOCAL, "eve", 3))
     assert op.state == OpState.SUCCEEDED, op.error
     assert engine.services["unit-eve_web"].replicas == 3
     # scaling adds tasks; it does not roll the existing ones over
@@ -182,9 +185,9 @@ def test_scale(controller, engine, running_instance, run):
 
 def test_scale_of_a_stopped_instance_keeps_it_stopped(controller, engine, running_instance, run):
     running_instance("eve")
-    run(controller, services.stop("eve"))
+    run(controller, services.stop(LOCAL, "eve"))
 
-    op = run(controller, services.scale("eve", 2))
+    op = run(controller, services.scale(LOCAL, "eve", 2))
     assert op.state == OpState.SUCCEEDED, op.error
     assert Instance.objects.get(name="eve").replicas == 2
     assert engine.services["unit-eve_web"].replicas == 0
@@ -196,7 +199,7 @@ def test_restart_rolls_the_web_template_over(controller, engine, running_instanc
     web = engine.services["unit-eve_web"].template_digest()
     db = engine.services["unit-eve_db"].digest()
 
-    op = run(controller, services.restart("eve"))
+    op = run(controller, services.restart(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert [s["name"] for s in op.steps] == ["deploy:web", "wait:web", "route"]
     assert engine.services["unit-eve_web"].template_digest() != web
@@ -207,9 +210,9 @@ def test_restart_rolls_the_web_template_over(controller, engine, running_instanc
 
 def test_new_admin_password_rotates_the_secret(controller, engine, running_instance, run):
     running_instance("eve")
-    old = services.credentials("eve").password
+    old = services.credentials(LOCAL, "eve").password
 
-    op, password = services.new_admin_password("eve")
+    op, password = services.new_admin_password(LOCAL, "eve")
     assert password != old
     op = run(controller, op)
     assert op.state == OpState.SUCCEEDED, op.error
@@ -221,7 +224,7 @@ def test_new_admin_password_rotates_the_secret(controller, engine, running_insta
         "unit-eve_db_password_v1",
         "unit-eve_admin_password_v2",
     }
-    assert services.credentials("eve").password == password
+    assert services.credentials(LOCAL, "eve").password == password
     rows = InstanceSecret.objects.filter(instance__name="eve", name="admin_password")
     assert list(rows.values_list("version", flat=True)) == [2]
     assert Instance.objects.get(name="eve").state == State.RUNNING
@@ -232,7 +235,7 @@ def test_delete_keeps_data_and_start_brings_it_back(controller, engine, edge, ru
     before = objects_of(engine, "eve")
     volume = engine.volumes["unit-eve_db"]
 
-    op = run(controller, services.delete("eve"))
+    op = run(controller, services.delete(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     after = objects_of(engine, "eve")
     assert after["services"] == set()
@@ -242,7 +245,7 @@ def test_delete_keeps_data_and_start_brings_it_back(controller, engine, edge, ru
     assert handler_for(edge, "eve.localhost") is None
     assert edge.probe("eve.localhost", "/health") == 404
 
-    op = run(controller, services.start("eve"))
+    op = run(controller, services.start(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     again = objects_of(engine, "eve")
     assert again["services"] == DEMO_SERVICES
@@ -258,7 +261,7 @@ def test_erase_removes_everything_of_the_instance(controller, engine, edge, runn
     running_instance("other")
     other = objects_of(engine, "other")
 
-    op = run(controller, services.erase("eve"))
+    op = run(controller, services.erase(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert op.instance is None
     assert not any(objects_of(engine, "eve").values()), objects_of(engine, "eve")
@@ -280,8 +283,8 @@ def test_erase_removes_everything_of_the_instance(controller, engine, edge, runn
 
 def test_erase_of_a_deleted_instance(controller, engine, running_instance, run):
     running_instance("eve")
-    run(controller, services.delete("eve"))
-    op = run(controller, services.erase("eve"))
+    run(controller, services.delete(LOCAL, "eve"))
+    op = run(controller, services.erase(LOCAL, "eve"))
     assert op.state == OpState.SUCCEEDED, op.error
     assert not any(objects_of(engine, "eve").values())
     assert not Instance.objects.filter(name="eve").exists()
@@ -289,8 +292,8 @@ def test_erase_of_a_deleted_instance(controller, engine, running_instance, run):
 
 def test_operations_of_one_instance_run_one_at_a_time(controller, engine, running_instance, converge):
     running_instance("eve")
-    restart = services.restart("eve")
-    scale = services.scale("eve", 2)
+    restart = services.restart(LOCAL, "eve")
+    scale = services.scale(LOCAL, "eve", 2)
     controller.pass_once()
     scale.refresh_from_db()
     assert scale.state == OpState.PENDING and scale.steps == []
@@ -305,7 +308,7 @@ def test_operations_of_one_instance_run_one_at_a_time(controller, engine, runnin
 def test_stop_scales_down_in_reverse_start_order(controller, engine, running_instance):
     """The web service stops first, while its database and cache still answer."""
     running_instance("eve")
-    services.stop("eve")
+    services.stop(LOCAL, "eve")
     seen = []
     for _ in range(20):
         controller.pass_once()
@@ -318,8 +321,8 @@ def test_stop_scales_down_in_reverse_start_order(controller, engine, running_ins
 
 
 def test_stop_queued_behind_create(controller, engine, converge):
-    create = services.create_instance("eve", "demo")
-    stop = services.stop("eve")
+    create = services.create_instance(LOCAL, "eve", "demo")
+    stop = services.stop(LOCAL, "eve")
     converge(controller, max_passes=15)
     create.refresh_from_db()
     stop.refresh_from_db()
@@ -335,7 +338,7 @@ def test_stop_queued_behind_create(controller, engine, converge):
 def test_failing_setup_job_fails_the_operation(controller, engine, run):
     engine.fail_jobs.add("unit-eve_setup")
     engine.logs["unit-eve_setup"] = ["connecting to db", "FATAL: database is on fire"]
-    op = run(controller, services.create_instance("eve", "demo"))
+    op = run(controller, services.create_instance(LOCAL, "eve", "demo"))
 
     assert op.state == OpState.FAILED
     assert "setup job setup failed" in op.error
@@ -352,7 +355,7 @@ def test_failing_setup_job_fails_the_operation(controller, engine, run):
 
 def test_failing_step_is_the_one_marked_failed(controller, engine, run):
     engine.fail_jobs.add("unit-eve_setup")
-    op = run(controller, services.create_instance("eve", "demo"))
+    op = run(controller, services.create_instance(LOCAL, "eve", "demo"))
     states = {s["name"]: s["state"] for s in op.steps}
     assert states["deploy:setup"] == "done"
     assert states["wait:setup"] == "failed"
@@ -380,7 +383,7 @@ def test_replaced_controller_finishes_without_duplicates(engine, edge, settings,
     engine.apply_service = recording_apply
     first = Controller(engine, edge, settings)
     first.heartbeat()
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     for _ in range(passes_with_a):
         first.pass_once()
     op.refresh_from_db()
@@ -404,7 +407,7 @@ def test_replaced_controller_finishes_without_duplicates(engine, edge, settings,
 def test_observation_is_one_bulk_call_per_pass(controller, engine, converge):
     names = [f"ev{i}" for i in range(5)]
     for name in names:
-        services.create_instance(name, "demo")
+        services.create_instance(LOCAL, name, "demo")
     controller.pass_once()  # the edge comes up
     engine.calls.clear()
     controller.pass_once()
@@ -421,7 +424,7 @@ def test_observation_is_one_bulk_call_per_pass(controller, engine, converge):
 
 
 def test_engine_down_before_a_pass_propagates(controller, engine, run):
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     engine.down = True
     with pytest.raises(EngineUnavailable):
         controller.pass_once()
@@ -434,7 +437,7 @@ def test_engine_down_before_a_pass_propagates(controller, engine, run):
 def test_engine_down_during_a_pass_propagates_and_leaves_the_operation_unfinished(
     controller, engine, monkeypatch, run
 ):
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     controller.pass_once()  # the edge comes up
     real_observe = engine.observe
 
@@ -469,8 +472,8 @@ def test_one_failing_instance_backs_off_alone(controller, engine, monkeypatch, r
         return real_apply(spec, current)
 
     monkeypatch.setattr(engine, "apply_service", apply)
-    bad = services.create_instance("bad", "demo")
-    good = services.create_instance("good", "demo")
+    bad = services.create_instance(LOCAL, "bad", "demo")
+    good = services.create_instance(LOCAL, "good", "demo")
     converge(controller, until=lambda: Operation.objects.get(pk=good.pk).done)
 
     good.refresh_from_db()
@@ -498,7 +501,7 @@ def test_backoff_gives_up_after_max_attempts(controller, engine, monkeypatch):
         raise EngineError("no")
 
     monkeypatch.setattr(engine, "apply_service", refuse)
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     Operation.objects.filter(pk=op.pk).update(attempts=ops.MAX_ATTEMPTS - 1)
     controller.pass_once()
     op.refresh_from_db()
@@ -512,7 +515,7 @@ def test_backoff_delay_grows(controller, engine, monkeypatch):
         raise EngineError("no")
 
     monkeypatch.setattr(engine, "apply_service", refuse)
-    op = services.create_instance("eve", "demo")
+    op = services.create_instance(LOCAL, "eve", "demo")
     delays = []
     for _ in range(3):
         before = timezone.now()
@@ -554,7 +557,7 @@ def test_no_repair_without_drift(controller, running_instance):
 
 def test_no_repair_of_a_stopped_instance(controller, engine, running_instance, run):
     running_instance("eve")
-    run(controller, services.stop("eve"))
+    run(controller, services.stop(LOCAL, "eve"))
     del engine.services["unit-eve_web"]
     for _ in range(3):
         controller.pass_once()

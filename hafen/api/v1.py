@@ -1,0 +1,344 @@
+"""REST API v1: thin views over the service layer; the same permission checks as the UI and CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Query, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from hafen.access import audit
+from hafen.access import services as access
+from hafen.access.models import Membership, Organisation
+from hafen.access.policy import Actor
+from hafen.api import schemas as s
+from hafen.api.auth import BearerToken, Session
+from hafen.catalog import get_app
+from hafen.errors import (
+    Conflict,
+    ControlPlaneDown,
+    EngineError,
+    Forbidden,
+    HafenError,
+    InvalidInput,
+    NotFound,
+    OperationFailed,
+    Unauthenticated,
+)
+from hafen.instances import services
+
+api = NinjaAPI(
+    title="hafen",
+    version="1",
+    description="Run many isolated instances of a web app. Authenticate with `Authorization: Bearer <token>`.",
+    urls_namespace="api-v1",
+    auth=[BearerToken(), Session()],
+)
+
+STATUS: list[tuple[type[HafenError], int, str]] = [
+    (InvalidInput, 400, "invalid"),
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (OperationFailed, 409, "operation_failed"),
+    (EngineError, 502, "engine"),
+    (ControlPlaneDown, 503, "control_plane_down"),
+]
+ERRORS: dict[int, type[Schema]] = {code: s.ErrorOut for code in (400, 401, 403, 404, 409)}
+
+
+def _error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
+    return api.create_response(request, {"error": {"code": code, "message": message}}, status=status)
+
+
+@api.exception_handler(HafenError)
+def _hafen_error(request: HttpRequest, exc: HafenError) -> HttpResponse:
+    status, code = next(((st, c) for cls, st, c in STATUS if isinstance(exc, cls)), (400, "error"))
+    return _error(request, status, code, str(exc))
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    first = exc.errors[0] if exc.errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "payload"))
+    return _error(request, 400, "invalid", f"{where}: {first.get('msg', 'invalid input')}".strip(": "))
+
+
+@api.exception_handler(AuthenticationError)
+def _authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(request, 401, "unauthenticated", "send `Authorization: Bearer <token>` with a valid token")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, exc.status_code, "error", str(exc))
+
+
+def _actor(request: HttpRequest) -> Actor:
+    actor: Actor = request.auth  # type: ignore[attr-defined]
+    return actor
+
+
+def _page(items: QuerySet[Any], page: int, per_page: int) -> tuple[int, list[Any]]:
+    paginator = Paginator(items, per_page)
+    return paginator.count, list(paginator.get_page(page).object_list)
+
+
+class PageQuery(Schema):
+    page: int = 1
+    per_page: int = 50
+
+    def clean(self) -> tuple[int, int]:
+        if self.page < 1 or not 1 <= self.per_page <= 500:
+            raise InvalidInput("page starts at 1; per_page is between 1 and 500")
+        return self.page, self.per_page
+
+
+# -- instances -------------------------------------------------------------------------------------------
+
+
+class InstanceFilter(PageQuery):
+    q: str = ""
+    state: str = ""
+    app: str = ""
+    organisation: str = ""
+
+
+class InstancePage(Schema):
+    count: int
+    items: list[s.InstanceOut]
+
+
+@api.get("/instances", response={200: InstancePage, **ERRORS}, tags=["instances"])
+def list_instances(request: HttpRequest, filters: Query[InstanceFilter]) -> dict[str, Any]:
+    """Instances the caller may see; `q` searches names and domains."""
+    page, per_page = filters.clean()
+    found = services.list_instances(_actor(request), q=filters.q, state=filters.state, app=filters.app,
+                                    organisation=filters.organisation)
+    count, items = _page(found, page, per_page)
+    return {"count": count, "items": [services.describe(i) for i in items]}
+
+
+@api.post("/instances", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
+def create_instance(request: HttpRequest, body: s.CreateIn) -> tuple[int, dict[str, Any]]:
+    """Create an instance; follow the returned operation until it has succeeded."""
+    op = services.create_instance(_actor(request), body.name, body.app, version=body.version, domain=body.domain,
+                                  size=body.size, organisation=body.organisation)
+    return 202, services.describe_operation(op)
+
+
+@api.get("/instances/{name}", response={200: s.InstanceDetailOut, **ERRORS}, tags=["instances"])
+def get_instance(request: HttpRequest, name: str) -> dict[str, Any]:
+    actor = _actor(request)
+    return services.detail(actor, services.get_instance(actor, name))
+
+
+def _simple(action: str, summary: str) -> None:
+    def view(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
+        return 202, services.describe_operation(getattr(services, action)(_actor(request), name))
+
+    view.__name__ = f"{action}_instance"
+    api.post(f"/instances/{{name}}/{action}", response={202: s.OperationOut, **ERRORS}, tags=["instances"],
+             summary=summary, operation_id=f"{action}_instance")(view)
+
+
+_simple("start", "Start an instance (also brings back a deleted one)")
+_simple("stop", "Stop an instance; its data stays")
+_simple("restart", "Restart the web service, one replica at a time")
+_simple("delete", "Remove the services but keep the data")
+
+
+@api.post("/instances/{name}/erase", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
+def erase_instance(request: HttpRequest, name: str, body: s.EraseIn) -> tuple[int, dict[str, Any]]:
+    """Remove an instance with all its data; `confirm` must repeat the name."""
+    if body.confirm != name:
+        raise InvalidInput(f"to erase {name}, send its name as `confirm`")
+    return 202, services.describe_operation(services.erase(_actor(request), name))
+
+
+@api.post("/instances/{name}/scale", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
+def scale_instance(request: HttpRequest, name: str, body: s.ScaleIn) -> tuple[int, dict[str, Any]]:
+    return 202, services.describe_operation(services.scale(_actor(request), name, body.replicas))
+
+
+@api.post("/instances/{name}/password", response={202: s.PasswordOut, **ERRORS}, tags=["instances"])
+def new_admin_password(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
+    """Set a new generated admin password; it is in this response only."""
+    actor = _actor(request)
+    op, password = services.new_admin_password(actor, name)
+    app = get_app(services.get_instance(actor, name).app)
+    return 202, {"operation": services.describe_operation(op), "username": app.admin_username, "password": password}
+
+
+@api.get("/instances/{name}/credentials", response={200: s.CredentialsOut, **ERRORS}, tags=["instances"])
+def credentials(request: HttpRequest, name: str) -> dict[str, str]:
+    """The admin credentials; each reveal is written to the audit log."""
+    creds = services.credentials(_actor(request), name)
+    return {"username": creds.username, "password": creds.password}
+
+
+@api.get("/instances/{name}/operations", response={200: list[s.OperationOut], **ERRORS}, tags=["instances"])
+def instance_operations(request: HttpRequest, name: str, limit: int = 20) -> list[dict[str, Any]]:
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit is between 1 and 200")
+    return [services.describe_operation(o) for o in services.operations(_actor(request), name, limit)]
+
+
+class LogQuery(Schema):
+    service: str | None = None
+    tail: int = 100
+    since: int | None = None
+
+
+@api.get("/instances/{name}/logs", response={200: s.LogsOut, **ERRORS}, tags=["instances"])
+def logs(request: HttpRequest, name: str, query: Query[LogQuery]) -> dict[str, Any]:
+    """The last lines of a service's log (default: the web service)."""
+    if not 1 <= query.tail <= 5000:
+        raise InvalidInput("tail is between 1 and 5000")
+    if query.since is not None and not 0 <= query.since <= 2**40:
+        raise InvalidInput("since is a Unix time")
+    actor = _actor(request)
+    lines = list(services.logs(actor, name, query.service, since=query.since, tail=query.tail))
+    service = query.service or get_app(services.get_instance(actor, name).app).web_service
+    return {"service": service, "lines": lines}
+
+
+@api.get("/instances/{name}/locks", response={200: list[s.LockOut], **ERRORS}, tags=["locks"])
+def list_locks(request: HttpRequest, name: str) -> list[dict[str, Any]]:
+    return [services.describe_lock(lock) for lock in services.locks(_actor(request), name)]
+
+
+@api.post("/instances/{name}/locks", response={201: s.LockOut, **ERRORS}, tags=["locks"])
+def add_lock(request: HttpRequest, name: str, body: s.LockIn) -> tuple[int, dict[str, Any]]:
+    """Refuse the chosen actions (erase, delete, update, stop, scale) until the lock is lifted."""
+    return 201, services.describe_lock(services.lock(_actor(request), name, body.actions, body.reason))
+
+
+@api.delete("/instances/{name}/locks/{lock_id}", response={204: None, **ERRORS}, tags=["locks"])
+def remove_lock(request: HttpRequest, name: str, lock_id: int) -> tuple[int, None]:
+    services.unlock(_actor(request), name, lock_id)
+    return 204, None
+
+
+@api.get("/operations/{operation_id}", response={200: s.OperationOut, **ERRORS}, tags=["instances"])
+def get_operation(request: HttpRequest, operation_id: int) -> dict[str, Any]:
+    return services.describe_operation(services.get_operation(_actor(request), operation_id))
+
+
+# -- audit log -------------------------------------------------------------------------------------------
+
+
+class AuditFilter(PageQuery):
+    instance: str = ""
+    action: str = ""
+    actor: str = ""
+    result: str = ""
+    organisation: str = ""
+
+
+class AuditPage(Schema):
+    count: int
+    items: list[s.AuditOut]
+
+
+@api.get("/audit", response={200: AuditPage, **ERRORS}, tags=["audit"])
+def audit_log(request: HttpRequest, filters: Query[AuditFilter]) -> dict[str, Any]:
+    """Who did what, newest first; customers see their organisations' entries and their own."""
+    page, per_page = filters.clean()
+    entries = audit.search(_actor(request), instance=filters.instance, action=filters.action,
+                           actor_name=filters.actor, result=filters.result, organisation=filters.organisation)
+    count, items = _page(entries, page, per_page)
+    return {"count": count, "items": [audit.describe(e) for e in items]}
+
+
+# -- organisations and members ---------------------------------------------------------------------------
+
+
+def _org_out(organisation: Organisation) -> dict[str, Any]:
+    return {"slug": organisation.slug, "name": organisation.name, "created_at": organisation.created_at}
+
+
+def _member_out(membership: Membership) -> dict[str, Any]:
+    return {"username": membership.user.get_username(), "role": membership.role,
+            "can_read_credentials": membership.can_read_credentials}
+
+
+@api.get("/organisations", response={200: list[s.OrganisationOut], **ERRORS}, tags=["organisations"])
+def list_organisations(request: HttpRequest) -> list[dict[str, Any]]:
+    return [_org_out(o) for o in access.list_organisations(_actor(request))]
+
+
+@api.post("/organisations", response={201: s.OrganisationOut, **ERRORS}, tags=["organisations"])
+def create_organisation(request: HttpRequest, body: s.OrganisationIn) -> tuple[int, dict[str, Any]]:
+    """Operators only."""
+    return 201, _org_out(access.create_organisation(_actor(request), body.slug, body.name))
+
+
+@api.get("/organisations/{slug}", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
+def get_organisation(request: HttpRequest, slug: str) -> dict[str, Any]:
+    return _org_out(access.get_organisation(_actor(request), slug))
+
+
+@api.get("/organisations/{slug}/members", response={200: list[s.MemberOut], **ERRORS}, tags=["organisations"])
+def list_members(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
+    return [_member_out(m) for m in access.members(_actor(request), slug)]
+
+
+@api.post("/organisations/{slug}/members", response={201: s.NewMemberOut, **ERRORS}, tags=["organisations"])
+def add_member(request: HttpRequest, slug: str, body: s.MemberIn) -> tuple[int, dict[str, Any]]:
+    """Add a person; a new account's generated password is in this response only."""
+    new = access.add_member(_actor(request), slug, body.username, body.role, body.can_read_credentials,
+                            body.email)
+    return 201, {**_member_out(new.membership), "password": new.password}
+
+
+@api.patch("/organisations/{slug}/members/{username}", response={200: s.MemberOut, **ERRORS},
+           tags=["organisations"])
+def change_member(request: HttpRequest, slug: str, username: str, body: s.MemberChangeIn) -> dict[str, Any]:
+    return _member_out(access.change_member(_actor(request), slug, username, body.role, body.can_read_credentials))
+
+
+@api.delete("/organisations/{slug}/members/{username}", response={204: None, **ERRORS}, tags=["organisations"])
+def remove_member(request: HttpRequest, slug: str, username: str) -> tuple[int, None]:
+    access.remove_member(_actor(request), slug, username)
+    return 204, None
+
+
+# -- the caller and its tokens ---------------------------------------------------------------------------
+
+
+@api.get("/me", response={200: s.MeOut, **ERRORS}, tags=["tokens"])
+def me(request: HttpRequest) -> dict[str, Any]:
+    actor = _actor(request)
+    return {
+        "username": actor.name, "operator": actor.is_operator, "scope": actor.scope,
+        "memberships": [{"organisation": m.organisation.slug, "role": m.role}
+                        for m in Membership.objects.filter(user=actor.user).select_related("organisation")],
+    }
+
+
+def _token_out(token: Any) -> dict[str, Any]:
+    return {"id": token.id, "name": token.name, "scope": token.scope, "prefix": token.prefix,
+            "created_at": token.created_at, "last_used_at": token.last_used_at, "revoked_at": token.revoked_at}
+
+
+@api.get("/tokens", response={200: list[s.TokenOut], **ERRORS}, tags=["tokens"])
+def list_tokens(request: HttpRequest) -> list[dict[str, Any]]:
+    return [_token_out(t) for t in access.tokens(_actor(request))]
+
+
+@api.post("/tokens", response={201: s.NewTokenOut, **ERRORS}, tags=["tokens"])
+def create_token(request: HttpRequest, body: s.TokenIn) -> tuple[int, dict[str, Any]]:
+    """A new token of the caller; the token is in this response only."""
+    record, token = access.create_token(_actor(request), body.name, body.scope)
+    return 201, {**_token_out(record), "token": token}
+
+
+@api.delete("/tokens/{token_id}", response={204: None, **ERRORS}, tags=["tokens"])
+def revoke_token(request: HttpRequest, token_id: int) -> tuple[int, None]:
+    access.revoke_token(_actor(request), token_id)
+    return 204, None

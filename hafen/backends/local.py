@@ -1,0 +1,62 @@
+"""The CLI on the host of the control plane: the service layer itself, acting as the local operator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hafen.access import audit
+from hafen.access.policy import Actor
+from hafen.backends import OnUpdate
+from hafen.instances import services
+
+
+class LocalBackend:
+    def __init__(self) -> None:
+        self.actor = Actor.local()
+
+    def create(self, name: str, app: str, version: str | None, domain: str | None, size: str,
+               organisation: str | None) -> dict[str, Any]:
+        op = services.create_instance(self.actor, name, app, version=version, domain=domain, size=size,
+                                      organisation=organisation)
+        return services.describe_operation(op)
+
+    def instances(self, **filters: str) -> list[dict[str, Any]]:
+        return [services.describe(i) for i in services.list_instances(self.actor, **filters)]
+
+    def show(self, name: str) -> dict[str, Any]:
+        return services.detail(self.actor, services.get_instance(self.actor, name))
+
+    def credentials(self, name: str) -> dict[str, str]:
+        creds = services.credentials(self.actor, name)
+        return {"username": creds.username, "password": creds.password}
+
+    def act(self, action: str, name: str) -> dict[str, Any]:
+        return services.describe_operation(getattr(services, action)(self.actor, name))
+
+    def erase(self, name: str) -> dict[str, Any]:
+        return services.describe_operation(services.erase(self.actor, name))
+
+    def scale(self, name: str, replicas: int) -> dict[str, Any]:
+        return services.describe_operation(services.scale(self.actor, name, replicas))
+
+    def passwd(self, name: str) -> tuple[dict[str, Any], str]:
+        op, password = services.new_admin_password(self.actor, name)
+        return services.describe_operation(op), password
+
+    def logs(self, name: str, service: str | None, follow: bool, since: int | None,
+             tail: int | None) -> Iterator[str]:
+        return services.logs(self.actor, name, service, follow=follow, since=since, tail=tail)
+
+    def wait(self, operation: dict[str, Any], on_update: OnUpdate) -> dict[str, Any]:
+        op = services.get_operation(self.actor, operation["id"])
+        return services.describe_operation(services.wait(op, lambda o: on_update(services.describe_operation(o))))
+
+    def lock(self, name: str, actions: list[str], reason: str) -> dict[str, Any]:
+        return services.describe_lock(services.lock(self.actor, name, actions, reason))
+
+    def unlock(self, name: str, lock_id: int) -> None:
+        services.unlock(self.actor, name, lock_id)
+
+    def audit(self, **filters: str) -> list[dict[str, Any]]:
+        return [audit.describe(e) for e in audit.search(self.actor, **filters)[:100]]

@@ -1,0 +1,130 @@
+"""The CLI against a control plane elsewhere, through its REST API with a token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from hafen.backends import OnUpdate
+from hafen.errors import (
+    Conflict,
+    ControlPlaneDown,
+    EngineError,
+    Forbidden,
+    HafenError,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+
+ERRORS: dict[int, type[HafenError]] = {
+    400: InvalidInput, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict, 502: EngineError,
+    503: ControlPlaneDown,
+}
+
+
+class RemoteBackend:
+    def __init__(self, url: str, token: str, timeout: float = 30) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"--url must start with http:// or https://, not {url!r}")
+        if not token:
+            raise InvalidInput("a remote control plane needs a token: --token or HAFEN_TOKEN")
+        self.client = httpx.Client(
+            base_url=url.rstrip("/") + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+            transport=httpx.HTTPTransport(retries=2),
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ControlPlaneDown(f"cannot reach {self.client.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = f"HTTP {response.status_code} from {response.url}"
+            raise ERRORS.get(response.status_code, HafenError)(message)
+        return response.json() if response.content else None
+
+    def create(self, name: str, app: str, version: str | None, domain: str | None, size: str,
+               organisation: str | None) -> dict[str, Any]:
+        body = {"name": name, "app": app, "version": version, "domain": domain, "size": size,
+                "organisation": organisation}
+        result: dict[str, Any] = self._call("POST", "/instances", json=body)
+        return result
+
+    def instances(self, **filters: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            data = self._call("GET", "/instances", params={**filters, "page": page, "per_page": 500})
+            items.extend(data["items"])
+            if len(items) >= data["count"] or not data["items"]:
+                return items
+            page += 1
+
+    def show(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/instances/{name}")
+        return result
+
+    def credentials(self, name: str) -> dict[str, str]:
+        result: dict[str, str] = self._call("GET", f"/instances/{name}/credentials")
+        return result
+
+    def act(self, action: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/{action}")
+        return result
+
+    def erase(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/erase", json={"confirm": name})
+        return result
+
+    def scale(self, name: str, replicas: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/scale", json={"replicas": replicas})
+        return result
+
+    def passwd(self, name: str) -> tuple[dict[str, Any], str]:
+        data = self._call("POST", f"/instances/{name}/password")
+        return data["operation"], data["password"]
+
+    def logs(self, name: str, service: str | None, follow: bool, since: int | None,
+             tail: int | None) -> Iterator[str]:
+        if follow:
+            raise InvalidInput("--follow needs the control plane's host; remotely, use --tail and --since")
+        params: dict[str, Any] = {"tail": tail or 1000}
+        if service:
+            params["service"] = service
+        if since is not None:
+            params["since"] = since
+        yield from self._call("GET", f"/instances/{name}/logs", params=params)["lines"]
+
+    def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while True:
+            operation = self._call("GET", f"/operations/{operation['id']}")
+            snapshot = (operation["state"], operation["steps"], operation["error"])
+            if snapshot != seen:
+                on_update(operation)
+            seen = snapshot
+            if operation["state"] in ("succeeded", "failed"):
+                return operation
+            if time.monotonic() > deadline:
+                raise ControlPlaneDown(f"operation {operation['kind']} did not finish in time")
+            time.sleep(0.5)
+
+    def lock(self, name: str, actions: list[str], reason: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/locks",
+                                            json={"actions": actions, "reason": reason})
+        return result
+
+    def unlock(self, name: str, lock_id: int) -> None:
+        self._call("DELETE", f"/instances/{name}/locks/{lock_id}")
+
+    def audit(self, **filters: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._call("GET", "/audit", params={**filters, "per_page": 100})["items"]
+        return items
