@@ -7,7 +7,7 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI, Query, Schema
+from ninja import NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from hafen.access import audit
@@ -124,11 +124,11 @@ def list_instances(request: HttpRequest, filters: Query[InstanceFilter]) -> dict
 
 
 @api.post("/instances", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
-def create_instance(request: HttpRequest, body: s.CreateIn) -> tuple[int, dict[str, Any]]:
+def create_instance(request: HttpRequest, body: s.CreateIn) -> Status[dict[str, Any]]:
     """Create an instance; follow the returned operation until it has succeeded."""
     op = services.create_instance(_actor(request), body.name, body.app, version=body.version, domain=body.domain,
                                   size=body.size, organisation=body.organisation)
-    return 202, services.describe_operation(op)
+    return Status(202, services.describe_operation(op))
 
 
 @api.get("/instances/{name}", response={200: s.InstanceDetailOut, **ERRORS}, tags=["instances"])
@@ -138,8 +138,9 @@ def get_instance(request: HttpRequest, name: str) -> dict[str, Any]:
 
 
 def _simple(action: str, summary: str) -> None:
-    def view(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
-        return 202, services.describe_operation(getattr(services, action)(_actor(request), name))
+    def view(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
+        operation = getattr(services, action)(_actor(request), name)
+        return Status(202, services.describe_operation(operation))
 
     view.__name__ = f"{action}_instance"
     api.post(f"/instances/{{name}}/{action}", response={202: s.OperationOut, **ERRORS}, tags=["instances"],
@@ -153,25 +154,26 @@ _simple("delete", "Remove the services but keep the data")
 
 
 @api.post("/instances/{name}/erase", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
-def erase_instance(request: HttpRequest, name: str, body: s.EraseIn) -> tuple[int, dict[str, Any]]:
+def erase_instance(request: HttpRequest, name: str, body: s.EraseIn) -> Status[dict[str, Any]]:
     """Remove an instance with all its data; `confirm` must repeat the name."""
     if body.confirm != name:
         raise InvalidInput(f"to erase {name}, send its name as `confirm`")
-    return 202, services.describe_operation(services.erase(_actor(request), name))
+    return Status(202, services.describe_operation(services.erase(_actor(request), name)))
 
 
 @api.post("/instances/{name}/scale", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
-def scale_instance(request: HttpRequest, name: str, body: s.ScaleIn) -> tuple[int, dict[str, Any]]:
-    return 202, services.describe_operation(services.scale(_actor(request), name, body.replicas))
+def scale_instance(request: HttpRequest, name: str, body: s.ScaleIn) -> Status[dict[str, Any]]:
+    return Status(202, services.describe_operation(services.scale(_actor(request), name, body.replicas)))
 
 
 @api.post("/instances/{name}/password", response={202: s.PasswordOut, **ERRORS}, tags=["instances"])
-def new_admin_password(request: HttpRequest, name: str) -> tuple[int, dict[str, Any]]:
+def new_admin_password(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
     """Set a new generated admin password; it is in this response only."""
     actor = _actor(request)
     op, password = services.new_admin_password(actor, name)
     app = get_app(services.get_instance(actor, name).app)
-    return 202, {"operation": services.describe_operation(op), "username": app.admin_username, "password": password}
+    return Status(202, {"operation": services.describe_operation(op), "username": app.admin_username,
+                        "password": password})
 
 
 @api.get("/instances/{name}/credentials", response={200: s.CredentialsOut, **ERRORS}, tags=["instances"])
@@ -213,15 +215,15 @@ def list_locks(request: HttpRequest, name: str) -> list[dict[str, Any]]:
 
 
 @api.post("/instances/{name}/locks", response={201: s.LockOut, **ERRORS}, tags=["locks"])
-def add_lock(request: HttpRequest, name: str, body: s.LockIn) -> tuple[int, dict[str, Any]]:
+def add_lock(request: HttpRequest, name: str, body: s.LockIn) -> Status[dict[str, Any]]:
     """Refuse the chosen actions (erase, delete, update, stop, scale) until the lock is lifted."""
-    return 201, services.describe_lock(services.lock(_actor(request), name, body.actions, body.reason))
+    return Status(201, services.describe_lock(services.lock(_actor(request), name, body.actions, body.reason)))
 
 
 @api.delete("/instances/{name}/locks/{lock_id}", response={204: None, **ERRORS}, tags=["locks"])
-def remove_lock(request: HttpRequest, name: str, lock_id: int) -> tuple[int, None]:
+def remove_lock(request: HttpRequest, name: str, lock_id: int) -> Status[None]:
     services.unlock(_actor(request), name, lock_id)
-    return 204, None
+    return Status(204, None)
 
 
 @api.get("/operations/{operation_id}", response={200: s.OperationOut, **ERRORS}, tags=["instances"])
@@ -273,9 +275,9 @@ def list_organisations(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @api.post("/organisations", response={201: s.OrganisationOut, **ERRORS}, tags=["organisations"])
-def create_organisation(request: HttpRequest, body: s.OrganisationIn) -> tuple[int, dict[str, Any]]:
+def create_organisation(request: HttpRequest, body: s.OrganisationIn) -> Status[dict[str, Any]]:
     """Operators only."""
-    return 201, _org_out(access.create_organisation(_actor(request), body.slug, body.name))
+    return Status(201, _org_out(access.create_organisation(_actor(request), body.slug, body.name)))
 
 
 @api.get("/organisations/{slug}", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
@@ -289,11 +291,11 @@ def list_members(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
 
 
 @api.post("/organisations/{slug}/members", response={201: s.NewMemberOut, **ERRORS}, tags=["organisations"])
-def add_member(request: HttpRequest, slug: str, body: s.MemberIn) -> tuple[int, dict[str, Any]]:
+def add_member(request: HttpRequest, slug: str, body: s.MemberIn) -> Status[dict[str, Any]]:
     """Add a person; a new account's generated password is in this response only."""
     new = access.add_member(_actor(request), slug, body.username, body.role, body.can_read_credentials,
                             body.email)
-    return 201, {**_member_out(new.membership), "password": new.password}
+    return Status(201, {**_member_out(new.membership), "password": new.password})
 
 
 @api.patch("/organisations/{slug}/members/{username}", response={200: s.MemberOut, **ERRORS},
@@ -303,9 +305,9 @@ def change_member(request: HttpRequest, slug: str, username: str, body: s.Member
 
 
 @api.delete("/organisations/{slug}/members/{username}", response={204: None, **ERRORS}, tags=["organisations"])
-def remove_member(request: HttpRequest, slug: str, username: str) -> tuple[int, None]:
+def remove_member(request: HttpRequest, slug: str, username: str) -> Status[None]:
     access.remove_member(_actor(request), slug, username)
-    return 204, None
+    return Status(204, None)
 
 
 # -- the caller and its tokens ---------------------------------------------------------------------------
@@ -332,13 +334,13 @@ def list_tokens(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @api.post("/tokens", response={201: s.NewTokenOut, **ERRORS}, tags=["tokens"])
-def create_token(request: HttpRequest, body: s.TokenIn) -> tuple[int, dict[str, Any]]:
+def create_token(request: HttpRequest, body: s.TokenIn) -> Status[dict[str, Any]]:
     """A new token of the caller; the token is in this response only."""
     record, token = access.create_token(_actor(request), body.name, body.scope)
-    return 201, {**_token_out(record), "token": token}
+    return Status(201, {**_token_out(record), "token": token})
 
 
 @api.delete("/tokens/{token_id}", response={204: None, **ERRORS}, tags=["tokens"])
-def revoke_token(request: HttpRequest, token_id: int) -> tuple[int, None]:
+def revoke_token(request: HttpRequest, token_id: int) -> Status[None]:
     access.revoke_token(_actor(request), token_id)
-    return 204, None
+    return Status(204, None)

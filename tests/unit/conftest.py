@@ -123,3 +123,45 @@ def running_instance(controller):
         return services.get_instance(LOCAL, name)
 
     return make
+
+
+class People:
+    """An operator, an admin and two members of the owning organisation ("acme"), and an outsider:
+    the admin of another organisation ("globex"). Each has a write token; `reader` is a read token
+    of the admin. Passwords are the user name repeated."""
+
+    ROLES = ("operator", "admin", "member", "outsider")
+
+    def __init__(self) -> None:
+        from hafen.access import services as access
+        from hafen.access.models import Membership, Role
+
+        self.acme = Organisation.objects.create(slug="acme", name="Acme")
+        self.globex = Organisation.objects.create(slug="globex", name="Globex")
+        self.users = {
+            "operator": User.objects.create_user("olga", password="olga" * 4, is_staff=True),
+            "admin": User.objects.create_user("alice", password="alice" * 4),
+            "member": User.objects.create_user("bob", password="bob" * 4),
+            "reader": User.objects.create_user("carol", password="carol" * 4),
+            "outsider": User.objects.create_user("mallory", password="mallory" * 4),
+        }
+        Membership.objects.create(user=self.users["admin"], organisation=self.acme, role=Role.ADMIN)
+        Membership.objects.create(user=self.users["member"], organisation=self.acme, role=Role.MEMBER)
+        Membership.objects.create(user=self.users["reader"], organisation=self.acme, role=Role.MEMBER,
+                                  can_read_credentials=True)
+        Membership.objects.create(user=self.users["outsider"], organisation=self.globex, role=Role.ADMIN)
+        self.tokens = {
+            role: access.create_token(self.actor(role), f"{role} token", "write")[1] for role in self.users
+        }
+        self.tokens["read"] = access.create_token(self.actor("admin"), "read only", "read")[1]
+
+    def actor(self, role: str, via: str = "api") -> Actor:
+        return Actor(user=self.users[role], via=via, source="127.0.0.1")
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.tokens[role]}"}
+
+
+@pytest.fixture
+def people():
+    return People()
