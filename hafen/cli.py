@@ -423,6 +423,19 @@ def user_add_operator(username: str) -> None:
     out.print(f"{username} is an operator" + (f"\npassword  {password}" if password else ""))
 
 
+@user.command(name="token")
+@click.argument("username")
+@click.option("--name", required=True, help="What the token is for, e.g. ci.")
+@click.option("--scope", type=click.Choice(["read", "write"]), default="read", show_default=True)
+def user_token(username: str, name: str, scope: str) -> None:
+    """Create an API token for a user and print it once (for `--url`/`--token` or scripts)."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+
+    out.print(access.create_token_for(username, name, scope))
+
+
 @user.command(name="passwd")
 @click.argument("username")
 def user_passwd(username: str) -> None:

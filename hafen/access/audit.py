@@ -77,7 +77,7 @@ def search(actor: Actor, *, instance: str = "", action: str = "", actor_name: st
 
 def describe(entry: AuditEntry) -> dict[str, Any]:
     return {
-        "id": entry.id, "at": entry.at, "actor": entry.actor, "via": entry.via, "source": entry.source,
+        "id": entry.id, "at": entry.at.isoformat(), "actor": entry.actor, "via": entry.via, "source": entry.source,
         "action": entry.action, "organisation": entry.organisation.slug if entry.organisation else None,
         "instance": entry.instance_name, "detail": entry.detail, "result": entry.result, "message": entry.message,
         "operation_id": entry.operation_id,

@@ -192,6 +192,14 @@ def create_token(actor: Actor, name: str, scope: str = Scope.READ) -> tuple[ApiT
         return record, token
 
 
+def create_token_for(username: str, name: str, scope: str) -> str:
+    """A token for a user, made by the local CLI (that is how the first token comes to be)."""
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return create_token(Actor(user=user, via="cli", source="local"), name, scope)[1]
+
+
 def tokens(actor: Actor) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=actor.user) if actor.user is not None else ApiToken.objects.none()
 

@@ -49,7 +49,8 @@ class StepOut(Schema):
     name: str
     title: str
     state: str
-    detail: str = ""
+    started_at: str | None
+    finished_at: str | None
 
 
 class OperationOut(Schema):
@@ -70,7 +71,7 @@ class LockOut(Schema):
     reason: str
     created_by: str
     by_operator: bool
-    created_at: datetime
+    created_at: str
 
 
 class InstanceDetailOut(InstanceOut):
@@ -119,7 +120,7 @@ class LockIn(Schema):
 
 class AuditOut(Schema):
     id: int
-    at: datetime
+    at: str
     actor: str
     via: str
     source: str

@@ -27,14 +27,15 @@ ERRORS: dict[int, type[HafenError]] = {
 
 
 class RemoteBackend:
-    def __init__(self, url: str, token: str, timeout: float = 30) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 30,
+                 transport: httpx.BaseTransport | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise InvalidInput(f"--url must start with http:// or https://, not {url!r}")
         if not token:
             raise InvalidInput("a remote control plane needs a token: --token or HAFEN_TOKEN")
         self.client = httpx.Client(
             base_url=url.rstrip("/") + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
-            transport=httpx.HTTPTransport(retries=2),
+            transport=transport or httpx.HTTPTransport(retries=2),
         )
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

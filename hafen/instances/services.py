@@ -311,7 +311,7 @@ def describe(instance: Instance) -> dict[str, Any]:
 
 def describe_lock(lock: Lock) -> dict[str, Any]:
     return {"id": lock.id, "actions": lock.actions, "reason": lock.reason, "created_by": lock.created_by,
-            "by_operator": lock.by_operator, "created_at": lock.created_at}
+            "by_operator": lock.by_operator, "created_at": lock.created_at.isoformat()}
 
 
 def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
@@ -342,7 +342,11 @@ def describe_operation(operation: Operation) -> dict[str, Any]:
         "kind": operation.kind,
         "instance": operation.instance_name,
         "state": operation.state,
-        "steps": operation.steps,
+        "steps": [
+            {"name": step["name"], "title": step["title"], "state": step["state"],
+             "started_at": step.get("started_at"), "finished_at": step.get("finished_at")}
+            for step in operation.steps
+        ],
         "progress": operation.progress,
         "error": operation.error,
         "created_at": operation.created_at.isoformat(),
