@@ -88,7 +88,9 @@ def _organisation_for_create(actor: Actor, slug: str | None) -> Organisation | N
         return None
     memberships = actor.memberships()
     admin_of = [org_id for org_id in memberships if Action.CREATE in policy.actions(actor, org_id, memberships)]
-    if len(admin_of) != 1:
+    if not admin_of:
+        raise Forbidden("your role does not allow creating instances")
+    if len(admin_of) > 1:
         raise InvalidInput("name the organisation the instance belongs to")
     return Organisation.objects.get(pk=admin_of[0])
 

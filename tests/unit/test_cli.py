@@ -13,6 +13,13 @@ CASES = {
     "erase-unconfirmed": (["erase", "abc"], 2, "--yes"),
     "scale-not-a-number": (["scale", "abc", "notanumber"], 2, "notanumber"),
     "show-unknown": (["show", "nosuch"], 3, "no instance named 'nosuch'"),
+    "remote-bad-url": (["--url", "ftp://example", "--token", "t", "list"], 2, "must start with http"),
+    "remote-no-token": (["--url", "http://127.0.0.1:9", "list"], 2, "needs a token"),
+    "remote-unreachable": (["--url", "http://127.0.0.1:9", "--token", "t", "list"], 5, "cannot reach"),
+    "remote-local-only": (["--url", "http://127.0.0.1:9", "--token", "t", "org", "create", "x"], 2, "host"),
+    "org-bad-slug": (["org", "create", "Not A Slug"], 2, "invalid organisation"),
+    "member-unknown-org": (["org", "add-member", "nosuch", "alice"], 3, "no organisation 'nosuch'"),
+    "lock-unknown-action": (["lock", "nosuch", "-a", "fly", "--reason", "x"], 3, "no instance named"),
 }
 
 
