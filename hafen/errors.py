@@ -14,48 +14,66 @@
           +-- EngineConflict    the engine refused because of other objects
 
 SDK errors are translated at the engine boundary with `raise ... from exc`.
-Each class carries the CLI's exit code.
+Each class carries the CLI's exit code, and the API's status and error code.
 """
 
 
 class HafenError(Exception):
     exit_code = 1
+    http_status = 400
+    code = "error"
 
 
 class InvalidInput(HafenError):
     exit_code = 2
+    http_status = 400
+    code = "invalid"
 
 
 class NotFound(HafenError):
     exit_code = 3
+    http_status = 404
+    code = "not_found"
 
 
 class Conflict(HafenError):
     exit_code = 4
+    http_status = 409
+    code = "conflict"
 
 
 class Locked(Conflict):
-    pass
+    code = "locked"
 
 
 class Forbidden(HafenError):
     exit_code = 8
+    http_status = 403
+    code = "forbidden"
 
 
 class Unauthenticated(HafenError):
     exit_code = 9
+    http_status = 401
+    code = "unauthenticated"
 
 
 class ControlPlaneDown(HafenError):
     exit_code = 5
+    http_status = 503
+    code = "control_plane_down"
 
 
 class OperationFailed(HafenError):
     exit_code = 6
+    http_status = 409
+    code = "operation_failed"
 
 
 class EngineError(HafenError):
     exit_code = 7
+    http_status = 502
+    code = "engine"
 
 
 class EngineUnavailable(EngineError):
@@ -64,3 +82,11 @@ class EngineUnavailable(EngineError):
 
 class EngineConflict(EngineError):
     pass
+
+
+def from_status(status: int) -> type[HafenError]:
+    """The error class an API status stands for (the first declared for it)."""
+    for cls in (InvalidInput, Unauthenticated, Forbidden, NotFound, Conflict, EngineError, ControlPlaneDown):
+        if cls.http_status == status:
+            return cls
+    return HafenError

@@ -17,17 +17,7 @@ from hafen.access.policy import Actor
 from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
-from hafen.errors import (
-    Conflict,
-    ControlPlaneDown,
-    EngineError,
-    Forbidden,
-    HafenError,
-    InvalidInput,
-    NotFound,
-    OperationFailed,
-    Unauthenticated,
-)
+from hafen.errors import HafenError, InvalidInput
 from hafen.instances import services
 
 api = NinjaAPI(
@@ -38,16 +28,6 @@ api = NinjaAPI(
     auth=[BearerToken(), Session()],
 )
 
-STATUS: list[tuple[type[HafenError], int, str]] = [
-    (InvalidInput, 400, "invalid"),
-    (Unauthenticated, 401, "unauthenticated"),
-    (Forbidden, 403, "forbidden"),
-    (NotFound, 404, "not_found"),
-    (Conflict, 409, "conflict"),
-    (OperationFailed, 409, "operation_failed"),
-    (EngineError, 502, "engine"),
-    (ControlPlaneDown, 503, "control_plane_down"),
-]
 ERRORS: dict[int, type[Schema]] = {code: s.ErrorOut for code in (400, 401, 403, 404, 409)}
 
 
@@ -57,8 +37,7 @@ def _error(request: HttpRequest, status: int, code: str, message: str) -> HttpRe
 
 @api.exception_handler(HafenError)
 def _hafen_error(request: HttpRequest, exc: HafenError) -> HttpResponse:
-    status, code = next(((st, c) for cls, st, c in STATUS if isinstance(exc, cls)), (400, "error"))
-    return _error(request, status, code, str(exc))
+    return _error(request, exc.http_status, exc.code, str(exc))
 
 
 @api.exception_handler(ValidationError)

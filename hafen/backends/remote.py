@@ -9,21 +9,7 @@ from typing import Any
 import httpx
 
 from hafen.backends import OnUpdate
-from hafen.errors import (
-    Conflict,
-    ControlPlaneDown,
-    EngineError,
-    Forbidden,
-    HafenError,
-    InvalidInput,
-    NotFound,
-    Unauthenticated,
-)
-
-ERRORS: dict[int, type[HafenError]] = {
-    400: InvalidInput, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict, 502: EngineError,
-    503: ControlPlaneDown,
-}
+from hafen.errors import ControlPlaneDown, InvalidInput, from_status
 
 
 class RemoteBackend:
@@ -48,7 +34,7 @@ class RemoteBackend:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {response.status_code} from {response.url}"
-            raise ERRORS.get(response.status_code, HafenError)(message)
+            raise from_status(response.status_code)(message)
         return response.json() if response.content else None
 
     def create(self, name: str, app: str, version: str | None, domain: str | None, size: str,

@@ -130,7 +130,7 @@ def test_locked_action_is_refused_with_its_reason_everywhere(world, controller):
     for role in ("operator", "admin", "member"):
         response = client.post("/api/v1/instances/eve/stop", **world.headers(role))
         assert response.status_code == 409
-        assert response.json()["error"]["code"] == "conflict"
+        assert response.json()["error"]["code"] == "locked"
         assert "AGM on Saturday" in response.json()["error"]["message"]
     with pytest.raises(Locked, match="AGM on Saturday"):
         services.erase(world.actor("operator", via="cli"), "eve")
