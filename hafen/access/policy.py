@@ -96,7 +96,7 @@ def actions(actor: Actor, organisation_id: int | None, memberships: dict[int, Me
 
 
 def instance_filter(actor: Actor) -> Q:
-    """A filter of the instances the actor may see."""
+    """A filter of the instances (or operations, by their `organisation`) the actor may see."""
     if actor.is_operator:
         return Q()
     return Q(organisation_id__in=list(actor.memberships()))

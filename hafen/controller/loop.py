@@ -136,7 +136,8 @@ class Controller:
                 continue
             if get_app(instance.app).web_service not in obs.services_of(instance.name):
                 log.warning("%s: services missing, repairing", instance.name)
-                Operation.objects.create(instance=instance, instance_name=instance.name, kind="repair")
+                Operation.objects.create(instance=instance, instance_name=instance.name,
+                                         organisation_id=instance.organisation_id, kind="repair")
 
     def heartbeat(self) -> None:
         status = self.edge_state.applied.get("status", "")

@@ -88,6 +88,8 @@ class Operation(models.Model):
 
     instance = models.ForeignKey(Instance, null=True, on_delete=models.SET_NULL, related_name="operations")
     instance_name = models.CharField(max_length=32)
+    # Kept so that the organisation still sees the operation once an erase has removed the instance.
+    organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.SET_NULL)
     kind = models.CharField(max_length=16)
     params = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=OpState.choices, default=OpState.PENDING)

@@ -48,7 +48,8 @@ def _secret_value(name: str) -> str:
 
 
 def _enqueue(instance: Instance, kind: str, **params: Any) -> Operation:
-    operation = Operation.objects.create(instance=instance, instance_name=instance.name, kind=kind, params=params)
+    operation = Operation.objects.create(instance=instance, instance_name=instance.name,
+                                         organisation_id=instance.organisation_id, kind=kind, params=params)
     transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
     return operation
 
@@ -332,7 +333,7 @@ def operations(actor: Actor, name: str, limit: int = 10) -> list[Operation]:
 
 
 def get_operation(actor: Actor, operation_id: int) -> Operation:
-    operation = Operation.objects.filter(pk=operation_id, instance__in=_instances(actor)).first()
+    operation = Operation.objects.filter(policy.instance_filter(actor), pk=operation_id).first()
     if operation is None:
         raise NotFound(f"no operation {operation_id}")
     return operation

@@ -9,14 +9,18 @@ from hafen.errors import InvalidInput
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_REPLICAS = 32
+# Names the web UI uses in its instance URLs.
+RESERVED = frozenset({"new"})
 
 
 def name(value: str) -> str:
-    if not _NAME.fullmatch(value) or "--" in value:
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or "--" in value:
         raise InvalidInput(
             f"invalid name {value!r}: use 3 to 32 lowercase letters, digits and single hyphens, "
             "starting with a letter and not ending with a hyphen"
         )
+    if value in RESERVED:
+        raise InvalidInput(f"the name {value!r} is reserved; choose another")
     return value
 
 

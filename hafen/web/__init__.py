@@ -1,1 +1,1 @@
-"""The control plane's web server: health now; the UI and API come later."""
+"""The control plane's web UI: server-rendered pages with a little htmx, over the service layer."""

@@ -205,3 +205,22 @@ def test_pagination_and_filters(world, running_instance):
     assert client.get("/api/v1/instances?q=be", **world.headers("admin")).json()["count"] == 1
     assert client.get("/api/v1/instances?state=stopped", **world.headers("admin")).json()["count"] == 0
     assert client.get("/api/v1/instances?organisation=globex", **world.headers("operator")).json()["count"] == 0
+
+
+def test_the_operation_of_an_erase_stays_visible_to_its_organisation(world, controller, converge):
+    client = Client()
+    op = client.post("/api/v1/instances/eve/erase", {"confirm": "eve"}, content_type="application/json",
+                     **world.headers("admin")).json()
+    converge(controller)
+    assert not Instance.objects.filter(name="eve").exists()
+    for role, status in (("operator", 200), ("admin", 200), ("member", 200), ("outsider", 404)):
+        response = client.get(f"/api/v1/operations/{op['id']}", **world.headers(role))
+        assert response.status_code == status, role
+    assert client.get(f"/api/v1/operations/{op['id']}", **world.headers("admin")).json()["state"] == "succeeded"
+
+
+def test_reserved_names_are_refused(world):
+    response = Client().post("/api/v1/instances", {"name": "new", "app": "demo"}, content_type="application/json",
+                             **world.headers("operator"))
+    assert response.status_code == 400
+    assert "reserved" in response.json()["error"]["message"]

@@ -1,0 +1,98 @@
+"""Organisations and their members; outsiders get the 404 page."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from hafen.access import policy
+from hafen.access import services as access
+from hafen.access.models import Role
+from hafen.access.policy import Action
+from hafen.errors import HafenError, InvalidInput
+from hafen.web.forms import MemberForm, OrganisationForm
+from hafen.web.views.common import actor, refused, shown_once, ui_view
+
+
+@ui_view
+def index(request: HttpRequest) -> HttpResponse:
+    who = actor(request)
+    form = OrganisationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = access.create_organisation(who, form.cleaned_data["slug"], form.cleaned_data["name"])
+        except HafenError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Organisation {created.slug} created.")
+            return redirect("organisation", created.slug)
+    organisations = access.list_organisations(who).annotate(
+        member_count=Count("memberships", distinct=True), instance_count=Count("instances", distinct=True)
+    )
+    return render(request, "web/organisations.html",
+                  {"organisations": organisations, "form": form if who.is_operator else None})
+
+
+@ui_view
+def detail(request: HttpRequest, slug: str) -> HttpResponse:
+    who = actor(request)
+    organisation = access.get_organisation(who, slug)
+    may_manage = Action.MANAGE_MEMBERS in policy.actions(who, organisation.id)
+    return render(request, "web/organisation.html", {
+        "organisation": organisation,
+        "members": access.members(who, slug),
+        "may_manage": may_manage,
+        "form": MemberForm() if may_manage else None,
+        "roles": Role.choices,
+    })
+
+
+@require_POST
+@ui_view
+def add_member(request: HttpRequest, slug: str) -> HttpResponse:
+    form = MemberForm(request.POST)
+    if not form.is_valid():
+        access.get_organisation(actor(request), slug)
+        problems = "; ".join(f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items())
+        return refused(request, InvalidInput(problems), "organisation", slug)
+    data = form.cleaned_data
+    try:
+        account = access.add_member(actor(request), slug, data["username"], data["role"],
+                                    data["can_read_credentials"], data["email"])
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    if account.password is None:
+        messages.success(request, f"{data['username']} added to {slug}.")
+        return redirect("organisation", slug)
+    return shown_once(
+        request, f"New account {data['username']}", [("user name", data["username"]), ("password", account.password)],
+        "Shown this once: hand it over to its owner, who signs in with it here.",
+        reverse("organisation", args=[slug]),
+    )
+
+
+@require_POST
+@ui_view
+def change_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    try:
+        access.change_member(actor(request), slug, username, request.POST.get("role") or None,
+                             "can_read_credentials" in request.POST)
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    messages.success(request, f"{username} changed.")
+    return redirect("organisation", slug)
+
+
+@require_POST
+@ui_view
+def remove_member(request: HttpRequest, slug: str, username: str) -> HttpResponse:
+    try:
+        access.remove_member(actor(request), slug, username)
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    messages.success(request, f"{username} removed from {slug}.")
+    return redirect("organisation", slug)
