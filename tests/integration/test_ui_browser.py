@@ -111,7 +111,7 @@ def test_operator_creates_watches_stops_audits_and_erases(plane: Plane, operator
     Select(driver.find_element(By.NAME, "app")).select_by_value("demo")
     shot(driver, "new-instance")
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert "/operations/" in driver.current_url
+    wait_until(driver, lambda: "/operations/" in driver.current_url, timeout=30)
     wait_for_text(driver, "#operation-state", "succeeded", timeout=240)
     shot(driver, "create-succeeded")
 
@@ -133,7 +133,7 @@ def test_operator_creates_watches_stops_audits_and_erases(plane: Plane, operator
     shot(driver, "credentials-revealed")
     driver.get(f"{BASE}/instances/{instance}")
     driver.find_element(By.CSS_SELECTOR, "button[name=stop]").click()
-    assert "/operations/" in driver.current_url
+    wait_until(driver, lambda: "/operations/" in driver.current_url, timeout=30)
     wait_for_text(driver, "#operation-state", "succeeded", timeout=120)
     shot(driver, "stop-succeeded")
 
@@ -154,9 +154,8 @@ def test_operator_creates_watches_stops_audits_and_erases(plane: Plane, operator
     driver.get(f"{BASE}/instances/{instance}")
     driver.find_element(By.NAME, "confirm").send_keys(instance)
     driver.find_element(By.CSS_SELECTOR, "button[name=erase]").click()
-    assert "/operations/" in driver.current_url
-    # an erased instance takes its operations out of view: the page says so once the erase is through
-    wait_until(driver, lambda: text_of(driver, "#operation-state") in ("succeeded", "gone"), timeout=120)
+    wait_until(driver, lambda: "/operations/" in driver.current_url, timeout=30)
+    wait_until(driver, lambda: text_of(driver, "#operation-state") == "succeeded", timeout=120)
     shot(driver, "erase-succeeded")
     driver.get(f"{BASE}/")
     assert not driver.find_elements(By.CSS_SELECTOR, f"tr[data-instance='{instance}']")
