@@ -122,6 +122,29 @@ class Plane:
                 api.remove_network(network["Id"])
 
 
+@contextlib.contextmanager
+def chromium(window: str = "1280,1000") -> Iterator[Any]:
+    """Headless Chromium driven by selenium, with a throw-away profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="hafen-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-quic", f"--window-size={window}",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                              options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def plane() -> Iterator[Plane]:
     data_dir = Path(tempfile.mkdtemp(prefix="hafen-test-"))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ARTIFACTS, HTTP_PORT, Plane
+from tests.conftest import ARTIFACTS, HTTP_PORT, Plane, chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -96,23 +94,11 @@ def test_motion_survives_stop_start_and_delete_start(plane: Plane, openslides: d
 
 
 def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    profile = tempfile.mkdtemp(prefix="hafen-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1280,900",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=options)
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
+    with chromium("1280,900") as driver:
         driver.get(f"http://{openslides['domain']}:{HTTP_PORT}/")
         wait = WebDriverWait(driver, 60)
         username = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
@@ -124,9 +110,6 @@ def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) 
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "mat-sidenav")))
         driver.save_screenshot(str(ARTIFACTS / "openslides-logged-in.png"))
         assert "Administrator" in driver.page_source or "admin" in driver.page_source
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_erase_leaves_nothing(plane: Plane, openslides: dict[str, Any]) -> None:
