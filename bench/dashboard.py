@@ -89,7 +89,7 @@ def query_count(user: Any, url: str, headers: dict[str, str]) -> tuple[int, int]
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    client = Client()
+    client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
     with CaptureQueriesContext(connection) as queries:
         response = client.get(url, headers=headers)

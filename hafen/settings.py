@@ -11,7 +11,7 @@ SECRET_KEY = read_or_create_key(
     _hafen.data_dir / "django-secret.key", lambda: secrets.token_urlsafe(50).encode()
 ).decode()
 DEBUG = False
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver", _hafen.web_host]
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", _hafen.web_host]
 if _hafen.web_origin:
     ALLOWED_HOSTS.append(_hafen.web_origin.split("://", 1)[-1].split(":")[0].split("/")[0])
     CSRF_TRUSTED_ORIGINS = [_hafen.web_origin]

@@ -9,7 +9,7 @@ forbidden, so that its existence does not leak.
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -57,11 +57,11 @@ class Actor:
     via: str = "cli"
     source: str = ""
     scope: str = Scope.WRITE
-    local_name: str = field(default_factory=getpass.getuser)
+    local_name: str = ""
 
     @classmethod
     def local(cls) -> Actor:
-        return cls(via="cli", source="local")
+        return cls(via="cli", source="local", local_name=getpass.getuser())
 
     @property
     def name(self) -> str:

@@ -22,6 +22,8 @@ setup()
 
 from django.conf import settings as django_settings  # noqa: E402
 
+django_settings.ALLOWED_HOSTS.append("testserver")  # the host of Django's test client
+
 # Accounts are made by the dozen here; a slow hash buys nothing in a throw-away database.
 django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
