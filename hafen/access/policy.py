@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from django.db.models import Q
@@ -74,6 +75,11 @@ class Actor:
         return bool(self.user.is_active and self.user.is_staff)
 
     def memberships(self) -> dict[int, Membership]:
+        return self._memberships
+
+    @cached_property
+    def _memberships(self) -> dict[int, Membership]:
+        """Read once per actor, which lives for one request (or one CLI command)."""
         if self.user is None or not self.user.is_active:
             return {}
         return {m.organisation_id: m for m in Membership.objects.filter(user=self.user)}
@@ -110,9 +116,9 @@ def organisation_filter(actor: Actor) -> Q:
 
 def check(actor: Actor, action: Action, organisation_id: int | None, what: str) -> None:
     """Raise unless the actor may do `action`; NotFound when it may not even see `what`."""
-    allowed = actions(actor, organisation_id)
-    if not allowed and not actor.is_operator and organisation_id not in actor.memberships():
+    if not actor.is_operator and organisation_id not in actor.memberships():
         raise NotFound(f"no {what}")
+    allowed = actions(actor, organisation_id)
     if action not in allowed:
         if actor.scope == Scope.READ and action not in READ_SCOPE:
             raise Forbidden(f"this token has read scope; {action} needs a token of write scope")

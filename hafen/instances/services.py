@@ -87,13 +87,23 @@ def _organisation_for_create(actor: Actor, slug: str | None) -> Organisation | N
         return organisation
     if actor.is_operator:
         return None
-    memberships = actor.memberships()
-    admin_of = [org_id for org_id in memberships if Action.CREATE in policy.actions(actor, org_id, memberships)]
-    if not admin_of:
+    allowed = list(creatable_organisations(actor))
+    if not allowed:
         raise Forbidden("your role does not allow creating instances")
-    if len(admin_of) > 1:
+    if len(allowed) > 1:
         raise InvalidInput("name the organisation the instance belongs to")
-    return Organisation.objects.get(pk=admin_of[0])
+    return allowed[0]
+
+
+def creatable_organisations(actor: Actor) -> QuerySet[Organisation]:
+    """The organisations the actor may create instances in (operators may also create outside any)."""
+    organisations = Organisation.objects.filter(policy.organisation_filter(actor))
+    if actor.is_operator:
+        return organisations
+    memberships = actor.memberships()
+    return organisations.filter(
+        id__in=[org_id for org_id in memberships if Action.CREATE in policy.actions(actor, org_id, memberships)]
+    )
 
 
 def create_instance(
@@ -165,10 +175,14 @@ def list_instances(actor: Actor, *, q: str = "", state: str = "", app: str = "",
 
 
 def _change(actor: Actor, action: Action, name: str, check: Callable[[Instance], None] | None = None,
-            desired: Desired | None = None, **fields: Any) -> Operation:
-    """Authorise, check the instance's state, write the change and its operation; audit all of it."""
+            desired: Desired | None = None, validate: Callable[[], object] | None = None,
+            **fields: Any) -> Operation:
+    """Validate the input, authorise, check the instance's state, write the change and its operation;
+    audit all of it as one entry."""
     detail = {key: value for key, value in fields.items() if isinstance(value, int | str)}
     with audit.audited(actor, action, name, **detail) as note:
+        if validate is not None:
+            validate()
         instance = _authorized(actor, action, name, note)
         if check is not None:
             check(instance)
@@ -220,9 +234,8 @@ def restart(actor: Actor, name: str) -> Operation:
 
 
 def scale(actor: Actor, name: str, replicas: int) -> Operation:
-    with audit.audited(actor, Action.SCALE, name, replicas=replicas):
-        replicas = validation.replicas(replicas)
-    return _change(actor, Action.SCALE, name, _not_deleted("scaling it"), replicas=replicas)
+    return _change(actor, Action.SCALE, name, _not_deleted("scaling it"),
+                   validate=lambda: validation.replicas(replicas), replicas=replicas)
 
 
 def new_admin_password(actor: Actor, name: str) -> tuple[Operation, str]:
@@ -321,15 +334,18 @@ def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
     """An instance with its recent operations, its locks, and what the actor may do to it."""
     return {
         **describe(instance),
-        "operations": [describe_operation(o) for o in operations(actor, instance.name)],
+        "operations": [describe_operation(o) for o in _recent_operations(instance)],
         "locks": [describe_lock(lock) for lock in instance.locks.all()],
         "allowed": sorted(policy.actions(actor, instance.organisation_id)),
     }
 
 
-def operations(actor: Actor, name: str, limit: int = 10) -> list[Operation]:
-    instance = _authorized(actor, Action.VIEW, name)
+def _recent_operations(instance: Instance, limit: int = 10) -> list[Operation]:
     return list(instance.operations.order_by("-created_at", "-id")[:limit])
+
+
+def operations(actor: Actor, name: str, limit: int = 10) -> list[Operation]:
+    return _recent_operations(_authorized(actor, Action.VIEW, name), limit)
 
 
 def get_operation(actor: Actor, operation_id: int) -> Operation:

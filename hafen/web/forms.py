@@ -7,11 +7,11 @@ from typing import Any
 
 from django import forms
 
-from hafen.access import policy
 from hafen.access import services as access
-from hafen.access.models import Organisation, Result, Role, Scope
-from hafen.access.policy import LOCKABLE, Action, Actor
+from hafen.access.models import Result, Role, Scope
+from hafen.access.policy import LOCKABLE, Actor
 from hafen.catalog import SIZES, apps
+from hafen.instances import services
 from hafen.instances.models import State
 
 Choices = list[tuple[str, str]]
@@ -40,11 +40,8 @@ def visible_organisations(actor: Actor) -> Choices:
 
 def creatable_organisations(actor: Actor) -> Choices:
     """Where the actor may create instances: for operators every organisation and none, for admins theirs."""
-    if actor.is_operator:
-        return [NO_ORGANISATION, *visible_organisations(actor)]
-    memberships = actor.memberships()
-    allowed = [org_id for org_id in memberships if Action.CREATE in policy.actions(actor, org_id, memberships)]
-    return [(org.slug, org.name or org.slug) for org in Organisation.objects.filter(id__in=allowed)]
+    choices = [(org.slug, org.name or org.slug) for org in services.creatable_organisations(actor)]
+    return [NO_ORGANISATION, *choices] if actor.is_operator else choices
 
 
 PAGE_SIZES = (100, 50, 500)  # the first is the default

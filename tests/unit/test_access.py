@@ -74,3 +74,12 @@ def test_every_change_and_refusal_is_audited_with_who_and_where(people, running_
     seen_by_outsider = list(audit.visible(people.actor("outsider")).filter(instance_name="eve"))
     assert "eve" in seen_by_member
     assert [(e.actor, e.result) for e in seen_by_outsider] == [("mallory", "refused")]  # only their own attempt
+
+
+def test_each_call_writes_one_audit_entry(people, running_instance, controller):
+    running_instance("eve", organisation="acme")
+    services.scale(people.actor("admin"), "eve", 2)
+    with pytest.raises(InvalidInput):
+        services.scale(people.actor("admin"), "eve", -1)
+    entries = [(e.action, e.result) for e in AuditEntry.objects.filter(action="scale").order_by("id")]
+    assert entries == [("scale", "ok"), ("scale", "refused")]
