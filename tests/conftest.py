@@ -23,10 +23,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "hit"
-HTTP_PORT = 28080
-HTTPS_PORT = 28443
-WEB_PORT = 28765
+# Overridable so that several test runs (say, two developers' branches) can share one engine.
+PREFIX = os.environ.get("HAFEN_TEST_PREFIX", "hit")
+_PORT_OFFSET = int(os.environ.get("HAFEN_TEST_PORT_OFFSET", "0"))
+HTTP_PORT = 28080 + _PORT_OFFSET
+HTTPS_PORT = 28443 + _PORT_OFFSET
+WEB_PORT = 28765 + _PORT_OFFSET
 ARTIFACTS = ROOT / "test-artifacts"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Plane
+from tests.conftest import PREFIX, Plane
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,9 @@ def _exec(container: object, *cmd: str) -> tuple[int, str]:
 
 def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple[str, str]) -> None:
     a, b = pair
-    web_a = plane.containers(f"hit-{a}_web")[0]
-    db_b = plane.containers(f"hit-{b}_db")[0]
-    db_b_ip = db_b.attrs["NetworkSettings"]["Networks"][f"hit-{b}_internal"]["IPAddress"]
+    web_a = plane.containers(f"{PREFIX}-{a}_web")[0]
+    db_b = plane.containers(f"{PREFIX}-{b}_db")[0]
+    db_b_ip = db_b.attrs["NetworkSettings"]["Networks"][f"{PREFIX}-{b}_internal"]["IPAddress"]
 
     code, output = _exec(web_a, "python3", "-c", POSTGRES, "db")
     assert code == 0 and "postgres answered" in output, output
@@ -55,7 +55,7 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
     code, output = _exec(web_a, "python3", "-c", POSTGRES, db_b_ip)
     assert code != 0, f"A's web reached B's database at {db_b_ip}: {output}"
     assert "unreachable" in output.lower(), output
-    code, output = _exec(web_a, "python3", "-c", POSTGRES, f"hit-{b}_db")
+    code, output = _exec(web_a, "python3", "-c", POSTGRES, f"{PREFIX}-{b}_db")
     assert code != 0 and "gaierror" in output, output
     # and no default route at all: a web service has no way off the host
     code, output = _exec(web_a, "python3", "-c", ROUTES)
@@ -64,13 +64,13 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
 
     # only the web service joins the shared edge network
     networks = set(db_b.attrs["NetworkSettings"]["Networks"])
-    assert networks == {f"hit-{b}_internal"}
-    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"hit-{a}_internal", "hit-edge"}
+    assert networks == {f"{PREFIX}-{b}_internal"}
+    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-edge"}
 
 
 def test_no_secret_in_inspect_output_or_logs(plane: Plane, pair: tuple[str, str]) -> None:
     a, _ = pair
-    web = plane.containers(f"hit-{a}_web")[0]
+    web = plane.containers(f"{PREFIX}-{a}_web")[0]
     values = [plane.json("credentials", a)["password"]]
     code, output = _exec(web, "cat", "/run/secrets/db_password")
     assert code == 0
@@ -101,7 +101,7 @@ def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_
     )
     try:
         # kill the controller once the create is under way: its database is being deployed
-        plane.wait_until(lambda: f"hit-{name}_db" in plane.labelled(name)["services"], timeout=60, interval=0.1)
+        plane.wait_until(lambda: f"{PREFIX}-{name}_db" in plane.labelled(name)["services"], timeout=60, interval=0.1)
         pid = int((plane.data_dir / "controller.pid").read_text())
         import os
 
@@ -118,11 +118,11 @@ def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_
     assert data["state"] == "running"
 
     objects = plane.labelled(name)
-    assert objects["services"] == {f"hit-{name}_{s}" for s in ("db", "redis", "setup", "web")}
-    assert objects["volumes"] == {f"hit-{name}_db"}
-    assert objects["networks"] == {f"hit-{name}_internal"}
-    assert objects["secrets"] == {f"hit-{name}_db_password_v1", f"hit-{name}_admin_password_v1"}
-    assert len(plane.containers(f"hit-{name}_web")) == 1
+    assert objects["services"] == {f"{PREFIX}-{name}_{s}" for s in ("db", "redis", "setup", "web")}
+    assert objects["volumes"] == {f"{PREFIX}-{name}_db"}
+    assert objects["networks"] == {f"{PREFIX}-{name}_internal"}
+    assert objects["secrets"] == {f"{PREFIX}-{name}_db_password_v1", f"{PREFIX}-{name}_admin_password_v1"}
+    assert len(plane.containers(f"{PREFIX}-{name}_web")) == 1
     assert plane.http(data["domain"]).post(
         "/login", json={"username": "admin", "password": data["password"]}
     ).status_code == 200

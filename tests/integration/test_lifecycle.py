@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import HTTPS_PORT, Plane
+from tests.conftest import HTTPS_PORT, PREFIX, Plane
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,14 @@ def start_and_find_note(plane: Plane, name: str, password: str) -> None:
 
 
 def edge_container(plane: Plane) -> str:
-    containers = plane.containers("hit-edge")
+    containers = plane.containers(f"{PREFIX}-edge")
     assert len(containers) == 1
     return str(containers[0].id)
 
 
 def test_lifecycle(plane: Plane, instance_name: str) -> None:
     name = instance_name
-    plane.wait_until(lambda: plane.containers("hit-edge"), timeout=120)
+    plane.wait_until(lambda: plane.containers(f"{PREFIX}-edge"), timeout=120)
     edge = edge_container(plane)
     data = plane.create(name, "demo")
     assert data["name"] == name
@@ -72,10 +72,10 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     # scale and restart
     plane.hafen("scale", name, "2")
     assert plane.json("show", name)["replicas"] == {"desired": 2, "running": 2}
-    assert len(plane.containers(f"hit-{name}_web")) == 2
-    before = {c.id for c in plane.containers(f"hit-{name}_web")}
+    assert len(plane.containers(f"{PREFIX}-{name}_web")) == 2
+    before = {c.id for c in plane.containers(f"{PREFIX}-{name}_web")}
     plane.hafen("restart", name)
-    after = {c.id for c in plane.containers(f"hit-{name}_web")}
+    after = {c.id for c in plane.containers(f"{PREFIX}-{name}_web")}
     assert len(after) == 2 and not before & after
 
     # a new admin password replaces the old one
@@ -99,7 +99,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert edge_container(plane) == edge
     left = plane.labelled(name)
     assert left["services"] == set()
-    assert left["volumes"] == {f"hit-{name}_db"}
+    assert left["volumes"] == {f"{PREFIX}-{name}_db"}
     assert len(left["secrets"]) == 2
     assert plane.json("show", name)["state"] == "deleted"
     start_and_find_note(plane, name, new_password)
