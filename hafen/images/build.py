@@ -27,6 +27,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 LABEL_CONTEXT = "hafen.context"
 BASE_SUITES = {"bullseye": "hafen/base:bullseye", "bookworm": "hafen/base:bookworm"}
 DEBIAN_MIRROR = os.environ.get("HAFEN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Copied into every build context, for the images' HEALTHCHECK (see the script).
+PROBE = PACKAGE_DIR / "images/probe/hafen-probe"
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,8 @@ class ImageJob:
         if self.context is None:
             sha.update(self.suite.encode())
         else:
-            for path in sorted(p for p in self.context.rglob("*") if p.is_file()):
-                sha.update(str(path.relative_to(self.context)).encode())
+            for path in [*sorted(p for p in self.context.rglob("*") if p.is_file()), PROBE]:
+                sha.update(str(path.relative_to(self.context) if path != PROBE else path.name).encode())
                 sha.update(path.read_bytes())
         return sha.hexdigest()[:16]
 
@@ -133,6 +135,7 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="hafen-build-") as tmp:
             context = Path(tmp) / "context"
             shutil.copytree(job.context, context)
+            shutil.copy2(PROBE, context / PROBE.name)
             ca = context / "ca.pem"
             if self.ca_bundle is not None:
                 shutil.copyfile(self.ca_bundle, ca)
