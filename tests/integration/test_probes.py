@@ -1,0 +1,37 @@
+"""Health probes: every second while a container starts, every 30 s once it has passed (hafen-probe)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.conftest import PREFIX, Plane
+
+pytestmark = pytest.mark.integration
+
+
+def _finished(entry: dict[str, str]) -> float:
+    # Docker writes nanoseconds; Python 3.11 takes at most microseconds.
+    stamp = entry["End"]
+    head, _, rest = stamp.partition(".")
+    digits = "".join(c for c in rest if c.isdigit())[:6]
+    zone = rest[len("".join(c for c in rest if c.isdigit())):]
+    return datetime.fromisoformat(f"{head}.{digits}{zone.replace('Z', '+00:00')}").timestamp()
+
+
+def test_probes_rest_once_a_container_is_healthy(plane: Plane, instance_name: str) -> None:
+    name = instance_name
+    plane.create(name, "demo")
+    containers = {svc: plane.containers(f"{PREFIX}-{name}_{svc}")[0] for svc in ("db", "redis", "web")}
+    window = 12.0
+    time.sleep(window)
+    now = time.time()
+    for svc, container in containers.items():
+        container.reload()
+        health = container.attrs["State"]["Health"]
+        assert health["Status"] == "healthy", (svc, health)
+        recent = [e for e in health["Log"] if now - _finished(e) < window]
+        # one probe a second would have finished about 12 here
+        assert len(recent) <= 1, (svc, health["Log"])
