@@ -72,7 +72,7 @@ def translate(action: str, exc: BaseException) -> EngineError:
         return EngineRefused(f"{action}: {exc}")
     if isinstance(exc, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
         return EngineUnavailable(f"{action}: the Docker engine did not answer within {TIMEOUT} s")
-    return EngineUnavailable(f"{action}: {UNAVAILABLE}")
+    return EngineUnavailable(UNAVAILABLE)
 
 
 @contextlib.contextmanager
