@@ -9,12 +9,20 @@
      +-- Unauthenticated        no valid session or token (API only)
      +-- ControlPlaneDown       the controller is not running
      +-- OperationFailed        an operation ended in failure
-     +-- EngineError            the orchestrator refused or failed
-          +-- EngineUnavailable the Docker engine does not answer
-          +-- EngineConflict    the engine refused because of other objects
+     +-- EngineError            the orchestrator failed; temporary: the operation backs off and retries
+          +-- EngineUnavailable the Docker engine does not answer (refused, timed out): the pass stops
+          |                     and is retried; the operation is not charged an attempt
+          +-- EngineConflict    the engine refused because of other objects (409, "in use")
+          +-- EngineNotFound    an object hafen expected is gone (404): the next pass re-observes
+          +-- EngineRefused     PERMANENT: the engine says hafen's own request is invalid (400);
+                                the operation fails at once with the engine's message
 
-SDK errors are translated at the engine boundary with `raise ... from exc`.
-Each class carries the CLI's exit code, and the API's status and error code.
+SDK errors are translated at the engine boundary with `raise ... from exc`
+(hafen/engine/swarm.py); nothing of the Docker SDK or `requests` escapes it.
+Whether an engine error is worth retrying is a property of its class,
+`EngineError.temporary`, in the spirit of kopf's TemporaryError/PermanentError.
+Each class carries the CLI's exit code, and the API's status and error code;
+`retry_after` (seconds) becomes the API's Retry-After header.
 """
 
 
@@ -22,6 +30,7 @@ class HafenError(Exception):
     exit_code = 1
     http_status = 400
     code = "error"
+    retry_after: int | None = None
 
 
 class InvalidInput(HafenError):
@@ -74,19 +83,38 @@ class EngineError(HafenError):
     exit_code = 7
     http_status = 502
     code = "engine"
+    temporary = True
 
 
 class EngineUnavailable(EngineError):
-    pass
+    """Not an answer but its absence: 503, so clients retry rather than blame the request."""
+
+    http_status = 503
+    code = "engine_unavailable"
+    retry_after = 10
 
 
 class EngineConflict(EngineError):
     pass
 
 
-def from_status(status: int) -> type[HafenError]:
-    """The error class an API status stands for (the first declared for it)."""
-    for cls in (InvalidInput, Unauthenticated, Forbidden, NotFound, Conflict, EngineError, ControlPlaneDown):
+class EngineNotFound(EngineError):
+    pass
+
+
+class EngineRefused(EngineError):
+    temporary = False
+
+
+_BY_STATUS = (InvalidInput, Unauthenticated, Forbidden, NotFound, Conflict, EngineError, ControlPlaneDown)
+_BY_CODE = {cls.code: cls for cls in (*_BY_STATUS, Locked, OperationFailed, EngineUnavailable)}
+
+
+def from_status(status: int, code: str | None = None) -> type[HafenError]:
+    """The error class an API answer stands for: by its error code, else the first declared for its status."""
+    if code is not None and code in _BY_CODE:
+        return _BY_CODE[code]
+    for cls in _BY_STATUS:
         if cls.http_status == status:
             return cls
     return HafenError

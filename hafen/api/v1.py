@@ -29,6 +29,7 @@ api = NinjaAPI(
 )
 
 ERRORS: dict[int, type[Schema]] = {code: s.ErrorOut for code in (400, 401, 403, 404, 409)}
+ENGINE_DOWN: dict[int, type[Schema]] = {503: s.ErrorOut}  # where a view waits on the Docker engine
 
 
 def _error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
@@ -37,7 +38,10 @@ def _error(request: HttpRequest, status: int, code: str, message: str) -> HttpRe
 
 @api.exception_handler(HafenError)
 def _hafen_error(request: HttpRequest, exc: HafenError) -> HttpResponse:
-    return _error(request, exc.http_status, exc.code, str(exc))
+    response = _error(request, exc.http_status, exc.code, str(exc))
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)
@@ -102,7 +106,7 @@ def list_instances(request: HttpRequest, filters: Query[InstanceFilter]) -> dict
     return {"count": count, "items": [services.describe(i) for i in items]}
 
 
-@api.post("/instances", response={202: s.OperationOut, **ERRORS}, tags=["instances"])
+@api.post("/instances", response={202: s.OperationOut, **ERRORS, **ENGINE_DOWN}, tags=["instances"])
 def create_instance(request: HttpRequest, body: s.CreateIn) -> Status[dict[str, Any]]:
     """Create an instance; follow the returned operation until it has succeeded."""
     op = services.create_instance(_actor(request), body.name, body.app, version=body.version, domain=body.domain,
@@ -175,7 +179,7 @@ class LogQuery(Schema):
     since: int | None = None
 
 
-@api.get("/instances/{name}/logs", response={200: s.LogsOut, **ERRORS}, tags=["instances"])
+@api.get("/instances/{name}/logs", response={200: s.LogsOut, **ERRORS, **ENGINE_DOWN}, tags=["instances"])
 def logs(request: HttpRequest, name: str, query: Query[LogQuery]) -> dict[str, Any]:
     """The last lines of a service's log (default: the web service)."""
     if not 1 <= query.tail <= 5000:

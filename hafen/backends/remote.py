@@ -30,11 +30,13 @@ class RemoteBackend:
         except httpx.HTTPError as exc:
             raise ControlPlaneDown(f"cannot reach {self.client.base_url}: {exc}") from None
         if response.status_code >= 400:
+            code: str | None = None
             try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
+                error = response.json()["error"]
+                message, code = error["message"], error.get("code")
+            except (ValueError, KeyError, TypeError, AttributeError):
                 message = f"HTTP {response.status_code} from {response.url}"
-            raise from_status(response.status_code)(message)
+            raise from_status(response.status_code, code)(message)
         return response.json() if response.content else None
 
     def create(self, name: str, app: str, version: str | None, domain: str | None, size: str,

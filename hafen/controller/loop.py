@@ -21,7 +21,7 @@ from hafen.controller import operations as ops
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
-from hafen.errors import EngineError, EngineUnavailable
+from hafen.errors import EngineError, EngineUnavailable, HafenError
 from hafen.instances.models import ControlPlane, Desired, Instance, Operation, OpState, State
 
 log = logging.getLogger("hafen.controller")
@@ -105,17 +105,20 @@ class Controller:
                 else:
                     op.attempts = 0
                     op.save()
-        except ops.Fail as exc:
-            self._fail(op, instance, str(exc))
         except EngineUnavailable:
-            raise
+            raise  # nobody's fault: the pass stops and is retried, and the operation is not charged an attempt
         except EngineError as exc:
+            if not exc.temporary:
+                self._fail(op, instance, str(exc))
+                return
             op.refresh_from_db()
             if op.attempts + 1 >= ops.MAX_ATTEMPTS:
                 self._fail(op, instance, str(exc))
             else:
                 log.warning("%s %s: %s", op.kind, instance.name, exc)
                 ops.backoff(op, str(exc))
+        except HafenError as exc:  # ops.Fail and any other error that says what went wrong
+            self._fail(op, instance, str(exc))
         except Exception as exc:
             log.exception("%s %s: unexpected error", op.kind, instance.name)
             self._fail(op, instance, f"internal error: {exc}")

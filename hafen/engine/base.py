@@ -83,10 +83,8 @@ def _digest(data: object) -> str:
 @dataclass
 class TaskState:
     state: str
-    desired_state: str
     template: str
     error: str = ""
-    container_id: str = ""
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """An in-memory engine for fast unit tests of the controller's logic.
 
 Services run (and jobs complete) as soon as they are applied, unless a test
-says otherwise through `fail_jobs`, `hold` or `down`.
+says otherwise through `fail_jobs`, `hold` or `down`, or makes a call raise
+with `fail`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hafen.engine.base import (
     ServiceState,
     TaskState,
 )
-from hafen.errors import EngineConflict, EngineError, EngineUnavailable
+from hafen.errors import EngineConflict, EngineError, EngineNotFound, EngineUnavailable
 
 
 @dataclass
@@ -42,11 +43,20 @@ class FakeEngine(Engine):
     down: bool = False
     swarm: bool = True
     calls: list[str] = field(default_factory=list)
+    raises: dict[str, list[BaseException]] = field(default_factory=dict)
+
+    def fail(self, call: str, exc: BaseException, times: int = 1) -> None:
+        """Make the next `times` calls raise exc: a method ("apply_service") or one call ("apply_service x_web")."""
+        self.raises.setdefault(call, []).extend([exc] * times)
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
         if self.down:
             raise EngineUnavailable("the Docker engine does not answer")
+        for key in (call, call.split(" ", 1)[0]):
+            queued = self.raises.get(key)
+            if queued:
+                raise queued.pop(0)
 
     def ping(self) -> None:
         self._check("ping")
@@ -62,13 +72,13 @@ class FakeEngine(Engine):
         labels = {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template}
         tasks: list[TaskState] = []
         if spec.name in self.hold:
-            tasks = [TaskState("starting", "running", template)] * max(spec.replicas, 1)
+            tasks = [TaskState("starting", template)] * max(spec.replicas, 1)
         elif spec.job:
             failed = spec.name in self.fail_jobs
-            tasks = [TaskState("failed" if failed else "complete", "complete", template,
+            tasks = [TaskState("failed" if failed else "complete", template,
                                "task: non-zero exit (1)" if failed else "")]
         else:
-            tasks = [TaskState("running", "running", template) for _ in range(spec.replicas)]
+            tasks = [TaskState("running", template) for _ in range(spec.replicas)]
         return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
 
     def observe(self, prefix: str) -> Observation:
@@ -140,7 +150,7 @@ class FakeEngine(Engine):
     ) -> Iterator[str]:
         self._check(f"service_logs {name}")
         if name not in self.services:
-            raise EngineError(f"no service {name}")
+            raise EngineNotFound(f"no service {name}")
         lines = self.logs.get(name, [])
         yield from (lines[-tail:] if tail else lines)
 

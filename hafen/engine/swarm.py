@@ -1,11 +1,13 @@
 """The real engine: Docker Swarm through the Docker SDK.
 
-Every SDK error is translated here into hafen's own tree.
+Every error of the SDK and of `requests` under it is translated here, in
+`translate`, into hafen's own tree (see hafen/errors.py): nothing else escapes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -13,6 +15,7 @@ from typing import Any, TypeVar, cast
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker import types as dt
 
 from hafen.engine.base import (
@@ -25,24 +28,67 @@ from hafen.engine.base import (
     ServiceState,
     TaskState,
 )
-from hafen.errors import EngineConflict, EngineError, EngineUnavailable
+from hafen.errors import EngineConflict, EngineError, EngineNotFound, EngineRefused, EngineUnavailable
 
 T = TypeVar("T")
+
+TIMEOUT = 20
+"""Seconds the engine may take to answer one ordinary call before it counts as unavailable.
+
+hafen's calls are small (label-filtered lists, one object made or removed) and take well
+under a second even on a busy machine. The SDK's former 60 s held the controller, and every
+API request that pings the engine, for a minute on a hung engine before anyone learnt of it;
+20 s still leaves a wide margin. Log streams are not cut by it: once a log's body starts, the
+SDK lifts the socket's timeout, so `--follow` may stay silent for as long as it likes.
+"""
+
+UNAVAILABLE = "the Docker engine does not answer; is it installed and started? (scripts/bootstrap.sh starts it)"
+
+SDK_ERRORS: tuple[type[BaseException], ...] = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+"""What a call into the SDK may raise: its own errors, and those of the HTTP stack and socket under it."""
+
+_IN_USE = re.compile(r"\bin use\b|active endpoints", re.IGNORECASE)
+
+
+def translate(action: str, exc: BaseException) -> EngineError:
+    """hafen's error for an exception out of the SDK (one of SDK_ERRORS)."""
+    if isinstance(exc, docker.errors.APIError):  # before RequestException, which it subclasses
+        status = exc.status_code
+        explanation = str(exc.explanation or exc)
+        message = f"{action}: {explanation}"
+        if isinstance(exc, docker.errors.NotFound) or status == 404:
+            return EngineNotFound(message)
+        if status == 409 or (status in (400, 403) and _IN_USE.search(explanation)):
+            return EngineConflict(message)
+        if status is not None and 400 <= status < 500:
+            return EngineRefused(message)
+        return EngineError(message)
+    if isinstance(exc, docker.errors.InvalidArgument):
+        return EngineRefused(f"{action}: {exc}")
+    if isinstance(exc, requests.exceptions.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+        return EngineUnavailable(f"{action}: the Docker engine did not answer within {TIMEOUT} s")
+    return EngineUnavailable(UNAVAILABLE)
+
+
+@contextlib.contextmanager
+def engine_errors(action: str) -> Iterator[None]:
+    """Translate what the SDK raises inside the block (for SDK users outside this module, e.g. image builds)."""
+    try:
+        yield
+    except SDK_ERRORS as exc:
+        raise translate(action, exc) from exc
 
 
 def _call(action: str, fn: Callable[[], T]) -> T:
     try:
         return fn()
-    except docker.errors.NotFound:
-        raise
-    except docker.errors.APIError as exc:
-        if exc.status_code == 409:
-            raise EngineConflict(f"{action}: {exc.explanation}") from exc
-        raise EngineError(f"{action}: {exc.explanation or exc}") from exc
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
-        raise EngineUnavailable(
-            "the Docker engine does not answer; is it installed and started? (scripts/bootstrap.sh starts it)"
-        ) from exc
+    except SDK_ERRORS as exc:
+        raise translate(action, exc) from exc
 
 
 class SwarmEngine(Engine):
@@ -52,7 +98,7 @@ class SwarmEngine(Engine):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = _call("connect", lambda: docker.from_env(timeout=60))
+            self._client = _call("connect", lambda: docker.from_env(timeout=TIMEOUT))
         return self._client
 
     def ping(self) -> None:
@@ -78,10 +124,8 @@ class SwarmEngine(Engine):
             by_service.setdefault(task["ServiceID"], []).append(
                 TaskState(
                     state=status.get("State", ""),
-                    desired_state=task.get("DesiredState", ""),
                     template=container_labels.get(LABEL_TEMPLATE, ""),
                     error=status.get("Err", ""),
-                    container_id=status.get("ContainerStatus", {}).get("ContainerID", ""),
                 )
             )
         observation = Observation()
@@ -118,30 +162,22 @@ class SwarmEngine(Engine):
         )
 
     def remove_network(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(EngineNotFound):
             _call(f"remove network {name}", lambda: self.client.api.remove_network(name))
 
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         _call(f"create volume {name}", lambda: self.client.volumes.create(name=name, labels=labels))
 
     def remove_volume(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(EngineNotFound):
             _call(f"remove volume {name}", lambda: self.client.api.remove_volume(name))
 
     def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None:
         _call(f"create secret {name}", lambda: self.client.secrets.create(name=name, data=data, labels=labels))
 
     def remove_secret(self, name: str) -> None:
-        def remove() -> None:
-            try:
-                self.client.api.remove_secret(name)
-            except docker.errors.APIError as exc:
-                if exc.status_code == 400 and "in use" in str(exc.explanation):
-                    raise EngineConflict(f"secret {name} is still in use") from exc
-                raise
-
-        with contextlib.suppress(docker.errors.NotFound):
-            _call(f"remove secret {name}", remove)
+        with contextlib.suppress(EngineNotFound):
+            _call(f"remove secret {name}", lambda: self.client.api.remove_secret(name))
 
     def _secret_ids(self, names: list[str]) -> dict[str, str]:
         if not names:
@@ -217,22 +253,23 @@ class SwarmEngine(Engine):
         return True
 
     def remove_service(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(EngineNotFound):
             _call(f"remove service {name}", lambda: self.client.api.remove_service(name))
 
     def remove_stopped_containers(self, labels: dict[str, str]) -> None:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": ["exited", "created", "dead"]}
         containers = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
         for container in containers:
-            with contextlib.suppress(docker.errors.NotFound):
+            with contextlib.suppress(EngineNotFound):
                 _call(f"remove container {container.name}", partial(container.remove, force=True))
 
     def service_logs(
         self, name: str, *, since: int | None = None, follow: bool = False, tail: int | None = None
     ) -> Iterator[str]:
+        action = f"logs of {name}"
         try:
             stream = _call(
-                f"logs of {name}",
+                action,
                 lambda: self.client.api.service_logs(
                     name,
                     stdout=True,
@@ -243,20 +280,21 @@ class SwarmEngine(Engine):
                     timestamps=False,
                 ),
             )
-        except docker.errors.NotFound as exc:
-            raise EngineError(f"no service {name}") from exc
+        except EngineNotFound as exc:
+            raise EngineNotFound(f"no service {name}") from exc
         buffer = b""
-        for chunk in stream:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                yield line.decode(errors="replace")
+        with engine_errors(action):  # the stream is read here, outside the call that opened it
+            for chunk in stream:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    yield line.decode(errors="replace")
         if buffer:
             yield buffer.decode(errors="replace")
 
     def image_exists(self, tag: str) -> bool:
         try:
             _call(f"inspect image {tag}", lambda: self.client.api.inspect_image(tag))
-        except docker.errors.NotFound:
+        except EngineNotFound:
             return False
         return True

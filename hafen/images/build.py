@@ -21,7 +21,8 @@ import docker
 import docker.errors
 
 from hafen.catalog import apps
-from hafen.errors import EngineError, HafenError
+from hafen.engine.swarm import SDK_ERRORS, engine_errors
+from hafen.errors import EngineNotFound, HafenError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 LABEL_CONTEXT = "hafen.context"
@@ -79,11 +80,9 @@ class Builder:
             raise HafenError(f"CA bundle {ca_bundle} is not a file")
         self.ca_bundle = ca_bundle
         self.index_url = index_url
-        try:
+        with engine_errors("connect"):  # builds are slow: a step may stay silent for minutes
             self.client = client or docker.from_env(timeout=600)
             self.client.ping()
-        except docker.errors.DockerException as exc:
-            raise EngineError("the Docker engine does not answer; scripts/bootstrap.sh starts it") from exc
 
     @classmethod
     def from_env(cls) -> Builder:
@@ -93,8 +92,9 @@ class Builder:
 
     def current(self, job: ImageJob) -> bool:
         try:
-            image = self.client.images.get(job.tag)
-        except docker.errors.ImageNotFound:
+            with engine_errors(f"inspect image {job.tag}"):
+                image = self.client.images.get(job.tag)
+        except EngineNotFound:
             return False
         return bool(image.labels.get(LABEL_CONTEXT) == job.digest() or (job.context is None))
 
@@ -110,7 +110,7 @@ class Builder:
             image = self.client.images.pull("debian", tag=f"{job.suite}-slim")
             image.tag(job.tag)
             return
-        except docker.errors.DockerException:
+        except SDK_ERRORS:
             pass
         if shutil.which("debootstrap") is None:
             raise HafenError("no registry answers and debootstrap is not installed (apt-get install debootstrap)")
@@ -128,7 +128,8 @@ class Builder:
             archive = Path(tmp) / "root.tar"
             subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
             repo, tag = job.tag.split(":")
-            self.client.api.import_image_from_file(str(archive), repository=repo, tag=tag)
+            with engine_errors(f"import {job.tag}"):
+                self.client.api.import_image_from_file(str(archive), repository=repo, tag=tag)
 
     def _docker_build(self, job: ImageJob, progress: Progress) -> None:
         assert job.context is not None
@@ -145,21 +146,25 @@ class Builder:
             if self.index_url:
                 args["PIP_INDEX_URL"] = self.index_url
             progress(job.tag, "starting")
-            stream = self.client.api.build(
-                path=str(context), tag=job.tag, buildargs=args, rm=True, forcerm=True, decode=True,
-                labels={LABEL_CONTEXT: job.digest()},
-            )
-            log: list[str] = []
-            for event in stream:
-                if "error" in event:
-                    tail = " / ".join(line.strip() for line in log[-5:] if line.strip())
-                    raise HafenError(f"building {job.tag} failed: {event['error'].strip()} ({tail})")
-                text = str(event.get("stream", "")).strip()
-                if text:
-                    log.append(text)
-                    step = re.match(r"Step (\d+/\d+) : (.*)", text)
-                    if step:
-                        progress(job.tag, f"step {step.group(1)}: {step.group(2)[:60]}")
+            with engine_errors(f"build {job.tag}"):
+                self._stream(job, context, args, progress)
+
+    def _stream(self, job: ImageJob, context: Path, args: dict[str, str], progress: Progress) -> None:
+        stream = self.client.api.build(
+            path=str(context), tag=job.tag, buildargs=args, rm=True, forcerm=True, decode=True,
+            labels={LABEL_CONTEXT: job.digest()},
+        )
+        log: list[str] = []
+        for event in stream:
+            if "error" in event:
+                tail = " / ".join(line.strip() for line in log[-5:] if line.strip())
+                raise HafenError(f"building {job.tag} failed: {event['error'].strip()} ({tail})")
+            text = str(event.get("stream", "")).strip()
+            if text:
+                log.append(text)
+                step = re.match(r"Step (\d+/\d+) : (.*)", text)
+                if step:
+                    progress(job.tag, f"step {step.group(1)}: {step.group(2)[:60]}")
 
 
 def build_all(builder: Builder, progress: Progress, only_stale: bool = False) -> list[str]:

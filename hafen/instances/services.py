@@ -24,7 +24,7 @@ from hafen.access.policy import Action, Actor
 from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.engine import get_engine
-from hafen.errors import Conflict, ControlPlaneDown, Forbidden, InvalidInput, Locked, NotFound
+from hafen.errors import Conflict, ControlPlaneDown, EngineNotFound, Forbidden, InvalidInput, Locked, NotFound
 from hafen.instances import naming, validation
 from hafen.instances.models import ControlPlane, Desired, Instance, InstanceSecret, Lock, Operation, OpState, State
 
@@ -404,6 +404,14 @@ def logs(actor: Actor, name: str, service: str | None, follow: bool = False, sin
         raise InvalidInput(f"{instance.app} has no service {svc!r}; services: {', '.join(known)}")
     if instance.state == State.DELETED:
         raise Conflict(f"{name} is deleted: its services and their logs are gone")
-    return get_engine().service_logs(
+    lines = get_engine().service_logs(
         naming.service(get_settings().prefix, instance.name, svc), since=since, follow=follow, tail=tail
     )
+
+    def read() -> Iterator[str]:
+        try:
+            yield from lines
+        except EngineNotFound as exc:  # a state of the instance (not started yet), not a fault of the engine
+            raise Conflict(f"{name} has no service {svc} now (state {instance.state})") from exc
+
+    return read()
