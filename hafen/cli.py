@@ -14,13 +14,23 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from hafen.backends import Backend
 from hafen.config import get_settings
-from hafen.errors import HafenError, InvalidInput, OperationFailed
+from hafen.errors import HafenError, InvalidInput, OperationFailed, StillRunning
 
-out = Console()
-err = Console(stderr=True)
+DEFAULT_TIMEOUT = 900.0
+
+
+def console(**options: Any) -> Console:
+    """Markup, emoji codes and highlighting off: every string is printed as the plain text it is, whatever a
+    user or an app wrote in it (a reason, an error, a user name like "[/]"); hafen's own styling is `Text`."""
+    return Console(markup=False, emoji=False, highlight=False, **options)
+
+
+out = console()
+err = console(stderr=True)
 
 
 def _django() -> None:
@@ -47,15 +57,32 @@ def _local_only() -> None:
         raise InvalidInput("this command works only on the control plane's host, without --url")
 
 
+def _table(*headers: str) -> Table:
+    """A table that folds long cells rather than cutting them: a message or error is shown whole."""
+    table = Table(box=None)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
 def _emit(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _wait(backend: Backend, op: dict[str, Any], quiet: bool) -> dict[str, Any]:
-    """Wait for an operation with a progress display; raise if it failed."""
+def _timeout(command: Callable[..., None]) -> Callable[..., None]:
+    """The --timeout option of a command that waits for its operation."""
+    return click.option(
+        "--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True,
+        metavar="SECONDS", help="How long to wait for the operation; past it, it goes on (exit 10).",
+    )(command)
+
+
+def _wait(backend: Backend, op: dict[str, Any], quiet: bool, timeout: float) -> dict[str, Any]:
+    """Wait for an operation with a progress display; raise if it failed (StillRunning past the timeout)."""
     title = f"{op['kind']} {op['instance']}"
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+        TextColumn("{task.completed}/{task.total}", markup=False),
         TimeElapsedColumn(), console=err, transient=True, disable=quiet,
     ) as progress:
         task = progress.add_task(title, total=None)
@@ -63,12 +90,12 @@ def _wait(backend: Backend, op: dict[str, Any], quiet: bool) -> dict[str, Any]:
         def update(current: dict[str, Any]) -> None:
             step = next((s for s in current["steps"] if s["state"] != "done"), None)
             if not err.is_terminal and not quiet and step:
-                err.print(f"{title}: {step['title']}", highlight=False, soft_wrap=True)
+                err.print(f"{title}: {step['title']}", soft_wrap=True)
             done = sum(1 for s in current["steps"] if s["state"] == "done")
             text = f"{title}: {step['title']}" if step else title
             progress.update(task, description=text, total=len(current["steps"]) or None, completed=done)
 
-        op = backend.wait(op, update)
+        op = backend.wait(op, update, timeout=timeout)
     if op["state"] == "failed":
         raise OperationFailed(f"{op['kind']} of {op['instance']} failed: {op['error']}")
     return op
@@ -102,13 +129,13 @@ def cli(url: str | None, token: str | None) -> None:
 
 
 def _build_progress(quiet: bool = False) -> tuple[Progress, Callable[[str, str], None]]:
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                        disable=quiet)
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
+                        console=err, disable=quiet)
     tasks: dict[str, Any] = {}
 
     def report(tag: str, text: str) -> None:
         if not err.is_terminal and not quiet:
-            err.print(f"{tag}: {text}", highlight=False, soft_wrap=True)  # a log, where no live display shows
+            err.print(f"{tag}: {text}", soft_wrap=True)  # a log, where no live display shows
             return
         if tag not in tasks:
             tasks[tag] = progress.add_task(tag)
@@ -185,16 +212,17 @@ def down() -> None:
 @click.option("--size", default="small", show_default=True, help="small, medium or large.")
 @click.option("--org", "organisation", default=None, help="Organisation that owns the instance.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_timeout
 def create(name: str, app: str, version: str | None, domain: str | None, size: str, organisation: str | None,
-           as_json: bool) -> None:
+           as_json: bool, timeout: float) -> None:
     """Create an instance and wait until it runs."""
     backend = _backend()
-    _wait(backend, backend.create(name, app, version, domain, size, organisation), quiet=as_json)
+    _wait(backend, backend.create(name, app, version, domain, size, organisation), quiet=as_json, timeout=timeout)
     data = {**backend.show(name), **backend.credentials(name)}
     if as_json:
         _emit(data)
         return
-    out.print(f"[bold green]{name}[/] is running")
+    out.print(Text.assemble((name, "bold green"), " is running"))
     out.print(f"  URL       {data['url']}")
     out.print(f"  username  {data['username']}")
     out.print(f"  password  {data['password']}")
@@ -212,7 +240,7 @@ def list_(q: str, state: str, app: str, organisation: str, as_json: bool) -> Non
     if as_json:
         _emit(rows)
         return
-    table = Table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL", box=None)
+    table = _table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL")
     for row in rows:
         replicas = f"{row['replicas']['running']}/{row['replicas']['desired']}"
         table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["organisation"] or "-",
@@ -232,18 +260,19 @@ def show(name: str, as_json: bool) -> None:
     for key in ("name", "app", "version", "domain", "url", "size", "organisation", "state", "created_at"):
         out.print(f"{key:<13} {data[key] or '-'}")
     out.print(f"{'replicas':<13} {data['replicas']['running']}/{data['replicas']['desired']}")
+    # Lines that carry what someone wrote are soft-wrapped: the terminal wraps them, no newline is added.
     if data["error"]:
-        out.print(f"{'error':<13} [red]{data['error']}[/]")
+        out.print(Text.assemble(f"{'error':<13} ", (data["error"], "red")), soft_wrap=True)
     for lock in data["locks"]:
         out.print(f"{'lock ' + str(lock['id']):<13} {', '.join(lock['actions'])}: {lock['reason']} "
-                  f"({lock['created_by']})", highlight=False)
-    table = Table("SERVICE", "STATE", "RUNNING", "ERROR", box=None)
+                  f"({lock['created_by']})", soft_wrap=True)
+    table = _table("SERVICE", "STATE", "RUNNING", "ERROR")
     for service, state in data["services"].items():
         table.add_row(service, state["state"], f"{state['running']}/{state['replicas']}", state["error"])
     out.print(table)
     for op in data["operations"][:5]:
         out.print(f"  {op['created_at'][:19].replace('T', ' ')}  {op['kind']:<8} {op['state']}  {op['error']}",
-                  highlight=False)
+                  soft_wrap=True)
 
 
 @cli.command()
@@ -261,9 +290,10 @@ def credentials(name: str, as_json: bool) -> None:
 def _simple(action: str, help_text: str) -> None:
     @cli.command(name=action, help=help_text)
     @click.argument("name")
-    def command(name: str) -> None:
+    @_timeout
+    def command(name: str, timeout: float) -> None:
         backend = _backend()
-        _wait(backend, backend.act(action, name), quiet=False)
+        _wait(backend, backend.act(action, name), quiet=False, timeout=timeout)
         out.print(f"{name}: {backend.show(name)['state']}")
 
 
@@ -276,32 +306,39 @@ _simple("delete", "Remove an instance's services but keep its data; `start` brin
 @cli.command()
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Confirm that all data of the instance goes.")
-def erase(name: str, yes: bool) -> None:
+@_timeout
+def erase(name: str, yes: bool, timeout: float) -> None:
     """Remove an instance with all its data: volumes, secrets, network."""
     if not yes:
         raise InvalidInput(f"erase removes all data of {name} for good; add --yes to confirm")
     backend = _backend()
-    _wait(backend, backend.erase(name), quiet=False)
+    _wait(backend, backend.erase(name), quiet=False, timeout=timeout)
     out.print(f"{name}: erased")
 
 
 @cli.command()
 @click.argument("name")
 @click.argument("replicas", type=int)
-def scale(name: str, replicas: int) -> None:
+@_timeout
+def scale(name: str, replicas: int, timeout: float) -> None:
     """Set the number of replicas of the web service."""
     backend = _backend()
-    _wait(backend, backend.scale(name, replicas), quiet=False)
+    _wait(backend, backend.scale(name, replicas), quiet=False, timeout=timeout)
     out.print(f"{name}: {replicas} replicas")
 
 
 @cli.command()
 @click.argument("name")
-def passwd(name: str) -> None:
+@_timeout
+def passwd(name: str, timeout: float) -> None:
     """Set a new generated admin password and print it once."""
     backend = _backend()
     op, password = backend.passwd(name)
-    _wait(backend, op, quiet=False)
+    try:
+        _wait(backend, op, quiet=False, timeout=timeout)
+    except StillRunning:
+        out.print(f"new admin password of {name}, once the operation has finished: {password}")
+        raise
     out.print(f"new admin password of {name}: {password}")
 
 
@@ -325,7 +362,7 @@ def logs(name: str, service: str | None, follow: bool, since: str | None, tail: 
 def lock(name: str, actions: tuple[str, ...], reason: str) -> None:
     """Lock an instance against chosen actions."""
     found = _backend().lock(name, list(actions), reason)
-    out.print(f"{name}: lock {found['id']} refuses {', '.join(found['actions'])}", highlight=False)
+    out.print(f"{name}: lock {found['id']} refuses {', '.join(found['actions'])}")
 
 
 @cli.command()
@@ -348,7 +385,7 @@ def audit_(instance: str, action: str, actor_name: str, as_json: bool) -> None:
     if as_json:
         _emit(rows)
         return
-    table = Table("WHEN", "WHO", "VIA", "FROM", "ACTION", "INSTANCE", "RESULT", "MESSAGE", box=None)
+    table = _table("WHEN", "WHO", "VIA", "FROM", "ACTION", "INSTANCE", "RESULT", "MESSAGE")
     for row in rows:
         table.add_row(str(row["at"])[:19].replace("T", " "), row["actor"], row["via"], row["source"], row["action"],
                       row["instance"], row["result"], row["message"])
@@ -364,8 +401,8 @@ def _first_operator() -> None:
 
     if not access.has_operator():
         password = access.ensure_operator("admin")
-        err.print(f"web UI operator created: user [bold]admin[/], password [bold]{password}[/] (shown once; "
-                  "`hafen user passwd admin` sets a new one)")
+        err.print(Text.assemble("web UI operator created: user ", ("admin", "bold"), ", password ",
+                                (password or "", "bold"), " (shown once; `hafen user passwd admin` sets a new one)"))
 
 
 @cli.group()

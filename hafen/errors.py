@@ -9,6 +9,7 @@
      +-- Unauthenticated        no valid session or token (API only)
      +-- ControlPlaneDown       the controller is not running
      +-- OperationFailed        an operation ended in failure
+     +-- StillRunning           an operation goes on after the CLI stopped waiting (exit 10; CLI only)
      +-- EngineError            the orchestrator failed; temporary: the operation backs off and retries
           +-- EngineUnavailable the Docker engine does not answer (refused, timed out): the pass stops
           |                     and is retried; the operation is not charged an attempt
@@ -77,6 +78,26 @@ class OperationFailed(HafenError):
     exit_code = 6
     http_status = 409
     code = "operation_failed"
+
+
+class StillRunning(HafenError):
+    """Not a failure: the operation goes on; the CLI merely stopped waiting for it.
+
+    Raised only where the CLI waits, never by an API call; should one reach the API, it is a 409.
+    """
+
+    exit_code = 10
+    http_status = 409
+    code = "still_running"
+
+    @classmethod
+    def of(cls, kind: str, instance: str, step: str | None, seconds: float) -> "StillRunning":
+        """`step`: the title of the step it is on, None before the controller has started it."""
+        minutes, secs = divmod(int(seconds), 60)
+        took = f"{minutes} min {secs} s" if minutes else f"{secs} s"
+        now = step or "waiting for the controller to start it"
+        return cls(f"{kind} of {instance} is still running after {took} (now: {now}); it goes on: "
+                   f"follow it with `hafen show {instance}`, or wait longer with --timeout SECONDS")
 
 
 class EngineError(HafenError):

@@ -40,8 +40,9 @@ class Action(StrEnum):
 
 # Actions a lock may refuse, as the operator or admin chooses.
 LOCKABLE = (Action.ERASE, Action.DELETE, Action.UPDATE, Action.STOP, Action.SCALE)
-# What a token of read scope may do: nothing that changes state.
-READ_SCOPE = frozenset({Action.VIEW, Action.LOGS, Action.CREDENTIALS})
+# What a token of read scope may do: nothing that changes state, and no reveal of credentials
+# (a write-level act, audited as one).
+READ_SCOPE = frozenset({Action.VIEW, Action.LOGS})
 MEMBER = frozenset({Action.VIEW, Action.LOGS, Action.START, Action.STOP})
 ADMIN = frozenset(Action) - {Action.MANAGE_ORGANISATIONS}
 

@@ -48,9 +48,11 @@ class LocalBackend:
              tail: int | None) -> Iterator[str]:
         return services.logs(self.actor, name, service, follow=follow, since=since, tail=tail)
 
-    def wait(self, operation: dict[str, Any], on_update: OnUpdate) -> dict[str, Any]:
+    def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
         op = services.get_operation(self.actor, operation["id"])
-        return services.describe_operation(services.wait(op, lambda o: on_update(services.describe_operation(o))))
+        return services.describe_operation(
+            services.wait(op, lambda o: on_update(services.describe_operation(o)), timeout=timeout)
+        )
 
     def lock(self, name: str, actions: list[str], reason: str) -> dict[str, Any]:
         return services.describe_lock(services.lock(self.actor, name, actions, reason))

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from hafen.backends import OnUpdate
-from hafen.errors import ControlPlaneDown, InvalidInput, from_status
+from hafen.errors import ControlPlaneDown, InvalidInput, StillRunning, from_status
 
 
 class RemoteBackend:
@@ -19,8 +19,9 @@ class RemoteBackend:
             raise InvalidInput(f"--url must start with http:// or https://, not {url!r}")
         if not token:
             raise InvalidInput("a remote control plane needs a token: --token or HAFEN_TOKEN")
+        self.url = url.rstrip("/")
         self.client = httpx.Client(
-            base_url=url.rstrip("/") + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+            base_url=self.url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
             transport=transport or httpx.HTTPTransport(retries=2),
         )
 
@@ -92,7 +93,7 @@ class RemoteBackend:
         yield from self._call("GET", f"/instances/{name}/logs", params=params)["lines"]
 
     def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         seen: Any = None
         while True:
             operation = self._call("GET", f"/operations/{operation['id']}")
@@ -102,9 +103,23 @@ class RemoteBackend:
             seen = snapshot
             if operation["state"] in ("succeeded", "failed"):
                 return operation
-            if time.monotonic() > deadline:
-                raise ControlPlaneDown(f"operation {operation['kind']} did not finish in time")
+            waited = time.monotonic() - started
+            if waited > timeout:
+                if not self._controller_running():
+                    raise ControlPlaneDown(f"the controller of {self.url} is not running: operation "
+                                           f"{operation['kind']} of {operation['instance']} does not advance")
+                step = next((s["title"] for s in operation["steps"] if s["state"] != "done"), None)
+                # The CLI's own clock: the server's may differ, and the CLI asked for the operation just before.
+                raise StillRunning.of(operation["kind"], operation["instance"], step, waited)
             time.sleep(0.5)
+
+    def _controller_running(self) -> bool:
+        """The control plane's own view of its controller's heartbeat; True if it cannot tell."""
+        try:
+            response = self.client.get(f"{self.url}/healthz")
+            return bool(response.json()["controller"].get("running", True))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return True
 
     def lock(self, name: str, actions: list[str], reason: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/instances/{name}/locks",

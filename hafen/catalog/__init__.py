@@ -2,10 +2,17 @@
 
 An app is data: its metadata (app.toml), a Jinja2 stack template rendered to
 YAML (stack.yaml.j2) and the build files of its images. No code branches per app.
+
+Every `{{ }}` in a stack template renders as a quoted YAML string (JSON's
+quoting, which YAML reads as is) and must be a whole value, so that no value,
+an instance named `null` or `yes` say, is ever read as YAML null, a boolean or
+a number; the models below turn the strings into the numbers they stand for.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -54,8 +61,12 @@ class ServiceTemplate(_Strict):
 
     @field_validator("environment", mode="before")
     @classmethod
-    def _strings(cls, value: dict[str, object]) -> dict[str, str]:
-        return {str(k): str(v) for k, v in (value or {}).items()}
+    def _strings(cls, value: dict[str, object] | None) -> dict[str, object]:
+        """Refuse what YAML did not read as a string (`yes`, `null`, `1`) rather than guess its text."""
+        wrong = [str(k) for k, v in (value or {}).items() if not isinstance(v, str)]
+        if wrong:
+            raise ValueError(f"quote the values of {', '.join(wrong)}: an environment holds only strings")
+        return value or {}
 
 
 class StackTemplate(_Strict):
@@ -115,11 +126,31 @@ class App(_Strict):
         return [image.tag.format(version=version) for image in self.images]
 
 
+# A line with an interpolation: `key: {{ ... }}` or `- {{ ... }}`, the interpolation the whole value.
+_WHOLE_VALUE = re.compile(r"\s*(?:-\s+|[\w.-]+:\s+)\{\{(?:(?!\}\}).)*\}\}\s*(?:#.*)?")
+
+
+def _yaml_string(value: object) -> str:
+    """Every `{{ }}` of a stack template: a double-quoted YAML string, whatever the value's text."""
+    return json.dumps(str(value))
+
+
+def compile_template(text: str, where: str) -> jinja2.Template:
+    """A stack template whose every `{{ }}` is a whole value and renders as a quoted string."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if "{{" in line and not _WHOLE_VALUE.fullmatch(line):
+            raise InvalidInput(f"{where}:{number}: an interpolation must be a whole value, "
+                               'e.g. `image: {{ "hafen/app:" ~ version }}`')
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                             finalize=_yaml_string)
+    return env.from_string(text)
+
+
 @cache
 def _template(app: str) -> jinja2.Template:
     """The app's compiled stack template; compiled once, rendered on every controller pass."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    return env.from_string((CATALOG_DIR / app / "stack.yaml.j2").read_text())
+    path = CATALOG_DIR / app / "stack.yaml.j2"
+    return compile_template(path.read_text(), str(path))
 
 
 @cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -24,7 +24,16 @@ from hafen.access.policy import Action, Actor
 from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.engine import get_engine
-from hafen.errors import Conflict, ControlPlaneDown, EngineNotFound, Forbidden, InvalidInput, Locked, NotFound
+from hafen.errors import (
+    Conflict,
+    ControlPlaneDown,
+    EngineNotFound,
+    Forbidden,
+    InvalidInput,
+    Locked,
+    NotFound,
+    StillRunning,
+)
 from hafen.instances import naming, validation
 from hafen.instances.models import ControlPlane, Desired, Instance, InstanceSecret, Lock, Operation, OpState, State
 
@@ -37,9 +46,13 @@ class Credentials:
     password: str
 
 
+def heartbeat_fresh(beat: datetime | None) -> bool:
+    """Whether a controller heartbeat at `beat` means that the controller runs."""
+    return beat is not None and timezone.now() - beat <= HEARTBEAT_STALE
+
+
 def require_control_plane() -> None:
-    beat = ControlPlane.objects.filter(pk=1).values_list("beat_at", flat=True).first()
-    if beat is None or timezone.now() - beat > HEARTBEAT_STALE:
+    if not heartbeat_fresh(ControlPlane.objects.filter(pk=1).values_list("beat_at", flat=True).first()):
         raise ControlPlaneDown("the control plane is not running; start it with `hafen up --detach`")
 
 
@@ -375,7 +388,11 @@ def describe_operation(operation: Operation) -> dict[str, Any]:
 
 def wait(operation: Operation, on_update: Callable[[Operation], None] | None = None,
          timeout: float = 900, interval: float = 0.25) -> Operation:
-    """Poll an operation until it has finished; report each change to on_update."""
+    """Poll an operation until it has finished; report each change to on_update.
+
+    Past the timeout the operation goes on, and StillRunning says where it is; ControlPlaneDown
+    only when the controller's heartbeat is stale (checked all along while the operation waits to start).
+    """
     deadline = time.monotonic() + timeout
     seen: tuple[Any, ...] = ()
     while True:
@@ -386,10 +403,13 @@ def wait(operation: Operation, on_update: Callable[[Operation], None] | None = N
         seen = snapshot
         if operation.done:
             return operation
-        if time.monotonic() > deadline:
-            raise ControlPlaneDown(f"operation {operation.kind} of {operation.instance_name} did not finish in time")
-        if operation.state == OpState.PENDING:
+        late = time.monotonic() > deadline
+        if late or operation.state == OpState.PENDING:
             require_control_plane()
+        if late:
+            step = operation.current_step()
+            raise StillRunning.of(operation.kind, operation.instance_name, step["title"] if step else None,
+                                  (timezone.now() - operation.created_at).total_seconds())
         time.sleep(interval)
 
 

@@ -3,7 +3,8 @@
 An operator may do everything; an admin of the owning organisation everything
 to its instances; a member may see, start, stop and read logs; a user of
 another organisation gets 404 for anything of the owning one, and learns
-nothing of it.
+nothing of it. A read token (here the admin's) may look but neither act nor
+reveal credentials.
 """
 
 import pytest
@@ -13,32 +14,32 @@ from hafen.access.models import AuditEntry
 from hafen.instances.models import Instance, Lock, Operation
 
 OK, NOPE, HIDDEN = "ok", 403, 404
-ROLES = ("operator", "admin", "member", "outsider")
+ROLES = ("operator", "admin", "member", "outsider", "read")
 
 # (method, path, body, {role: expected}); "ok" is any 2xx.
 MATRIX = [
-    ("get", "/instances/eve", None, ("ok", "ok", "ok", 404)),
-    ("get", "/instances/eve/operations", None, ("ok", "ok", "ok", 404)),
-    ("get", "/instances/eve/logs", None, ("ok", "ok", "ok", 404)),
-    ("get", "/instances/eve/locks", None, ("ok", "ok", "ok", 404)),
-    ("get", "/instances/eve/credentials", None, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/start", None, ("ok", "ok", "ok", 404)),
-    ("post", "/instances/eve/stop", None, ("ok", "ok", "ok", 404)),
-    ("post", "/instances/eve/restart", None, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/scale", {"replicas": 2}, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/password", None, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/delete", None, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/erase", {"confirm": "eve"}, ("ok", "ok", 403, 404)),
-    ("post", "/instances/eve/locks", {"actions": ["erase"], "reason": "event running"}, ("ok", "ok", 403, 404)),
-    ("delete", "/instances/eve/locks/{lock}", None, ("ok", "ok", 403, 404)),
-    ("get", "/operations/{operation}", None, ("ok", "ok", "ok", 404)),
-    ("post", "/instances", {"name": "neu", "app": "demo", "organisation": "acme"}, ("ok", "ok", 403, 404)),
-    ("get", "/organisations/acme", None, ("ok", "ok", "ok", 404)),
-    ("get", "/organisations/acme/members", None, ("ok", "ok", "ok", 404)),
-    ("post", "/organisations/acme/members", {"username": "dave"}, ("ok", "ok", 403, 404)),
-    ("patch", "/organisations/acme/members/bob", {"role": "admin"}, ("ok", "ok", 403, 404)),
-    ("delete", "/organisations/acme/members/bob", None, ("ok", "ok", 403, 404)),
-    ("post", "/organisations", {"slug": "initech"}, ("ok", 403, 403, 403)),
+    ("get", "/instances/eve", None, ("ok", "ok", "ok", 404, "ok")),
+    ("get", "/instances/eve/operations", None, ("ok", "ok", "ok", 404, "ok")),
+    ("get", "/instances/eve/logs", None, ("ok", "ok", "ok", 404, "ok")),
+    ("get", "/instances/eve/locks", None, ("ok", "ok", "ok", 404, "ok")),
+    ("get", "/instances/eve/credentials", None, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/start", None, ("ok", "ok", "ok", 404, 403)),
+    ("post", "/instances/eve/stop", None, ("ok", "ok", "ok", 404, 403)),
+    ("post", "/instances/eve/restart", None, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/scale", {"replicas": 2}, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/password", None, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/delete", None, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/erase", {"confirm": "eve"}, ("ok", "ok", 403, 404, 403)),
+    ("post", "/instances/eve/locks", {"actions": ["erase"], "reason": "event running"}, ("ok", "ok", 403, 404, 403)),
+    ("delete", "/instances/eve/locks/{lock}", None, ("ok", "ok", 403, 404, 403)),
+    ("get", "/operations/{operation}", None, ("ok", "ok", "ok", 404, "ok")),
+    ("post", "/instances", {"name": "neu", "app": "demo", "organisation": "acme"}, ("ok", "ok", 403, 404, 403)),
+    ("get", "/organisations/acme", None, ("ok", "ok", "ok", 404, "ok")),
+    ("get", "/organisations/acme/members", None, ("ok", "ok", "ok", 404, "ok")),
+    ("post", "/organisations/acme/members", {"username": "dave"}, ("ok", "ok", 403, 404, 403)),
+    ("patch", "/organisations/acme/members/bob", {"role": "admin"}, ("ok", "ok", 403, 404, 403)),
+    ("delete", "/organisations/acme/members/bob", None, ("ok", "ok", 403, 404, 403)),
+    ("post", "/organisations", {"slug": "initech"}, ("ok", 403, 403, 403, 403)),
 ]
 
 
@@ -107,6 +108,21 @@ def test_read_token_may_read_but_not_act(world, controller):
     assert "read scope" in response.json()["error"]["message"]
     assert client.post("/api/v1/tokens", {"name": "x", "scope": "write"}, content_type="application/json",
                        **headers).status_code == 403
+
+
+def test_read_token_may_not_reveal_credentials(world):
+    """Revealing the admin password is a write-level act: a read token of an admin is refused, and audited."""
+    client = Client()
+    headers = world.headers("read")
+    response = client.get("/api/v1/instances/eve/credentials", **headers)
+    assert response.status_code == 403
+    assert "read scope" in response.json()["error"]["message"]
+    assert "password" not in response.json()
+    entry = AuditEntry.objects.filter(action="credentials").first()
+    assert (entry.actor, entry.result, entry.via) == ("alice", "refused", "api")
+    allowed = client.get("/api/v1/instances/eve", **headers).json()["allowed"]
+    assert "credentials" not in allowed and "view" in allowed
+    assert client.get("/api/v1/instances/eve/credentials", **world.headers("admin")).status_code == 200
 
 
 def test_no_secret_in_list_or_detail(world):

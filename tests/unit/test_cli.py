@@ -1,10 +1,25 @@
-"""The CLI's error path, run as a real process: one clear line on stderr, never a traceback."""
+"""The CLI: its error path run as a real process (one clear line on stderr, never a traceback); in process, on
+the local backend, what it prints of what others wrote, and how long it waits."""
 
 import os
 import subprocess
 import sys
+import threading
+import time
+from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from hafen import cli
+from hafen.access import audit
+from hafen.access.models import AuditEntry, Result
+from hafen.access.policy import Actor
+from hafen.instances import services
+from hafen.instances.models import ControlPlane, Instance, Lock, Operation, OpState
 
 CASES = {
     "bad-name": (["create", "Bad_Name", "--app", "demo"], 2, "invalid name 'Bad_Name'"),
@@ -63,3 +78,192 @@ def test_error_is_one_line(results, key):
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ")
     assert expected_text in lines[0]
+
+
+# -- in-process, on the local backend: what the CLI prints of what others wrote, and how long it waits ------------
+
+# Text that rich would read as markup, or as an emoji code, were it not printed as plain text.
+MARKUP = ["[/]", "[bold]", "[/bold]", "[red]x[/red]", ":smile:"]
+LONG = "[/]" + "x" * 10_000
+
+
+def hafen(capsys, monkeypatch, *args):
+    """Run `hafen ARGS` as the `hafen` command does (hafen.cli.main); return exit code, stdout and stderr."""
+    monkeypatch.setattr(sys, "argv", ["hafen", *args])
+    monkeypatch.setenv("COLUMNS", "100")
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return code, captured.out, captured.err
+
+
+def squeezed(text):
+    """Text without the whitespace that wrapping adds."""
+    return "".join(text.split())
+
+
+def test_a_failed_web_login_with_a_markup_user_name_shows_in_the_audit(capsys, monkeypatch):
+    response = Client().post("/login", {"username": "[/]", "password": "no account"})
+    assert response.status_code == 200
+    assert AuditEntry.objects.filter(action="login", actor="[/]", result="refused").exists()
+    code, out, err = hafen(capsys, monkeypatch, "audit")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "login" in line)
+    assert row.split()[2] == "[/]"
+    code, out, _ = hafen(capsys, monkeypatch, "audit", "--actor", "[/]")
+    assert code == 0 and "[/]" in out
+
+
+@pytest.mark.parametrize("text", MARKUP)
+def test_audit_prints_actors_and_messages_as_plain_text(capsys, monkeypatch, text):
+    audit.record(Actor(via="api", local_name=text), "stop", Result.REFUSED, instance_name="eve", message=f"no {text}")
+    code, out, err = hafen(capsys, monkeypatch, "audit")
+    assert code == 0, err
+    assert f"{text} (local)" in out and f"no {text}" in out
+
+
+def test_a_long_audit_message_is_printed_whole(capsys, monkeypatch):
+    audit.record(Actor.local(), "stop", Result.FAILED, instance_name="eve", message=LONG)
+    code, out, err = hafen(capsys, monkeypatch, "audit")
+    assert code == 0, err
+    assert LONG in squeezed(out)
+
+
+@pytest.mark.parametrize("text", [*MARKUP, LONG], ids=[*MARKUP, "10000 characters"])
+def test_show_prints_reasons_and_errors_as_plain_text(capsys, monkeypatch, running_instance, text):
+    instance = running_instance("eve")
+    Lock.objects.create(instance=instance, actions=["stop"], reason=f"why {text}", created_by=f"{text} (api)")
+    Operation.objects.filter(instance=instance).update(error=f"op {text}")
+    observed = instance.observed
+    observed["services"]["web"]["error"] = f"task {text}"
+    Instance.objects.filter(pk=instance.pk).update(observed=observed, error=f"instance {text}")
+    code, out, err = hafen(capsys, monkeypatch, "show", "eve")
+    assert code == 0, err
+    for shown in (f"why {text}", f"{text} (api)", f"op {text}", f"task {text}", f"instance {text}"):
+        assert squeezed(shown) in squeezed(out), shown
+    if text != LONG:
+        assert f"stop: why {text} ({text} (api))" in out
+
+
+def test_a_failed_operation_is_exit_6_with_one_error_line(capsys, monkeypatch, running_instance, engine, controller):
+    running_instance("eve")
+    engine.fail_jobs.add("unit-eve_setup")
+    with controller_running(controller):
+        code, out, err = hafen(capsys, monkeypatch, "passwd", "eve", "--timeout", "30")
+    assert code == 6, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: passwd of eve failed: setup job setup failed: task: non-zero exit (1)"], err
+
+
+def test_a_lock_reason_of_ten_thousand_characters_is_refused(capsys, monkeypatch, running_instance):
+    running_instance("eve")
+    code, out, err = hafen(capsys, monkeypatch, "lock", "eve", "-a", "stop", "--reason", LONG)
+    assert (code, out) == (2, "")
+    assert err == "error: give the lock a reason of 3 to 200 characters\n"
+    assert not Lock.objects.exists()
+
+
+def test_hafens_own_words_keep_their_style(capsys, monkeypatch, controller):
+    monkeypatch.setattr(cli, "out", cli.console(force_terminal=True, color_system="standard", width=100))
+    with controller_running(controller):
+        code, out, err = hafen(capsys, monkeypatch, "create", "abc", "--app", "demo")
+    assert code == 0, err
+    assert "\x1b[1;32mabc\x1b[0m is running" in out
+    Instance.objects.filter(name="abc").update(error="[red]not red[/red]")
+    code, out, err = hafen(capsys, monkeypatch, "show", "abc")
+    assert "\x1b[31m[red]not red[/red]\x1b[0m" in out
+
+
+# -- waiting ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def controller_running(controller, stop_when=None):
+    """Controller passes in a thread, as `hafen up` runs them beside the CLI, until the block ends or
+    `stop_when()` holds (then the controller is gone: its heartbeat is made stale)."""
+    done = threading.Event()
+    failures = []
+
+    def run():
+        try:
+            while not done.is_set():
+                controller.pass_once()
+                if stop_when is not None and stop_when():
+                    ControlPlane.objects.update(beat_at=timezone.now() - timedelta(minutes=5))
+                    return
+                time.sleep(0.05)
+        except Exception as exc:  # reported to the test below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+    assert not failures, failures
+
+
+def _on_a_step(name):
+    def check():
+        op = Operation.objects.filter(instance_name=name, kind="restart").first()
+        return op is not None and op.state == OpState.RUNNING
+    return check
+
+
+def test_a_slow_operation_is_still_running_not_a_dead_control_plane(capsys, monkeypatch, running_instance, engine,
+                                                                     controller):
+    running_instance("eve")
+    engine.hold.add("unit-eve_web")
+    with controller_running(controller):
+        started = time.monotonic()
+        code, out, err = hafen(capsys, monkeypatch, "restart", "eve", "--timeout", "1")
+    assert time.monotonic() - started < 10
+    assert code == 10, err
+    op = Operation.objects.get(instance_name="eve", kind="restart")
+    assert op.state == OpState.RUNNING
+    step = op.current_step()["title"]
+    lines = err.splitlines()
+    assert lines[-1].startswith("error: restart of eve is still running after 1 s (now: ")
+    assert f"(now: {step})" in lines[-1] and "`hafen show eve`" in lines[-1] and "--timeout" in lines[-1]
+
+
+def test_a_stale_heartbeat_while_waiting_is_a_dead_control_plane(capsys, monkeypatch, running_instance, engine,
+                                                                 controller):
+    running_instance("eve")
+    engine.hold.add("unit-eve_web")
+    with controller_running(controller, stop_when=_on_a_step("eve")):
+        code, out, err = hafen(capsys, monkeypatch, "restart", "eve", "--timeout", "1")
+    assert code == 5, err
+    assert err.splitlines()[-1] == "error: the control plane is not running; start it with `hafen up --detach`"
+
+
+def test_passwd_prints_the_password_even_when_it_stops_waiting(capsys, monkeypatch, running_instance, engine,
+                                                               controller):
+    running_instance("eve")
+    engine.hold.add("unit-eve_setup")
+    with controller_running(controller):
+        code, out, err = hafen(capsys, monkeypatch, "passwd", "eve", "--timeout", "0.5")
+    assert code == 10, err
+    assert out.startswith("new admin password of eve, once the operation has finished: ")
+    password = out.split(": ", 1)[1].strip()
+    assert services.credentials(Actor.local(), "eve").password == password
+
+
+@pytest.mark.parametrize("args", [["create", "abc", "--app", "demo"], ["start", "abc"], ["stop", "abc"],
+                                  ["restart", "abc"], ["delete", "abc"], ["erase", "abc", "--yes"],
+                                  ["scale", "abc", "2"], ["passwd", "abc"]])
+def test_every_command_that_waits_takes_a_timeout(args):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli.cli, [*args, "--help"])
+    assert result.exit_code == 0 and "--timeout SECONDS" in result.output
+    refused = CliRunner().invoke(cli.cli, [*args, "--timeout", "0"])
+    assert refused.exit_code == 2 and "range x>0" in refused.output

@@ -6,7 +6,7 @@ from django.core.wsgi import get_wsgi_application
 
 from hafen.backends.local import LocalBackend
 from hafen.backends.remote import RemoteBackend
-from hafen.errors import Conflict, ControlPlaneDown, Forbidden, InvalidInput, NotFound, Unauthenticated
+from hafen.errors import Conflict, ControlPlaneDown, Forbidden, InvalidInput, NotFound, StillRunning, Unauthenticated
 
 
 @pytest.fixture
@@ -62,3 +62,34 @@ def test_bad_url_or_missing_token_is_one_clear_error():
         RemoteBackend("http://127.0.0.1:9", "")
     with pytest.raises(ControlPlaneDown, match="cannot reach"):
         RemoteBackend("http://127.0.0.1:9", "t", timeout=2).instances()
+
+
+def _restart_on_a_held_step(world, engine, controller):
+    engine.hold.add("unit-eve_web")
+    backend = remote(world.tokens["admin"])
+    op = backend.act("restart", "eve")
+    for _ in range(3):
+        controller.pass_once()
+    return backend, op
+
+
+def test_remote_wait_past_the_timeout_says_the_operation_is_still_running(world, engine, controller):
+    backend, op = _restart_on_a_held_step(world, engine, controller)
+    seen = []
+    with pytest.raises(StillRunning, match=r"restart of eve is still running after 0 s \(now: wait for web\).*"
+                                           r"`hafen show eve`"):
+        backend.wait(op, seen.append, timeout=0.2)
+    assert seen and seen[-1]["state"] == "running"
+
+
+def test_remote_wait_past_the_timeout_with_a_stale_heartbeat_is_a_dead_control_plane(world, engine, controller):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hafen.instances.models import ControlPlane
+
+    backend, op = _restart_on_a_held_step(world, engine, controller)
+    ControlPlane.objects.update(beat_at=timezone.now() - timedelta(minutes=5))
+    with pytest.raises(ControlPlaneDown, match="controller of http://testserver is not running"):
+        backend.wait(op, lambda _: None, timeout=0.2)

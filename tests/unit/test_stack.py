@@ -2,9 +2,11 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from hafen import crypto
-from hafen.catalog import get_app
+from hafen.catalog import StackTemplate, compile_template, get_app
 from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, Mount, NetworkRef, SecretRef
 from hafen.errors import InvalidInput
 from hafen.instances.models import InstanceSecret
@@ -219,3 +221,63 @@ def test_memory_bytes(text, expected):
 def test_memory_bytes_rejects_nonsense(text):
     with pytest.raises(InvalidInput, match="not a memory size"):
         memory_bytes(text)
+
+
+# Names YAML 1.1 reads as null or booleans when unquoted ("no" and "on" are too short to name an
+# instance, but a template must not depend on that), and the longest valid name.
+YAML_WORDS = ["null", "yes", "no", "on", "off", "true", "false", "a" + "-b" * 15 + "c"]
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+@pytest.mark.parametrize("name", YAML_WORDS)
+def test_instance_name_reaches_the_services_as_the_string_it_is(app, name):
+    specs, _ = render(stack_input(app, name=name, domain=f"{name}.localhost"))
+    named = {svc: spec.env["INSTANCE_NAME"] for svc, spec in specs.items() if "INSTANCE_NAME" in spec.env}
+    assert set(named) == {"setup", "web"}
+    for value in named.values():
+        assert type(value) is str and value == name
+    assert specs["web"].image == f"hafen/{app}:{get_app(app).default_version}"
+
+
+def test_the_longest_name_is_a_valid_name():
+    from hafen.instances import validation
+
+    assert len(YAML_WORDS[-1]) == 32 and validation.name(YAML_WORDS[-1])
+
+
+@pytest.mark.parametrize("app", ["openslides", "demo"])
+def test_numbers_from_the_catalogue_keep_their_types(app):
+    app_def = get_app(app)
+    size = app_def.sizes["large"]
+    stack = app_def.render(name="yes", version=app_def.default_version, size=size, replicas=3, app=app_def)
+    web = stack.services["web"]
+    assert (web.replicas, web.memory, web.cpus) == (3, size.web_memory, size.web_cpus)
+    assert (stack.services["db"].memory, stack.services["db"].cpus) == (size.db_memory, size.db_cpus)
+
+
+@pytest.mark.parametrize("line", [
+    "    image: hafen/demo:{{ version }}",
+    '      INSTANCE_NAME: "{{ name }}"',
+    "    command: [run, {{ name }}]",
+    "    memory: {{ size.web_memory }}M",
+])
+def test_an_interpolation_inside_a_value_is_refused(line):
+    with pytest.raises(InvalidInput, match="whole value"):
+        compile_template(f"services:\n  web:\n{line}\n", "t.yaml.j2")
+
+
+def test_every_interpolation_renders_as_a_quoted_string():
+    template = compile_template('a: {{ x }}\nb:\n  - {{ "pre:" ~ x }}  # note\nc: {{ n }}\n', "t.yaml.j2")
+    assert yaml.safe_load(template.render(x='off"\n: [', n=3)) == {"a": 'off"\n: [', "b": ['pre:off"\n: ['],
+                                                                    "c": "3"}
+
+
+def test_an_environment_value_yaml_did_not_read_as_a_string_is_refused():
+    with pytest.raises(ValidationError, match="quote the values of FLAG"):
+        StackTemplate.model_validate({"services": {"web": {"image": "x", "environment": {"FLAG": True}}}})
+
+
+def test_an_instance_named_null_runs_with_its_name(running_instance, engine):
+    running_instance("null")
+    specs = [spec for spec in engine.services.values() if spec.labels.get(LABEL_INSTANCE) == "null"]
+    assert sorted(spec.env.get("INSTANCE_NAME", "-") for spec in specs) == ["-", "-", "null", "null"]
