@@ -17,7 +17,7 @@ from rich.table import Table
 
 from hafen.backends import Backend
 from hafen.config import get_settings
-from hafen.errors import HafenError, InvalidInput, OperationFailed
+from hafen.errors import Conflict, HafenError, InvalidInput, OperationFailed
 
 out = Console()
 err = Console(stderr=True)
@@ -71,6 +71,8 @@ def _wait(backend: Backend, op: dict[str, Any], quiet: bool) -> dict[str, Any]:
         op = backend.wait(op, update)
     if op["state"] == "failed":
         raise OperationFailed(f"{op['kind']} of {op['instance']} failed: {op['error']}")
+    if op["state"] == "superseded":
+        raise Conflict(f"{op['kind']} of {op['instance']} did not finish: {op['error']}")
     return op
 
 

@@ -98,7 +98,7 @@ class RemoteBackend:
             if snapshot != seen:
                 on_update(operation)
             seen = snapshot
-            if operation["state"] in ("succeeded", "failed"):
+            if operation["state"] not in ("pending", "running"):
                 return operation
             if time.monotonic() > deadline:
                 raise ControlPlaneDown(f"operation {operation['kind']} did not finish in time")
