@@ -18,7 +18,7 @@ from rich.text import Text
 
 from hafen.backends import Backend
 from hafen.config import get_settings
-from hafen.errors import HafenError, InvalidInput, OperationFailed, StillRunning
+from hafen.errors import Conflict, HafenError, InvalidInput, OperationFailed, StillRunning
 
 DEFAULT_TIMEOUT = 900.0
 
@@ -98,6 +98,8 @@ def _wait(backend: Backend, op: dict[str, Any], quiet: bool, timeout: float) -> 
         op = backend.wait(op, update, timeout=timeout)
     if op["state"] == "failed":
         raise OperationFailed(f"{op['kind']} of {op['instance']} failed: {op['error']}")
+    if op["state"] == "superseded":
+        raise Conflict(f"{op['kind']} of {op['instance']} did not finish: {op['error']}")
     return op
 
 

@@ -57,7 +57,8 @@ class OperationOut(Schema):
     id: int
     kind: str
     instance: str
-    state: str
+    state: str = Field(description="pending, running, succeeded, failed, or superseded (a newer operation "
+                                   "took over before it finished; `error` names it)")
     steps: list[StepOut]
     progress: float
     error: str

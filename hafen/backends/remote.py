@@ -101,7 +101,7 @@ class RemoteBackend:
             if snapshot != seen:
                 on_update(operation)
             seen = snapshot
-            if operation["state"] in ("succeeded", "failed"):
+            if operation["state"] not in ("pending", "running"):
                 return operation
             waited = time.monotonic() - started
             if waited > timeout:

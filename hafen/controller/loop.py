@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from functools import cache
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from hafen.catalog import get_app
@@ -22,7 +22,7 @@ from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
 from hafen.errors import EngineError, EngineUnavailable, HafenError
-from hafen.instances.models import ControlPlane, Desired, Instance, Operation, OpState, State
+from hafen.instances.models import ACTIVE_STATES, ControlPlane, Desired, Instance, Operation, OpState, State
 
 log = logging.getLogger("hafen.controller")
 
@@ -38,6 +38,15 @@ def _observed(state: ServiceState) -> dict[str, Any]:
     else:
         status = "running" if state.converged() else ("failing" if state.failures else "starting")
     return {"replicas": state.replicas, "running": state.running, "state": status, "error": state.last_error}
+
+
+@cache
+def _long_running_services(app_name: str, version: str) -> frozenset[str]:
+    """The services of an app's stack that should always exist while it runs (not its one-off jobs)."""
+    app = get_app(app_name)
+    size = next(iter(app.sizes.values()))
+    template = app.render(name="drift", version=version, size=size, replicas=1, app=app)
+    return frozenset(svc for svc, tpl in template.services.items() if not tpl.job)
 
 
 class Controller:
@@ -56,13 +65,17 @@ class Controller:
     # -- one pass --------------------------------------------------------------------------------
 
     def pass_once(self) -> bool:
-        """Observe, advance what is due, sync the edge; return whether work is waiting."""
+        """Observe, advance what is due, sync the edge; return whether work is waiting.
+
+        The operations are read before the instances: an instance is committed together with its
+        first operation, so every operation read has its instance in the later read too.
+        """
         obs = self.engine.observe(self.settings.prefix)
+        active = list(
+            Operation.objects.filter(state__in=ACTIVE_STATES).select_related("instance").order_by("created_at", "id")
+        )
         instances = {i.name: i for i in Instance.objects.all()}
         self._record_observation(obs, instances)
-        active = list(
-            Operation.objects.filter(state__in=[OpState.PENDING, OpState.RUNNING]).order_by("created_at", "id")
-        )
         self._advance_operations(active, obs, instances)
         self._repair_drift(obs, instances, busy={op.instance_name for op in active})
         self.edge_state.reconcile(obs, list(Instance.objects.all()))
@@ -81,30 +94,47 @@ class Controller:
             Instance.objects.bulk_update(changed, ["observed"])
 
     def _advance_operations(self, active: list[Operation], obs: Observation, instances: dict[str, Instance]) -> None:
-        """Advance the oldest unfinished operation of each instance, if its backoff has passed."""
-        first: dict[str, Operation] = {}
+        """Advance the first unfinished operation of each instance, if its backoff has passed."""
+        queues: dict[int, list[Operation]] = {}
+        owners: dict[int, Instance] = {}
         for op in active:
-            first.setdefault(op.instance_name, op)
-        now = timezone.now()
-        for op in (op for op in first.values() if op.next_attempt_at <= now):
-            if self.stopping.is_set():
-                break
-            instance = instances.get(op.instance_name)
-            if instance is None:
+            if op.instance is None:  # erased (an erase deletes the instance when it succeeds)
                 op.state, op.error, op.finished_at = OpState.FAILED, "the instance is gone", timezone.now()
                 op.save()
                 continue
-            self._advance(op, instance, obs)
+            queues.setdefault(op.instance.pk, []).append(op)
+            owners.setdefault(op.instance.pk, op.instance)
+        by_pk = {instance.pk: instance for instance in instances.values()}
+        now = timezone.now()
+        for pk, queue in queues.items():
+            if self.stopping.is_set():
+                break
+            op = self._supersede(queue)
+            if op.next_attempt_at > now:
+                continue
+            # the later read, with this pass's observation; the operation's own if that read missed it
+            self._advance(op, by_pk.get(pk, owners[pk]), obs)
+
+    @staticmethod
+    def _supersede(queue: list[Operation]) -> Operation:
+        """End the operations a newer one takes over from; return the one to run now."""
+        while len(queue) > 1 and queue[0].kind in ops.SUPERSEDABLE:
+            newer = next((op for op in queue[1:] if op.kind in ops.SUPERSEDING), None)
+            if newer is None:
+                break
+            ops.supersede(queue.pop(0), newer)
+        return queue[0]
 
     def _advance(self, op: Operation, instance: Instance, obs: Observation) -> None:
+        """Run the operation's due steps outside any transaction (engine calls, edge probes and logs
+        take seconds); its record is written once, afterwards."""
         try:
-            with transaction.atomic():
-                ctx = ops.Context(self.engine, self.edge, self.edge_state, self.settings, obs, instance, op)
-                if ops.advance(ctx):
-                    ops.finish(op, instance)
-                else:
-                    op.attempts = 0
-                    op.save()
+            ctx = ops.Context(self.engine, self.edge, self.edge_state, self.settings, obs, instance, op)
+            if ops.advance(ctx):
+                ops.finish(op, instance)
+            else:
+                op.attempts = 0
+                op.save()
         except EngineUnavailable:
             raise  # nobody's fault: the pass stops and is retried, and the operation is not charged an attempt
         except EngineError as exc:
@@ -124,7 +154,7 @@ class Controller:
             self._fail(op, instance, f"internal error: {exc}")
 
     def _fail(self, op: Operation, instance: Instance, error: str) -> None:
-        steps = op.steps  # the failed pass was rolled back; keep its record of which step failed
+        steps = op.steps  # the failed pass was not saved; keep its record of which step failed
         op.refresh_from_db()
         op.steps = steps
         instance.refresh_from_db()
@@ -137,8 +167,9 @@ class Controller:
                 continue
             if instance.state != State.RUNNING:
                 continue
-            if get_app(instance.app).web_service not in obs.services_of(instance.name):
-                log.warning("%s: services missing, repairing", instance.name)
+            missing = _long_running_services(instance.app, instance.version) - set(obs.services_of(instance.name))
+            if missing:
+                log.warning("%s: services missing (%s), repairing", instance.name, ", ".join(sorted(missing)))
                 Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind="repair")
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from hafen import crypto
@@ -25,7 +26,7 @@ from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
 from hafen.instances import naming
-from hafen.instances.models import Desired, Instance, Operation, OpState, State
+from hafen.instances.models import Desired, Instance, Operation, OpState, SecretStatus, State
 from hafen.instances.stack import StackInput, render
 
 log = logging.getLogger("hafen.controller")
@@ -33,6 +34,12 @@ log = logging.getLogger("hafen.controller")
 MAX_TASK_FAILURES = 3
 STEP_TIMEOUT = timedelta(minutes=10)
 MAX_ATTEMPTS = 8
+
+BRING_UP = ("create", "start", "repair")
+# An unfinished operation of these kinds ends at once when a newer one of SUPERSEDING is queued:
+# the newer one brings the instance to its (newer) desired state by itself. passwd and erase run to the end.
+SUPERSEDABLE = frozenset({"create", "start", "repair", "restart", "scale", "stop", "delete"})
+SUPERSEDING = frozenset({"start", "stop", "restart", "scale", "delete", "erase"})
 
 
 class Fail(HafenError):
@@ -49,12 +56,15 @@ class Context:
     instance: Instance
     op: Operation
     app: App = field(init=False)
+    # the secret versions the specs use: the current ones, or those this operation introduces
+    versions: dict[str, int] = field(init=False)
     specs: dict[str, ServiceSpec] = field(init=False)
     waves: list[list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.app = get_app(self.instance.app)
         running = self.instance.desired_state == Desired.RUNNING and self.op.kind not in ("stop", "delete", "erase")
+        self.versions = self.instance.secret_versions(self.op)
         self.specs, self.waves = render(
             StackInput(
                 prefix=self.settings.prefix,
@@ -64,7 +74,7 @@ class Context:
                 version=self.instance.version,
                 size=self.instance.size,
                 replicas=self.instance.replicas,
-                secret_versions=self.instance.secret_versions(),
+                secret_versions=self.versions,
                 running=running,
                 restart=self.instance.restart_count,
                 job_run=str(self.op.pk),
@@ -101,7 +111,7 @@ def prepare(ctx: Context) -> bool:
     for vol in ctx.app.volumes:
         if naming.volume(prefix, name, vol) not in ctx.obs.volumes:
             ctx.engine.create_volume(naming.volume(prefix, name, vol), ctx.labels())
-    versions = ctx.instance.secret_versions()
+    versions = ctx.versions
     for secret in ctx.instance.secrets.all():
         if secret.version != versions[secret.name]:
             continue
@@ -151,15 +161,8 @@ def wait_for(services: list[str]) -> StepFn:
     return run
 
 
-def _superseded(ctx: Context) -> bool:
-    """A bring-up whose instance is no longer wanted running (a stop or delete is queued)."""
-    return ctx.op.kind in ("create", "start", "repair") and ctx.instance.desired_state != Desired.RUNNING
-
-
 def route(ctx: Context) -> bool:
     """Wait until the edge has the route this instance should now have."""
-    if _superseded(ctx):
-        return True
     wanted = route_for(ctx.instance)
     if ctx.edge_state.mode(ctx.instance.domain) == (wanted.mode if wanted else None):
         return True
@@ -170,8 +173,6 @@ def route(ctx: Context) -> bool:
 
 def verify(ctx: Context) -> bool:
     """The app's health path answers through the edge."""
-    if _superseded(ctx):
-        return True
     status = ctx.edge.probe(ctx.instance.domain, ctx.app.health_path)
     if status == 200:
         return True
@@ -213,19 +214,15 @@ def removed(ctx: Context) -> bool:
 
 
 def prune_secrets(ctx: Context) -> bool:
-    """Docker secrets of older versions, once no service holds them."""
+    """Docker secrets of other versions, once no service holds them (the rows: see `finish`)."""
     prefix, name = ctx.settings.prefix, ctx.instance.name
-    versions = ctx.instance.secret_versions()
-    keep = {naming.secret(prefix, name, s, v) for s, v in versions.items()}
+    keep = {naming.secret(prefix, name, s, v) for s, v in ctx.versions.items()}
     mine = f"{naming.stack(prefix, name)}_"
     for secret in sorted(s for s in ctx.obs.secrets if s.startswith(mine) and s not in keep):
         try:
             ctx.engine.remove_secret(secret)
         except EngineConflict:
             return False
-    ctx.instance.secrets.exclude(
-        pk__in=[s.pk for s in ctx.instance.secrets.all() if s.version == versions[s.name]]
-    ).delete()
     return True
 
 
@@ -263,11 +260,25 @@ def _bring_up(ctx: Context) -> list[Step]:
     return steps
 
 
-def plan(ctx: Context) -> list[Step]:
-    kind = ctx.op.kind
+def _converging_kind(ctx: Context) -> str:
+    """The kind whose plan the operation runs.
+
+    A restart or scale of an instance that has not settled in its desired state (it took over
+    from an unfinished bring-up or stop, or the last operation failed) brings it all the way there.
+    """
+    kind, instance = ctx.op.kind, ctx.instance
+    settled = (instance.state, instance.desired_state) in (
+        (State.RUNNING, Desired.RUNNING), (State.STOPPED, Desired.STOPPED))
+    if kind in ("restart", "scale") and not settled:
+        return "start" if instance.desired_state == Desired.RUNNING else "stop"
+    return kind
+
+
+def plan(ctx: Context, kind: str | None = None) -> list[Step]:
+    kind = kind or ctx.op.kind
     web = ctx.app.web_service
     setup = [svc for svc, spec in ctx.specs.items() if spec.job]
-    if kind in ("create", "start", "repair"):
+    if kind in BRING_UP:
         return _bring_up(ctx)
     if kind in ("restart", "scale"):
         return [
@@ -309,20 +320,34 @@ def _now_iso() -> str:
     return timezone.now().isoformat()
 
 
+def _known_steps(ctx: Context) -> dict[str, Step]:
+    """Every step the context offers, by name: the operation's own plan first."""
+    known: dict[str, Step] = {}
+    for kind in (ctx.op.kind, "create", "restart", "passwd", "erase"):
+        for step in plan(ctx, kind):
+            known.setdefault(step.name, step)
+    return known
+
+
 def advance(ctx: Context) -> bool:
-    """Run the operation's steps as far as they go now; return whether it finished."""
+    """Run the operation's steps as far as they go now; return whether it finished.
+
+    The plan is chosen at the first pass and recorded in op.steps; later passes run the
+    recorded steps by name, whatever the plan would be now.
+    """
     op, instance = ctx.op, ctx.instance
-    steps = plan(ctx)
-    if not op.steps:
-        op.steps = [{"name": s.name, "title": s.title, "state": "pending"} for s in steps]
-    if op.state == OpState.PENDING:
-        op.state = OpState.RUNNING
-        op.started_at = timezone.now()
-        if op.kind in _START_STATE:
-            instance.state = _START_STATE[op.kind]
-            instance.error = ""
-            instance.save(update_fields=["state", "error", "updated_at"])
-    by_name = {s.name: s for s in steps}
+    if not op.steps or op.state == OpState.PENDING:
+        kind = _converging_kind(ctx)
+        if not op.steps:
+            op.steps = [{"name": s.name, "title": s.title, "state": "pending"} for s in plan(ctx, kind)]
+        if op.state == OpState.PENDING:
+            op.state = OpState.RUNNING
+            op.started_at = timezone.now()
+            if kind in _START_STATE:
+                instance.state = _START_STATE[kind]
+                instance.error = ""
+                instance.save(update_fields=["state", "error", "updated_at"])
+    by_name = _known_steps(ctx)
     for record in op.steps:
         if record["state"] == "done":
             continue
@@ -345,29 +370,56 @@ def advance(ctx: Context) -> bool:
 
 
 def finish(op: Operation, instance: Instance, error: str = "") -> None:
+    """Record the end of an operation and what it means for the instance and its secrets, at once."""
     op.finished_at = timezone.now()
-    if error:
-        op.state = OpState.FAILED
-        op.error = error
-        for record in op.steps:
-            if record["state"] == "running":
-                record["state"] = "failed"
-        instance.state = State.ERROR
-        instance.error = error
-        instance.save(update_fields=["state", "error", "updated_at"])
-    else:
-        op.state = OpState.SUCCEEDED
-        op.error = ""
-        if op.kind == "erase":
-            instance.delete()
-            op.instance = None
+    with transaction.atomic():
+        if error:
+            op.state = OpState.FAILED
+            for record in op.steps:
+                if record["state"] == "running":
+                    record["state"] = "failed"
+            if op.kind == "passwd":
+                # The app keeps the password it has: the instance is as it was, the new version never current.
+                op.error = f"the admin password was not changed: {error}"
+                op.new_secrets.filter(status=SecretStatus.PENDING).update(status=SecretStatus.FAILED)
+            else:
+                op.error = error
+                instance.state = State.ERROR
+                instance.error = error
+                instance.save(update_fields=["state", "error", "updated_at"])
         else:
-            default = State.RUNNING if instance.desired_state == Desired.RUNNING else State.STOPPED
-            instance.state = _END_STATE.get(op.kind, default)
-            instance.error = ""
-            instance.save(update_fields=["state", "error", "updated_at"])
-    op.save()
-    log.info("%s %s: %s%s", op.kind, op.instance_name, op.state, f" ({error})" if error else "")
+            op.state = OpState.SUCCEEDED
+            op.error = ""
+            if op.kind == "erase":
+                instance.delete()
+                op.instance = None
+            else:
+                _activate_secrets(op, instance)
+                default = State.RUNNING if instance.desired_state == Desired.RUNNING else State.STOPPED
+                instance.state = _END_STATE.get(op.kind, default)
+                instance.error = ""
+                instance.save(update_fields=["state", "error", "updated_at"])
+        op.save()
+    log.info("%s %s: %s%s", op.kind, op.instance_name, op.state, f" ({op.error})" if error else "")
+
+
+def _activate_secrets(op: Operation, instance: Instance) -> None:
+    """The versions the operation handed to the app become current; the older ones go."""
+    for secret in op.new_secrets.filter(status=SecretStatus.PENDING):
+        instance.secrets.filter(name=secret.name, status=SecretStatus.ACTIVE, version__lt=secret.version).delete()
+    op.new_secrets.filter(status=SecretStatus.PENDING).update(status=SecretStatus.ACTIVE)
+
+
+def supersede(op: Operation, newer: Operation) -> None:
+    """End an unfinished operation that a newer one takes over from; the instance is not in error."""
+    op.state = OpState.SUPERSEDED
+    op.error = f"superseded by {newer.kind} (operation {newer.pk})"
+    op.finished_at = timezone.now()
+    for record in op.steps:
+        if record["state"] == "running":
+            record["state"] = "superseded"
+    op.save(update_fields=["state", "error", "finished_at", "steps"])
+    log.info("%s %s: %s", op.kind, op.instance_name, op.error)
 
 
 def backoff(op: Operation, reason: str) -> None:

@@ -51,11 +51,26 @@ class Instance(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def secret_versions(self) -> dict[str, int]:
+    def secret_versions(self, operation: Operation | None = None) -> dict[str, int]:
+        """The current version of each secret: the newest active one, or the one `operation` introduces."""
         versions: dict[str, int] = {}
+        introduced: dict[str, int] = {}
         for secret in self.secrets.all():
-            versions[secret.name] = max(versions.get(secret.name, 0), secret.version)
-        return versions
+            if secret.status == SecretStatus.ACTIVE:
+                versions[secret.name] = max(versions.get(secret.name, 0), secret.version)
+            elif operation is not None and secret.status == SecretStatus.PENDING \
+                    and secret.operation_id == operation.pk:
+                introduced[secret.name] = secret.version
+        return {**versions, **introduced}
+
+
+class SecretStatus(models.TextChoices):
+    # the app has this value (only the newest active version is current)
+    ACTIVE = "active"
+    # a passwd operation is handing it to the app
+    PENDING = "pending"
+    # the app never took it; the row stays so that its version number is never reused
+    FAILED = "failed"
 
 
 class InstanceSecret(models.Model):
@@ -65,6 +80,10 @@ class InstanceSecret(models.Model):
     name = models.CharField(max_length=64)
     version = models.PositiveIntegerField(default=1)
     ciphertext = models.TextField()
+    status = models.CharField(max_length=8, choices=SecretStatus.choices, default=SecretStatus.ACTIVE)
+    # The operation that hands a new version to the app.
+    operation = models.ForeignKey("Operation", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="new_secrets")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -81,6 +100,11 @@ class OpState(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # ended unfinished because a newer operation changed what the instance should be
+    SUPERSEDED = "superseded"
+
+
+ACTIVE_STATES = (OpState.PENDING, OpState.RUNNING)
 
 
 class Operation(models.Model):
@@ -91,9 +115,8 @@ class Operation(models.Model):
     # Kept so that the organisation still sees the operation once an erase has removed the instance.
     organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.SET_NULL)
     kind = models.CharField(max_length=16)
-    params = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=OpState.choices, default=OpState.PENDING)
-    # [{"name": ..., "title": ..., "state": pending|running|done|failed, "detail": ...}]
+    # [{"name": ..., "title": ..., "state": pending|running|done|failed|superseded, "detail": ...}]
     steps = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
@@ -111,7 +134,7 @@ class Operation(models.Model):
 
     @property
     def done(self) -> bool:
-        return self.state in (OpState.SUCCEEDED, OpState.FAILED)
+        return self.state not in ACTIVE_STATES
 
     @property
     def progress(self) -> float:

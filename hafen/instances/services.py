@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 
 from hafen import crypto, wake
@@ -35,7 +35,17 @@ from hafen.errors import (
     StillRunning,
 )
 from hafen.instances import naming, validation
-from hafen.instances.models import ControlPlane, Desired, Instance, InstanceSecret, Lock, Operation, OpState, State
+from hafen.instances.models import (
+    ControlPlane,
+    Desired,
+    Instance,
+    InstanceSecret,
+    Lock,
+    Operation,
+    OpState,
+    SecretStatus,
+    State,
+)
 
 HEARTBEAT_STALE = timedelta(seconds=15)
 
@@ -60,15 +70,11 @@ def _secret_value(name: str) -> str:
     return crypto.generate_key() if name == "secret_key" else crypto.generate_password()
 
 
-def _enqueue(instance: Instance, kind: str, **params: Any) -> Operation:
+def _enqueue(instance: Instance, kind: str) -> Operation:
     operation = Operation.objects.create(instance=instance, instance_name=instance.name,
-                                         organisation_id=instance.organisation_id, kind=kind, params=params)
+                                         organisation_id=instance.organisation_id, kind=kind)
     transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
     return operation
-
-
-def _active_op(instance: Instance, kinds: tuple[str, ...]) -> Operation | None:
-    return instance.operations.filter(kind__in=kinds, state__in=[OpState.PENDING, OpState.RUNNING]).first()
 
 
 def _instances(actor: Actor) -> QuerySet[Instance]:
@@ -259,12 +265,14 @@ def new_admin_password(actor: Actor, name: str) -> tuple[Operation, str]:
         require_control_plane()
         password = crypto.generate_password()
         with transaction.atomic():
-            version = instance.secret_versions()[app.admin_password_secret] + 1
-            InstanceSecret.objects.create(
-                instance=instance, name=app.admin_password_secret, version=version,
-                ciphertext=crypto.encrypt(password),
-            )
             operation = _enqueue(instance, "passwd")
+            # A version number is never reused: a Docker secret of a failed version may still exist.
+            last = instance.secrets.filter(name=app.admin_password_secret).aggregate(Max("version"))["version__max"]
+            # Pending until the app has it: only then does `credentials` show it.
+            InstanceSecret.objects.create(
+                instance=instance, name=app.admin_password_secret, version=(last or 0) + 1,
+                ciphertext=crypto.encrypt(password), status=SecretStatus.PENDING, operation=operation,
+            )
         note.operation_id = operation.id
         return operation, password
 

@@ -61,7 +61,8 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         ],
         mounts=[Mount(naming.volume(data.prefix, data.name, v), target) for v, target in tpl.volumes.items()],
         networks=networks,
-        replicas=replicas if data.running else 0,
+        # a job's spec does not follow the running state, so a queued stop leaves a running job (passwd) be
+        replicas=replicas if data.running or tpl.job else 0,
         job=tpl.job,
         memory_bytes=memory_bytes(tpl.memory) if tpl.memory else None,
         nano_cpus=int(tpl.cpus * 1e9) if tpl.cpus else None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.conftest import ARTIFACTS, HTTP_PORT, Plane, chromium
+from tests.conftest import ARTIFACTS, HTTP_PORT, PREFIX, Plane, chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +112,32 @@ def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) 
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "mat-sidenav")))
         driver.save_screenshot(str(ARTIFACTS / "openslides-logged-in.png"))
         assert "Administrator" in driver.page_source or "admin" in driver.page_source
+
+
+def test_removed_database_service_is_brought_back_with_its_data(plane: Plane, openslides: dict[str, Any]) -> None:
+    client = session(plane, openslides)
+    created = client.post("/rest/motions/motion/", json={"title": "Outlives its database service",
+                                                         "text": "<p>A motion</p>", "workflow_id": 1})
+    assert created.status_code == 201, created.text
+    db = f"{PREFIX}-{NAME}_db"
+    subprocess.run(["docker", "service", "rm", db], check=True, capture_output=True)
+
+    def repaired() -> bool:
+        shown = plane.json("show", NAME)
+        repairs = [op for op in shown["operations"] if op["kind"] == "repair"]
+        assert not [op for op in repairs if op["state"] == "failed"], repairs
+        return shown["state"] == "running" and any(op["state"] == "succeeded" for op in repairs)
+
+    plane.wait_until(repaired, timeout=300, interval=2)
+    assert db in plane.labelled(NAME)["services"]
+
+    def motion_is_there() -> bool:
+        try:
+            return "Outlives its database service" in motion_titles(plane, openslides)
+        except (AssertionError, httpx.HTTPError, ValueError):  # the web service reconnects to the database
+            return False
+
+    plane.wait_until(motion_is_there, timeout=120, interval=2)
 
 
 def test_erase_leaves_nothing(plane: Plane, openslides: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from hafen.access.policy import Actor
@@ -10,7 +12,7 @@ from hafen.edge.client import FakeEdge
 from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX
 from hafen.errors import ControlPlaneDown, EngineError, EngineUnavailable
 from hafen.instances import services
-from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState, State
+from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState, SecretStatus, State
 
 LOCAL = Actor.local()
 
@@ -293,16 +295,173 @@ def test_erase_of_a_deleted_instance(controller, engine, running_instance, run):
 def test_operations_of_one_instance_run_one_at_a_time(controller, engine, running_instance, converge):
     running_instance("eve")
     restart = services.restart(LOCAL, "eve")
-    scale = services.scale(LOCAL, "eve", 2)
+    passwd, password = services.new_admin_password(LOCAL, "eve")
     controller.pass_once()
-    scale.refresh_from_db()
-    assert scale.state == OpState.PENDING and scale.steps == []
+    passwd.refresh_from_db()
+    assert passwd.state == OpState.PENDING and passwd.steps == []
     converge(controller)
     restart.refresh_from_db()
+    passwd.refresh_from_db()
+    assert restart.state == passwd.state == OpState.SUCCEEDED
+    assert restart.finished_at <= passwd.started_at
+    assert services.credentials(LOCAL, "eve").password == password
+
+
+def never_in_error(controller, name, passes=40, until=None):
+    """Run passes until no operation is active (or `until()`), asserting the instance is never in error."""
+    for _ in range(passes):
+        controller.pass_once()
+        instance = Instance.objects.filter(name=name).first()
+        assert instance is None or instance.state != State.ERROR, instance.error
+        if (until or (lambda: not Operation.objects.filter(state__in=ACTIVE).exists()))():
+            return
+    pytest.fail(f"not converged: {list(Operation.objects.filter(state__in=ACTIVE))}")
+
+
+def held_at_wait_web(controller, op):
+    """Advance an operation until it waits for a web service that does not come up."""
+    for _ in range(20):
+        controller.pass_once()
+        op.refresh_from_db()
+        if op.current_step() and op.current_step()["name"] == "wait:web":
+            return op
+    pytest.fail(f"{op} never reached wait:web: {op.steps}")
+
+
+def assert_superseded(op, by):
+    op.refresh_from_db()
+    assert op.state == OpState.SUPERSEDED
+    assert op.error == f"superseded by {by.kind} (operation {by.pk})"
+    assert op.done and op.finished_at is not None
+    assert "running" not in {s["state"] for s in op.steps}
+
+
+def test_stop_supersedes_a_waiting_create(controller, engine, converge):
+    engine.hold.add("unit-eve_web")  # the web service never comes up on its own
+    create = held_at_wait_web(controller, services.create_instance(LOCAL, "eve", "demo"))
+    stop = services.stop(LOCAL, "eve")
+    controller.pass_once()
+    assert_superseded(create, stop)
+    never_in_error(controller, "eve")
+    stop.refresh_from_db()
+    assert stop.state == OpState.SUCCEEDED, stop.error
+    assert Instance.objects.get(name="eve").state == State.STOPPED
+    assert {svc: engine.services[f"unit-eve_{svc}"].replicas for svc in ("db", "redis", "web")} == {
+        "db": 0, "redis": 0, "web": 0}
+
+
+def test_scale_supersedes_a_waiting_create_and_brings_it_all_up(controller, engine):
+    engine.hold.add("unit-eve_web")
+    create = held_at_wait_web(controller, services.create_instance(LOCAL, "eve", "demo"))
+    scale = services.scale(LOCAL, "eve", 2)
+    controller.pass_once()
+    assert_superseded(create, scale)
+    engine.hold.clear()
+    never_in_error(controller, "eve")
     scale.refresh_from_db()
-    assert restart.state == scale.state == OpState.SUCCEEDED
-    assert restart.finished_at <= scale.started_at
+    assert scale.state == OpState.SUCCEEDED, scale.error
+    assert [s["name"] for s in scale.steps] == BRING_UP_STEPS  # the whole bring-up, chosen once
+    assert Instance.objects.get(name="eve").state == State.RUNNING
     assert engine.services["unit-eve_web"].replicas == 2
+    assert objects_of(engine, "eve")["services"] == DEMO_SERVICES
+
+
+def test_restart_supersedes_a_waiting_start(controller, engine, edge, running_instance, run):
+    running_instance("eve")
+    run(controller, services.stop(LOCAL, "eve"))
+    engine.hold.add("unit-eve_web")
+    start = held_at_wait_web(controller, services.start(LOCAL, "eve"))
+    web = engine.services["unit-eve_web"].template_digest()
+    restart = services.restart(LOCAL, "eve")
+    controller.pass_once()
+    assert_superseded(start, restart)
+    engine.hold.clear()
+    never_in_error(controller, "eve")
+    restart.refresh_from_db()
+    assert restart.state == OpState.SUCCEEDED, restart.error
+    assert Instance.objects.get(name="eve").state == State.RUNNING
+    assert engine.services["unit-eve_web"].template_digest() != web  # rolled over, too
+    assert edge.probe("eve.localhost", "/health") == 200
+
+
+def test_erase_right_after_create_does_not_wait_for_it(controller, engine, edge):
+    create = services.create_instance(LOCAL, "eve", "demo")
+    controller.pass_once()
+    erase = services.erase(LOCAL, "eve")
+    never_in_error(controller, "eve", passes=15)
+    assert_superseded(create, erase)
+    erase.refresh_from_db()
+    assert erase.state == OpState.SUCCEEDED, erase.error
+    assert not Instance.objects.filter(name="eve").exists()
+    assert not any(objects_of(engine, "eve").values())
+
+
+def test_a_newer_scale_supersedes_a_restart_and_does_both(controller, engine, running_instance, run):
+    running_instance("eve")
+    web = engine.services["unit-eve_web"].template_digest()
+    restart = services.restart(LOCAL, "eve")
+    scale = run(controller, services.scale(LOCAL, "eve", 2))
+    assert_superseded(restart, scale)
+    assert scale.state == OpState.SUCCEEDED, scale.error
+    assert [s["name"] for s in scale.steps] == ["deploy:web", "wait:web", "route"]  # settled: the short plan
+    assert engine.services["unit-eve_web"].replicas == 2
+    assert engine.services["unit-eve_web"].template_digest() != web
+
+
+def test_passwd_is_not_superseded_by_a_queued_stop(controller, engine, running_instance, run):
+    running_instance("eve")
+    engine.hold.add("unit-eve_setup")  # the setup job runs until the stop is queued
+    passwd, password = services.new_admin_password(LOCAL, "eve")
+    for _ in range(5):
+        controller.pass_once()
+    stop = services.stop(LOCAL, "eve")
+    controller.pass_once()
+    passwd.refresh_from_db()
+    assert passwd.state == OpState.RUNNING
+    engine.hold.clear()
+    never_in_error(controller, "eve")
+    passwd.refresh_from_db()
+    stop.refresh_from_db()
+    assert passwd.state == stop.state == OpState.SUCCEEDED, (passwd.error, stop.error)
+    assert passwd.finished_at <= stop.started_at
+    assert services.credentials(LOCAL, "eve").password == password
+    assert Instance.objects.get(name="eve").state == State.STOPPED
+
+
+def test_failed_passwd_keeps_the_password_the_app_has(controller, engine, running_instance, run):
+    running_instance("eve")
+    old = services.credentials(LOCAL, "eve").password
+    engine.fail_jobs.add("unit-eve_setup")
+    op, password = services.new_admin_password(LOCAL, "eve")
+    op = run(controller, op)
+
+    assert op.state == OpState.FAILED
+    assert op.error.startswith("the admin password was not changed: setup job setup failed")
+    assert services.credentials(LOCAL, "eve").password == old
+    assert Instance.objects.get(name="eve").state == State.RUNNING  # the app runs on, with its password
+    failed = InstanceSecret.objects.get(instance__name="eve", name="admin_password", version=2)
+    assert failed.status == SecretStatus.FAILED
+
+    # the next change takes a fresh version (a Docker secret of the failed one may exist) and cleans up
+    engine.fail_jobs.clear()
+    op, again = services.new_admin_password(LOCAL, "eve")
+    op = run(controller, op)
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert services.credentials(LOCAL, "eve").password == again
+    assert engine.secrets["unit-eve_admin_password_v3"].data.decode() == again
+    assert not {"unit-eve_admin_password_v1", "unit-eve_admin_password_v2"} & set(engine.secrets)
+    rows = InstanceSecret.objects.filter(instance__name="eve", name="admin_password")
+    assert sorted(rows.values_list("version", "status")) == [(2, SecretStatus.FAILED), (3, SecretStatus.ACTIVE)]
+
+
+def test_failed_passwd_through_the_cli_message(controller, engine, running_instance, run):
+    running_instance("eve")
+    engine.fail_jobs.add("unit-eve_setup")
+    op, _ = services.new_admin_password(LOCAL, "eve")
+    run(controller, op)
+    described = services.describe_operation(Operation.objects.get(pk=op.pk))
+    assert described["state"] == "failed"
+    assert "the admin password was not changed" in described["error"]
 
 
 def test_stop_scales_down_in_reverse_start_order(controller, engine, running_instance):
@@ -324,12 +483,74 @@ def test_stop_queued_behind_create(controller, engine, converge):
     create = services.create_instance(LOCAL, "eve", "demo")
     stop = services.stop(LOCAL, "eve")
     converge(controller, max_passes=15)
-    create.refresh_from_db()
+    assert_superseded(create, stop)
     stop.refresh_from_db()
-    assert create.state == stop.state == OpState.SUCCEEDED
-    assert create.finished_at <= stop.started_at
+    assert stop.state == OpState.SUCCEEDED
     assert Instance.objects.get(name="eve").state == State.STOPPED
-    assert engine.services["unit-eve_web"].replicas == 0
+    assert "unit-eve_web" not in engine.services or engine.services["unit-eve_web"].replicas == 0
+
+
+def test_no_transaction_is_open_during_engine_and_edge_calls(controller, engine, edge, monkeypatch, converge,
+                                                              run):
+    """SQLite has one writer: a transaction around an engine call (up to a minute) locks out the UI and API."""
+    seen = []
+    real_check, real_probe = engine._check, edge.probe
+
+    def check(call):
+        seen.append((call, connection.in_atomic_block))
+        return real_check(call)
+
+    def probe(domain, path):
+        seen.append(("probe", connection.in_atomic_block))
+        return real_probe(domain, path)
+
+    monkeypatch.setattr(engine, "_check", check)
+    monkeypatch.setattr(edge, "probe", probe)
+    engine.fail_jobs.add("unit-eve_setup")
+    engine.logs["unit-eve_setup"] = ["boom"]
+    run(controller, services.create_instance(LOCAL, "eve", "demo"))  # fails: logs are read
+    engine.fail_jobs.clear()
+    for action in (services.start, services.restart, lambda a, n: services.new_admin_password(a, n)[0],
+                   services.stop, services.erase):
+        action(LOCAL, "eve")
+        converge(controller)
+    assert any(call.startswith("service_logs") for call, _ in seen)  # the failure's log tail
+    assert any(call == "probe" for call, _ in seen)
+    assert {call for call, in_atomic in seen if in_atomic} == set()
+
+
+def test_an_instance_committed_during_a_pass_is_not_failed(controller, engine, converge):
+    """Whenever in a pass an instance and its create are committed, the create runs: it never fails as gone."""
+    controller.pass_once()  # the edge comes up
+
+    def create(name):
+        try:
+            services.create_instance(LOCAL, name, "demo")
+        finally:
+            connection.close()
+
+    for position in range(1, 4):  # every gap between the reads of an idle pass
+        name = f"race{position}"
+        queries = []
+
+        def wrapper(execute, sql, params, many, context, position=position, name=name, queries=queries):
+            result = execute(sql, params, many, context)
+            if connection.in_atomic_block or sql.startswith("BEGIN"):  # another writer waits for this one
+                return result
+            queries.append(sql)
+            if len(queries) == position:  # committed by another connection, as the API does
+                creator = threading.Thread(target=create, args=(name,))
+                creator.start()
+                creator.join()
+            return result
+
+        with connection.execute_wrapper(wrapper):
+            controller.pass_once()
+        assert len(queries) >= position
+        converge(controller)
+        op = Operation.objects.get(instance_name=name)
+        assert op.state == OpState.SUCCEEDED, (position, op.error)
+        assert Instance.objects.get(name=name).state == State.RUNNING
 
 
 # -- failures ------------------------------------------------------------------------------------
@@ -530,16 +751,19 @@ def test_backoff_delay_grows(controller, engine, monkeypatch):
 # -- drift ---------------------------------------------------------------------------------------
 
 
-def test_missing_web_service_is_repaired(controller, engine, edge, running_instance, run):
+@pytest.mark.parametrize("service", ["web", "db", "redis"])
+def test_missing_service_is_repaired(controller, engine, edge, running_instance, run, service):
     running_instance("eve")
-    del engine.services["unit-eve_web"]
+    volume = engine.volumes["unit-eve_db"]
+    del engine.services[f"unit-eve_{service}"]
 
     controller.pass_once()
     repair = Operation.objects.get(instance_name="eve", kind="repair")
     assert repair.state in ACTIVE
     repair = run(controller, repair)
     assert repair.state == OpState.SUCCEEDED, repair.error
-    assert "unit-eve_web" in engine.services
+    assert objects_of(engine, "eve")["services"] == DEMO_SERVICES
+    assert engine.volumes["unit-eve_db"] is volume
     assert Instance.objects.get(name="eve").state == State.RUNNING
     assert edge.probe("eve.localhost", "/health") == 200
     # once is enough
@@ -549,6 +773,7 @@ def test_missing_web_service_is_repaired(controller, engine, edge, running_insta
 
 
 def test_no_repair_without_drift(controller, running_instance):
+    """The finished setup job is not a service that has to stay."""
     running_instance("eve")
     for _ in range(3):
         controller.pass_once()

@@ -138,9 +138,12 @@ def test_replicas_apply_to_the_web_service_only():
 
 
 @pytest.mark.parametrize("app", ["openslides", "demo"])
-def test_stopped_gives_zero_replicas_everywhere(app):
+def test_stopped_gives_zero_replicas_to_every_service_but_not_to_the_job(app):
+    """A job's spec does not follow the running state: a queued stop does not disturb a running job."""
     specs, _ = render(stack_input(app, running=False, replicas=3))
-    assert {svc: spec.replicas for svc, spec in specs.items()} == {"db": 0, "redis": 0, "setup": 0, "web": 0}
+    assert {svc: spec.replicas for svc, spec in specs.items()} == {"db": 0, "redis": 0, "setup": 1, "web": 0}
+    running, _ = render(stack_input(app, running=True, replicas=3))
+    assert specs["setup"].digest() == running["setup"].digest()
 
 
 def test_env_is_rendered_from_the_template():
