@@ -11,7 +11,7 @@ A real control plane runs under the prefix "benchw" on the ports 48080/48443
 (edge) and 48765 (web), with a fresh temporary data directory; everything it
 makes is removed at the end, also after errors or Ctrl-C.
 
-    python bench/api_writes.py [--writes 300] [--clients 3] [--creates 5] [--hafen-root DIR]
+    .venv/bin/python -m bench.api_writes [--writes 300] [--clients 3] [--creates 5] [--hafen-root DIR]
 
 --hafen-root runs the hafen package found in DIR (e.g. an export of an older
 commit) instead of this checkout's, to compare before and after a change.
@@ -23,82 +23,22 @@ Exit status 0 when no write failed and everything was cleaned up, else 1.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO / "bench" / "results"
+from bench.common import REPO, BenchPlane, log, new_report, percentile, write_results
 
 PREFIX = "benchw"
 HTTP_PORT, HTTPS_PORT, WEB_PORT = 48080, 48443, 48765
 LOCKED = "bwlock"
 REQUEST_TIMEOUT = 60.0
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-class Plane:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data_dir = Path(tempfile.mkdtemp(prefix="hafen-benchw-"))
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HAFEN_")}
-        self.env.update(HAFEN_DATA_DIR=str(self.data_dir), HAFEN_PREFIX=PREFIX, HAFEN_HTTP_PORT=str(HTTP_PORT),
-                        HAFEN_HTTPS_PORT=str(HTTPS_PORT), HAFEN_WEB_PORT=str(WEB_PORT), PYTHONPATH=str(root))
-
-    def hafen(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "hafen", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"hafen {' '.join(args[:2])} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-        return proc
-
-
-def sweep() -> list[str]:
-    """Remove every swarm object labelled with this benchmark's prefix; return what is left."""
-    label = f"label=hafen.prefix={PREFIX}"
-
-    def names(*ls: str) -> list[str]:
-        out = subprocess.run(["docker", *ls, "--filter", label], capture_output=True, text=True, check=False)
-        return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-
-    left: list[str] = []
-    for _ in range(30):
-        left = []
-        for kind, ls, rm in (
-            ("service", ["service", "ls", "--format", "{{.Name}}"], ["service", "rm"]),
-            ("container", ["ps", "-a", "--format", "{{.Names}}"], ["rm", "--force"]),
-            ("secret", ["secret", "ls", "--format", "{{.Name}}"], ["secret", "rm"]),
-            ("volume", ["volume", "ls", "--format", "{{.Name}}"], ["volume", "rm"]),
-            ("network", ["network", "ls", "--format", "{{.Name}}"], ["network", "rm"]),
-        ):
-            for name in names(*ls):
-                left.append(f"{kind} {name}")
-                subprocess.run(["docker", *rm, name], capture_output=True, check=False)
-        if not left:
-            return []
-        time.sleep(2)
-    return left
-
-
-def percentile(values: list[float], q: int) -> float | None:
-    if len(values) < 2:
-        return values[0] if values else None
-    return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 4)
 
 
 def client_writes(api: httpx.Client, client_no: int, pairs: int, samples: list[float], failures: list[str]) -> None:
@@ -144,31 +84,31 @@ def write_phase(token: str, writes: int, clients: int) -> dict[str, Any]:
         thread.join()
     for api in apis:
         api.close()
+    rounded = [round(v, 4) if v is not None else None for v in (percentile(samples, 0.5), percentile(samples, 0.99))]
     return {
         "writes": pairs * 2 * clients, "answered": len(samples), "failures": len(failures),
         "failure_examples": failures[:5], "seconds": round(time.monotonic() - started, 2),
-        "p50": percentile(samples, 50), "p99": percentile(samples, 99),
-        "max": round(max(samples), 4) if samples else None,
+        "p50": rounded[0], "p99": rounded[1], "max": round(max(samples), 4) if samples else None,
     }
 
 
-def run(args: argparse.Namespace, plane: Plane, report: dict[str, Any]) -> None:
-    log("starting the control plane")
-    plane.hafen("up", "--detach", timeout=900)
+def run_benchmark(args: argparse.Namespace, plane: BenchPlane, report: dict[str, Any]) -> None:
+    plane.up(report)
     token = plane.hafen("user", "token", "admin", "--name", "bench", "--scope", "write").stdout.strip()
     log(f"creating {LOCKED}")
-    plane.hafen("create", LOCKED, "--app", "demo", "--json")
+    plane.create(LOCKED, "demo")
 
     log(f"idle: {args.writes} writes from {args.clients} clients")
     report["idle"] = write_phase(token, args.writes, args.clients)
     log(f"idle: {report['idle']}")
 
     names = [f"bwc{n}" for n in range(1, args.creates + 1)]
-    creates: dict[str, subprocess.CompletedProcess[str] | str] = {}
+    creates: dict[str, str] = {}
 
     def create(name: str) -> None:
         try:
-            creates[name] = plane.hafen("create", name, "--app", "demo", "--json", check=False)
+            plane.create(name, "demo")
+            creates[name] = "ok"
         except Exception as exc:
             creates[name] = str(exc)
 
@@ -182,52 +122,35 @@ def run(args: argparse.Namespace, plane: Plane, report: dict[str, Any]) -> None:
     log(f"busy: {report['busy']}")
     for thread in threads:
         thread.join()
-    report["creates"] = {
-        name: ("ok" if not isinstance(result, str) and result.returncode == 0
-               else (result if isinstance(result, str) else result.stderr.strip()[-300:]))
-        for name, result in creates.items()
-    }
+    report["creates"] = creates
     for name in [LOCKED, *names]:
-        plane.hafen("erase", name, "--yes", check=False)
+        plane.erase(name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--writes", type=int, default=300)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--creates", type=int, default=5)
     parser.add_argument("--head-start", type=float, default=3.0, help="seconds between the creates and the writes")
     parser.add_argument("--hafen-root", type=Path, default=REPO)
     args = parser.parse_args(argv)
+    plane = BenchPlane(PREFIX, HTTP_PORT, HTTPS_PORT, WEB_PORT, hafen_root=args.hafen_root.resolve())
+    plane.preflight()
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    started_at = datetime.now(UTC)
-    stamp = f"{started_at:%Y%m%dT%H%M%SZ}"
     commit = subprocess.run(["git", "-C", str(args.hafen_root), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
-    report: dict[str, Any] = {
-        "benchmark": "api_writes", "stamp": stamp, "hafen_root": str(args.hafen_root), "commit": commit or None,
-        "config": {"writes": args.writes, "clients": args.clients, "creates": args.creates, "prefix": PREFIX,
-                   "head_start": args.head_start},
-        "cpus": os.cpu_count(), "problems": [],
-    }
-    left = sweep()
-    plane = Plane(args.hafen_root.resolve())
+    report = new_report("api_writes", writes=args.writes, clients=args.clients, creates=args.creates, prefix=PREFIX,
+                        head_start=args.head_start, hafen_root=str(args.hafen_root), commit=commit or None)
     try:
-        run(args, plane, report)
+        run_benchmark(args, plane, report)
     except KeyboardInterrupt:
         report["problems"].append("interrupted")
     except Exception as exc:
         report["problems"].append(f"aborted: {exc}")
         log(f"aborted: {exc}")
     finally:
-        with_log = plane.data_dir / "controller.log"
-        plane.hafen("down", check=False, timeout=120)
-        if left := sweep():
-            report["problems"].append(f"left over: {left}")
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        if with_log.exists():
-            shutil.copyfile(with_log, RESULTS_DIR / f"api_writes-{stamp}-controller.log")
-        shutil.rmtree(plane.data_dir, ignore_errors=True)
+        plane.down(report)
     idle, busy = report.get("idle"), report.get("busy")
     if idle and busy:
         report["ratio_busy_idle"] = {q: round(busy[q] / idle[q], 2) if idle[q] and busy[q] else None
@@ -236,17 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     bad_creates = {n: r for n, r in report.get("creates", {}).items() if r != "ok"}
     if bad_creates:
         report["problems"].append(f"creates failed: {bad_creates}")
-    for target in (RESULTS_DIR / f"api_writes-{stamp}.json", RESULTS_DIR / "api_writes-latest.json"):
-        target.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_results("api_writes", report)
     for phase in ("idle", "busy"):
         data = report.get(phase)
         if data:
             print(f"{phase:5} writes {data['writes']:4} failures {data['failures']:4} "
                   f"p50 {data['p50']}s p99 {data['p99']}s max {data['max']}s ({data['seconds']}s)")
     print(f"ratio busy/idle: {report.get('ratio_busy_idle')}; problems: {report['problems'] or 'none'}")
-    print(f"results: bench/results/api_writes-{stamp}.json")
-    failed = report.get("failures", 1) or report["problems"]
-    return 1 if failed else 0
+    print(f"results: bench/results/{path.name}")
+    return 1 if report.get("failures", 1) or report["problems"] else 0
 
 
 if __name__ == "__main__":

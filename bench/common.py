@@ -26,7 +26,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
-HAFEN = REPO / ".venv" / "bin" / "hafen"
 
 DOCKER_TIMEOUT = 120
 UP_TIMEOUT = 900
@@ -41,13 +40,13 @@ def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None, check: bool = True,
+        cwd: Path | None = None, shown: str = "") -> subprocess.CompletedProcess[str]:
     """Run a command with a time limit; on failure raise with its last error line."""
-    shown = " ".join([Path(cmd[0]).name, *cmd[1:3]])
+    shown = shown or " ".join([Path(cmd[0]).name, *cmd[1:3]])
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"`{shown}` did not finish in {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
@@ -138,26 +137,31 @@ class BenchPlane:
     """A control plane of the benchmark's own: prefix, ports and a temporary data directory."""
 
     def __init__(self, prefix: str, http_port: int, https_port: int, web_port: int,
-                 extra_names: tuple[str, ...] = ()) -> None:
+                 extra_names: tuple[str, ...] = (), hafen_root: Path = REPO) -> None:
         self.prefix = prefix
+        self.root = hafen_root  # another checkout (e.g. an export of an older commit) to compare with
         self.http_port, self.https_port, self.web_port = http_port, https_port, web_port
         self.extra_names = extra_names  # objects without the prefix label that the benchmark makes itself
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"hafen-{prefix}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HAFEN_")}
         self.env.update(HAFEN_DATA_DIR=str(self.data_dir), HAFEN_PREFIX=prefix, HAFEN_HTTP_PORT=str(http_port),
                         HAFEN_HTTPS_PORT=str(https_port), HAFEN_WEB_PORT=str(web_port))
+        if hafen_root != REPO:
+            self.env["PYTHONPATH"] = str(hafen_root)
 
     @property
     def label(self) -> str:
         return f"hafen.prefix={self.prefix}"
 
-    def hafen(self, *args: str, timeout: float = CREATE_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return run([str(HAFEN), *args], timeout=timeout, env=self.env)
+    def hafen(self, *args: str, timeout: float = CREATE_TIMEOUT, check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+        return run([sys.executable, "-m", "hafen", *args], timeout=timeout, env=self.env, check=check, cwd=self.root,
+                   shown=" ".join(["hafen", *args[:2]]))
 
     def preflight(self) -> None:
         """Refuse to start (without writing results) when the benchmark cannot run here."""
-        if not HAFEN.exists():
-            raise SystemExit(f"no hafen CLI at {HAFEN}; install the project into .venv first")
+        if not (self.root / "hafen" / "__init__.py").exists():
+            raise SystemExit(f"no hafen package in {self.root}")
         try:
             docker("info", "--format", "{{.Swarm.LocalNodeState}}")
         except RuntimeError as exc:
