@@ -1,15 +1,26 @@
-"""Reconcile the shared edge: its networks, volume, two Caddy services and their configurations."""
+"""Reconcile the shared edge: its networks, volume, two Caddy services and their configurations,
+and the proxy's attachments to the instances' edge networks."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from hafen.config import Settings
 from hafen.edge import config as caddy
 from hafen.edge.client import Edge, Server
-from hafen.engine.base import Engine, Mount, NetworkRef, Observation, PublishedPort, ServiceSpec
+from hafen.engine.base import (
+    LABEL_ROLE,
+    ROLE_EDGE,
+    Engine,
+    Mount,
+    NetworkRef,
+    Observation,
+    PublishedPort,
+    ServiceSpec,
+)
 from hafen.errors import EngineError
 from hafen.instances import naming
 from hafen.instances.models import Desired, Instance
@@ -18,6 +29,9 @@ log = logging.getLogger("hafen.edge")
 
 EDGE_IMAGE = "hafen/edge:caddy"
 CONFIG_FILES: dict[Server, str] = {"proxy": "caddy.json", "status": "status.json"}
+# Connecting a container to a network takes a fraction of a second; a pass that has many to
+# connect (a new proxy container, many new instances) does the rest on the next passes.
+ATTACH_BUDGET = 2.0
 
 
 def route_for(instance: Instance) -> caddy.Route | None:
@@ -38,7 +52,7 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
     if server == "status":
         return ServiceSpec(
             name=naming.edge_status_service(prefix),
-            labels={**naming.labels(prefix), "hafen.role": "edge-status"},
+            labels={**naming.labels(prefix), LABEL_ROLE: f"{ROLE_EDGE}-status"},
             command=["sh", "-c", "rm -f /etc/hafen-edge/status-admin.sock; "
                      "exec caddy run --config /etc/hafen-edge/status.json"],
             mounts=[bind],
@@ -48,7 +62,7 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
         )
     return ServiceSpec(
         name=naming.edge_service(prefix),
-        labels={**naming.labels(prefix), "hafen.role": "edge"},
+        labels={**naming.labels(prefix), LABEL_ROLE: ROLE_EDGE},
         mounts=[bind, Mount(naming.edge_volume(prefix), "/data")],
         networks=[NetworkRef(naming.edge_network(prefix)), NetworkRef(naming.edge_public_network(prefix))],
         ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
@@ -68,13 +82,16 @@ class EdgeReconciler:
         self.settings = settings
         self.applied: dict[Server, str] = {}
         self.routes: dict[str, caddy.Route] = {}
+        # Instance edge networks every running proxy container is attached to, as of the last pass.
+        self.attached: set[str] = set()
         self.problem = ""
 
     def _configs(self, instances: list[Instance]) -> tuple[dict[Server, dict[str, Any]], list[caddy.Route]]:
         routes = [r for r in (route_for(i) for i in instances) if r is not None]
         status_host = naming.edge_status_service(self.settings.prefix)
         return {
-            "proxy": caddy.proxy_config(status_host, self.settings.acme_email),
+            "proxy": caddy.proxy_config(status_host, naming.route_suffix(self.settings.prefix),
+                                        self.settings.acme_email),
             "status": caddy.build(routes),
         }, routes
 
@@ -113,10 +130,47 @@ class EdgeReconciler:
         self.problem = "; ".join(problems)
         return running
 
+    def _attach(self, obs: Observation, instances: list[Instance]) -> list[str]:
+        """Attach the proxy's containers to the edge network of every instance that is not being
+        erased, and detach them from the others; at run time, so the proxy never restarts.
+        Return the problems met."""
+        prefix = self.settings.prefix
+        wanted = {
+            naming.instance_edge_network(prefix, i.name) for i in instances if i.desired_state != Desired.ERASED
+        } & obs.networks
+        attached = set(wanted) if obs.edge_containers else set()
+        problems: list[str] = []
+        deadline = time.monotonic() + ATTACH_BUDGET
+        for container, networks in sorted(obs.edge_containers.items()):
+            for network in sorted(wanted - networks):
+                if time.monotonic() > deadline:
+                    attached.discard(network)
+                    continue
+                started = time.monotonic()
+                try:
+                    self.engine.connect_container(network, container)
+                except EngineError as exc:
+                    attached.discard(network)
+                    problems.append(str(exc))
+                    continue
+                log.info("edge: proxy %s attached to %s in %.3fs", container[:12], network, time.monotonic() - started)
+            for network in sorted(n for n in networks - wanted if naming.is_instance_edge_network(prefix, n)):
+                try:
+                    self.engine.disconnect_container(network, container)
+                except EngineError as exc:
+                    problems.append(str(exc))
+                    continue
+                log.info("edge: proxy %s detached from %s", container[:12], network)
+        self.attached = attached
+        return problems
+
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
         configs, routes = self._configs(instances)
         try:
             running = self._ensure_infrastructure(obs, configs)
+            problems = self._attach(obs, instances)
+            if problems:
+                self.problem = "; ".join([self.problem, *problems] if self.problem else problems)
             for server in running:
                 wanted = caddy.digest(configs[server])
                 if self.applied.get(server) == wanted:
@@ -135,3 +189,13 @@ class EdgeReconciler:
     def mode(self, domain: str) -> str | None:
         route = self.routes.get(domain)
         return route.mode if route else None
+
+    def routed(self, instance: Instance) -> bool:
+        """Whether the edge has what the instance should now have: the status server its page
+        and, for an instance that should answer, the proxy attached to its edge network."""
+        wanted = route_for(instance)
+        if self.mode(instance.domain) != (wanted.mode if wanted else None):
+            return False
+        if wanted is not None and wanted.mode == "starting":
+            return naming.instance_edge_network(self.settings.prefix, instance.name) in self.attached
+        return True
