@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+from hafen.catalog import get_app
 from hafen.config import Settings
 from hafen.edge import config as caddy
 from hafen.edge.client import Edge, Server
@@ -82,8 +83,6 @@ class EdgeReconciler:
         self.settings = settings
         self.applied: dict[Server, str] = {}
         self.routes: dict[str, caddy.Route] = {}
-        # Instance edge networks every running proxy container is attached to, as of the last pass.
-        self.attached: set[str] = set()
         self.problem = ""
 
     def _configs(self, instances: list[Instance]) -> tuple[dict[Server, dict[str, Any]], list[caddy.Route]]:
@@ -130,38 +129,45 @@ class EdgeReconciler:
         self.problem = "; ".join(problems)
         return running
 
+    def _should_attach(self, obs: Observation, instance: Instance) -> bool:
+        """Whether the proxy should be on the instance's edge network now: the instance is not
+        being erased and its web service has a task that runs. (Docker attaches a service's
+        container only to a network that a task on its node uses already: until the web runs,
+        the network is not there to attach to.)"""
+        if instance.desired_state == Desired.ERASED:
+            return False
+        web = obs.services_of(instance.name).get(get_app(instance.app).web_service)
+        return web is not None and any(t.state == "running" for t in web.tasks)
+
     def _attach(self, obs: Observation, instances: list[Instance]) -> list[str]:
-        """Attach the proxy's containers to the edge network of every instance that is not being
-        erased, and detach them from the others; at run time, so the proxy never restarts.
-        Return the problems met."""
+        """Attach the proxy's containers to the edge network of every instance whose web runs,
+        and detach them from those of instances being erased or gone; at run time, so the proxy
+        never restarts. Return the problems met."""
         prefix = self.settings.prefix
         wanted = {
-            naming.instance_edge_network(prefix, i.name) for i in instances if i.desired_state != Desired.ERASED
+            naming.instance_edge_network(prefix, i.name) for i in instances if self._should_attach(obs, i)
         } & obs.networks
-        attached = set(wanted) if obs.edge_containers else set()
+        keep = {naming.instance_edge_network(prefix, i.name) for i in instances if i.desired_state != Desired.ERASED}
         problems: list[str] = []
         deadline = time.monotonic() + ATTACH_BUDGET
         for container, networks in sorted(obs.edge_containers.items()):
             for network in sorted(wanted - networks):
                 if time.monotonic() > deadline:
-                    attached.discard(network)
-                    continue
+                    break
                 started = time.monotonic()
                 try:
                     self.engine.connect_container(network, container)
                 except EngineError as exc:
-                    attached.discard(network)
                     problems.append(str(exc))
                     continue
                 log.info("edge: proxy %s attached to %s in %.3fs", container[:12], network, time.monotonic() - started)
-            for network in sorted(n for n in networks - wanted if naming.is_instance_edge_network(prefix, n)):
+            for network in sorted(n for n in networks - keep if naming.is_instance_edge_network(prefix, n)):
                 try:
                     self.engine.disconnect_container(network, container)
                 except EngineError as exc:
                     problems.append(str(exc))
                     continue
                 log.info("edge: proxy %s detached from %s", container[:12], network)
-        self.attached = attached
         return problems
 
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
@@ -190,12 +196,13 @@ class EdgeReconciler:
         route = self.routes.get(domain)
         return route.mode if route else None
 
-    def routed(self, instance: Instance) -> bool:
+    def routed(self, instance: Instance, obs: Observation) -> bool:
         """Whether the edge has what the instance should now have: the status server its page
-        and, for an instance that should answer, the proxy attached to its edge network."""
+        and, once its web service runs, the proxy attached to its edge network (as observed)."""
         wanted = route_for(instance)
         if self.mode(instance.domain) != (wanted.mode if wanted else None):
             return False
-        if wanted is not None and wanted.mode == "starting":
-            return naming.instance_edge_network(self.settings.prefix, instance.name) in self.attached
+        if self._should_attach(obs, instance):
+            network = naming.instance_edge_network(self.settings.prefix, instance.name)
+            return bool(obs.edge_containers) and all(network in n for n in obs.edge_containers.values())
         return True

@@ -161,7 +161,7 @@ def route(ctx: Context) -> bool:
     """Wait until the edge has the route this instance should now have."""
     if _superseded(ctx):
         return True
-    if ctx.edge_state.routed(ctx.instance):
+    if ctx.edge_state.routed(ctx.instance, ctx.obs):
         return True
     if ctx.edge_state.problem:
         ctx.op.error = ctx.edge_state.problem

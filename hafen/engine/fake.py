@@ -125,8 +125,13 @@ class FakeEngine(Engine):
 
     def connect_container(self, network: str, container: str) -> None:
         self._check(f"connect_container {network} {container}")
-        if network not in self.networks:
-            raise EngineError(f"no network {network}")
+        # as Docker: a service's container joins only a network a running task on its node uses
+        in_use = any(
+            network in {n.name for n in spec.networks} and self.state_of(spec).running > 0
+            for spec in self.services.values()
+        )
+        if network not in self.networks or not (in_use or any(network in n for n in self.connected.values())):
+            raise EngineError(f"connect {container} to network {network}: network {network} not found")
         if container not in self._containers():
             raise EngineError(f"no container {container}")
         self.connected.setdefault(container, set()).add(network)

@@ -236,7 +236,9 @@ def test_erase_detaches_the_proxy_before_removing_the_network(controller, engine
     assert edge.probe("other.localhost", "/health") == 200
 
 
-def test_the_route_is_not_announced_before_the_proxy_is_attached(controller, engine, edge, monkeypatch, converge):
+def test_an_instance_is_not_declared_reachable_before_the_proxy_is_attached(
+    controller, engine, edge, monkeypatch, converge
+):
     def refuse(network, container):
         raise EngineError(f"connect {container} to network {network}: refused")
 
@@ -245,17 +247,40 @@ def test_the_route_is_not_announced_before_the_proxy_is_attached(controller, eng
     for _ in range(30):
         controller.pass_once()
     op.refresh_from_db()
+    # the status server's "starting" page is up, the web runs, but the create waits for the edge
     assert op.state == OpState.RUNNING
-    route = next(s for s in op.steps if s["name"] == "route")
-    assert route["state"] == "running"
-    assert "refused" in op.error
-    assert edge.probe("eve.localhost", "/health") != 200
+    assert [s["name"] for s in op.steps if s["state"] != "done"] == ["verify"]
+    assert op.error == "/health answers 503 through the edge"
+    assert "refused" in controller.edge_state.problem
+    assert Instance.objects.get(name="eve").state == "creating"
 
     monkeypatch.undo()
     converge(controller)
     op.refresh_from_db()
     assert op.state == OpState.SUCCEEDED, op.error
     assert edge.probe("eve.localhost", "/health") == 200
+
+
+def test_routed_needs_the_observed_attachment_once_the_web_runs(controller, engine, running_instance):
+    eve = Instance.objects.get(name=running_instance("eve").name)
+    assert controller.edge_state.routed(eve, engine.observe("unit"))
+    engine.replace_containers("unit-edge")
+    assert not controller.edge_state.routed(eve, engine.observe("unit"))  # a scale or restart waits
+    controller.pass_once()
+    assert controller.edge_state.routed(eve, engine.observe("unit"))
+
+
+def test_the_proxy_is_attached_only_once_the_web_runs(controller, engine, running_instance, run):
+    """Docker refuses to attach a service's container to a network no task on the node uses yet."""
+    running_instance("eve")
+    run(controller, services.stop(LOCAL, "eve"))
+    engine.replace_containers("unit-edge")
+    engine.calls.clear()
+    controller.pass_once()
+    assert not [c for c in engine.calls if c.startswith("connect_container")]
+    assert controller.edge_state.problem == ""
+    run(controller, services.start(LOCAL, "eve"))
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
 
 
 @pytest.mark.parametrize("host", ["EVE.localhost", "eve.localhost.", "127.0.0.1", "[::1]", "localhost", "unit-eve_web"])
