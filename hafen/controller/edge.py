@@ -129,28 +129,45 @@ class EdgeReconciler:
         self.problem = "; ".join(problems)
         return running
 
+    @staticmethod
+    def _answers(instance: Instance) -> bool:
+        """Whether the instance's web service should answer now (the proxy may be attached)."""
+        route = route_for(instance)
+        return route is not None and route.mode == "starting"
+
     def _should_attach(self, obs: Observation, instance: Instance) -> bool:
-        """Whether the proxy should be on the instance's edge network now: the instance is not
-        being erased and its web service has a task that runs. (Docker attaches a service's
-        container only to a network that a task on its node uses already: until the web runs,
-        the network is not there to attach to.)"""
-        if instance.desired_state == Desired.ERASED:
+        """Whether the proxy should be on the instance's edge network now: the web should answer
+        and has a task that runs. (Docker attaches a service's container only to a network that
+        a task on its node uses already: before the web runs, there is nothing to attach to.)"""
+        if not self._answers(instance):
             return False
         web = obs.services_of(instance.name).get(get_app(instance.app).web_service)
         return web is not None and any(t.state == "running" for t in web.tasks)
 
     def _attach(self, obs: Observation, instances: list[Instance]) -> list[str]:
-        """Attach the proxy's containers to the edge network of every instance whose web runs,
-        and detach them from those of instances being erased or gone; at run time, so the proxy
-        never restarts. Return the problems met."""
+        """Attach the proxy's containers to the edge network of every instance whose web runs;
+        detach them from those of instances that stop, go or are gone. At run time, so the proxy
+        never restarts. Return the problems met.
+
+        The proxy must be off a network before the web's last task on the node goes: the node
+        removes its copy of the network with that task, and cannot while the proxy is on it;
+        once the swarm removes the network (erase), such a copy stays, unusable and unremovable.
+        So stop, delete and erase detach first (see `routed`)."""
         prefix = self.settings.prefix
         wanted = {
             naming.instance_edge_network(prefix, i.name) for i in instances if self._should_attach(obs, i)
         } & obs.networks
-        keep = {naming.instance_edge_network(prefix, i.name) for i in instances if i.desired_state != Desired.ERASED}
+        keep = {naming.instance_edge_network(prefix, i.name) for i in instances if self._answers(i)}
         problems: list[str] = []
         deadline = time.monotonic() + ATTACH_BUDGET
         for container, networks in sorted(obs.edge_containers.items()):
+            for network in sorted(n for n in networks - keep if naming.is_instance_edge_network(prefix, n)):
+                try:
+                    self.engine.disconnect_container(network, container)
+                except EngineError as exc:
+                    problems.append(str(exc))
+                    continue
+                log.info("edge: proxy %s detached from %s", container[:12], network)
             for network in sorted(wanted - networks):
                 if time.monotonic() > deadline:
                     break
@@ -161,13 +178,6 @@ class EdgeReconciler:
                     problems.append(str(exc))
                     continue
                 log.info("edge: proxy %s attached to %s in %.3fs", container[:12], network, time.monotonic() - started)
-            for network in sorted(n for n in networks - keep if naming.is_instance_edge_network(prefix, n)):
-                try:
-                    self.engine.disconnect_container(network, container)
-                except EngineError as exc:
-                    problems.append(str(exc))
-                    continue
-                log.info("edge: proxy %s detached from %s", container[:12], network)
         return problems
 
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
@@ -197,12 +207,16 @@ class EdgeReconciler:
         return route.mode if route else None
 
     def routed(self, instance: Instance, obs: Observation) -> bool:
-        """Whether the edge has what the instance should now have: the status server its page
-        and, once its web service runs, the proxy attached to its edge network (as observed)."""
+        """Whether the edge has what the instance should now have, as observed: the status
+        server its page; the proxy attached to its edge network once its web runs, and
+        detached from it when it should not answer (before its web service stops)."""
         wanted = route_for(instance)
         if self.mode(instance.domain) != (wanted.mode if wanted else None):
             return False
+        network = naming.instance_edge_network(self.settings.prefix, instance.name)
+        attached = [network in networks for networks in obs.edge_containers.values()]
         if self._should_attach(obs, instance):
-            network = naming.instance_edge_network(self.settings.prefix, instance.name)
-            return bool(obs.edge_containers) and all(network in n for n in obs.edge_containers.values())
+            return bool(attached) and all(attached)
+        if not self._answers(instance):
+            return not any(attached)
         return True

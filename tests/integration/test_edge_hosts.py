@@ -8,6 +8,7 @@ the shared edge network. Hostile Host values must get the 404 page, and no liste
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
@@ -30,11 +31,6 @@ LISTENER = (
     "    c, peer = s.accept()\n"
     "    print('connection from', peer[0], flush=True)\n"
     "    c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 8\\r\\n\\r\\nlistener'); c.close()\n"
-)
-PROBE = (
-    "import socket, sys\n"
-    "s = socket.create_connection((sys.argv[1], 8000), timeout=5)\n"
-    "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(s.recv(100))\n"
 )
 
 
@@ -74,7 +70,8 @@ class Scene:
 
     def container_connections(self) -> list[str]:
         logs = self.container.logs().decode(errors="replace")
-        return [line for line in logs.splitlines() if line.startswith("connection from")]
+        return [line for line in logs.splitlines()
+                if line.startswith("connection from") and line != "connection from 127.0.0.1"]
 
 
 def _gateways(plane: Plane) -> list[str]:
@@ -90,7 +87,7 @@ def _gateways(plane: Plane) -> list[str]:
 
 @pytest.fixture(scope="module")
 def scene(plane: Plane) -> Iterator[Scene]:
-    running, stopped, erased = "eh-run", "eh-stop", "eh-gone"
+    running, stopped, erased = "eh-run", "eh-halt", "eh-gone"
     for name in (running, stopped, erased):
         plane.create(name, "demo")
     plane.hafen("stop", stopped)
@@ -104,6 +101,7 @@ def scene(plane: Plane) -> Iterator[Scene]:
     container = plane.docker.containers.run(
         "hafen/demo:1.0", ["python3", "-u", "-c", LISTENER], name=f"{PREFIX}-eh-listener", detach=True,
         network=f"{PREFIX}-edge", labels={"hafen.prefix": PREFIX}, entrypoint=[],
+        healthcheck={"test": ["NONE"]},  # the demo image's own check would connect from 127.0.0.1
     )
     try:
         plane.wait_until(lambda: b"listening" in container.logs(), timeout=30)
@@ -116,17 +114,34 @@ def scene(plane: Plane) -> Iterator[Scene]:
         plane.hafen("erase", stopped, "--yes", check=False)
 
 
-def test_listeners_record_the_connections_they_get(plane: Plane, scene: Scene) -> None:
-    """The listeners work: a peer on the shared edge network reaches the container by its name."""
-    out = plane.docker.containers.run(
-        "hafen/demo:1.0", ["python3", "-c", PROBE, scene.container.name], network=f"{PREFIX}-edge",
-        entrypoint=[], remove=True,
-    )
-    assert b"listener" in out
-    assert len(scene.container_connections()) == 1
-    with socket.create_connection((scene.gateways[0].address, 8000), timeout=5) as conn:
-        assert b"listener" in conn.recv(100)
-    plane.wait_until(lambda: scene.gateways[0].peers, timeout=5, interval=0.1)
+def _load_proxy(plane: Plane, config: dict[str, Any]) -> None:
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=str(plane.data_dir / "edge" / "admin.sock"))
+    with httpx.Client(transport=transport, timeout=10) as client:
+        response = client.post("http://localhost/load", json=config)
+    assert response.status_code == 200, response.text
+
+
+def test_listeners_would_see_a_proxy_that_dials_any_host(plane: Plane, scene: Scene) -> None:
+    """The listeners are where such a proxy connects: the proxy as it was before (upstream
+    `{host}`, no guard) reaches both. The real configuration is loaded again afterwards."""
+    real = json.loads((plane.data_dir / "edge" / "caddy.json").read_text())
+    leaky = json.loads(json.dumps(real))
+    for server in leaky["apps"]["http"]["servers"].values():
+        route = server["routes"][0]
+        route.pop("match")
+        route["handle"][0]["dynamic_upstreams"]["name"] = "{http.request.host}"
+    _load_proxy(plane, leaky)
+    try:
+        before = len(scene.container_connections())
+        for host in (scene.container.name, scene.gateways[0].address):
+            response = plane.http(host).get("/")
+            assert (response.status_code, response.text) == (200, "listener"), host
+        assert len(scene.container_connections()) == before + 1
+        assert scene.gateways[0].peers
+    finally:
+        _load_proxy(plane, real)
     for listener in scene.gateways:
         listener.peers.clear()
 

@@ -270,16 +270,55 @@ def test_routed_needs_the_observed_attachment_once_the_web_runs(controller, engi
     assert controller.edge_state.routed(eve, engine.observe("unit"))
 
 
+@pytest.mark.parametrize("action", [services.stop, services.delete, services.erase])
+def test_the_proxy_is_detached_before_the_web_service_stops(controller, engine, running_instance, run, action):
+    """Else the node keeps its copy of the network when the web's last task goes, and once the
+    swarm removes the network that copy stays for good (Docker cannot remove it)."""
+    running_instance("eve")
+    [container] = engine.edge_containers("unit")
+    engine.calls.clear()
+    op = run(controller, action(LOCAL, "eve"))
+    assert op.state == OpState.SUCCEEDED, op.error
+    detach = engine.calls.index(f"disconnect_container unit-eve_edge {container}")
+    web_calls = [i for i, call in enumerate(engine.calls) if call in ("apply_service unit-eve_web",
+                                                                        "remove_service unit-eve_web")]
+    assert web_calls and detach < web_calls[0]
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public"}]
+
+
+def test_the_web_service_stops_only_once_the_proxy_is_observed_detached(
+    controller, engine, running_instance, monkeypatch, converge
+):
+    running_instance("eve")
+
+    def refuse(network, container):
+        raise EngineError(f"disconnect {container} from network {network}: refused")
+
+    monkeypatch.setattr(engine, "disconnect_container", refuse)
+    op = services.stop(LOCAL, "eve")
+    for _ in range(10):
+        controller.pass_once()
+    op.refresh_from_db()
+    assert next(s for s in op.steps if s["name"] == "route")["state"] == "running"
+    assert engine.services["unit-eve_web"].replicas == 1
+    monkeypatch.undo()
+    converge(controller)
+    op.refresh_from_db()
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert engine.services["unit-eve_web"].replicas == 0
+
+
 def test_the_proxy_is_attached_only_once_the_web_runs(controller, engine, running_instance, run):
     """Docker refuses to attach a service's container to a network no task on the node uses yet."""
     running_instance("eve")
     run(controller, services.stop(LOCAL, "eve"))
     engine.replace_containers("unit-edge")
     engine.calls.clear()
-    controller.pass_once()
-    assert not [c for c in engine.calls if c.startswith("connect_container")]
-    assert controller.edge_state.problem == ""
-    run(controller, services.start(LOCAL, "eve"))
+    op = run(controller, services.start(LOCAL, "eve"))
+    assert op.state == OpState.SUCCEEDED, op.error
+    # one attempt, once the web ran: the fake refuses an earlier one as Docker does
+    [connect] = [c for c in engine.calls if c.startswith("connect_container")]
+    assert connect.startswith("connect_container unit-eve_edge")
     assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
 
 
