@@ -230,19 +230,26 @@ class Bench:
         return {"seconds": stats(list(seconds.values())), "networks": len(seconds)}
 
     def latency(self) -> dict[str, Any]:
+        """The client is a one-replica service on the sampled instances' edge networks, not a
+        container connected by hand: the swarm leaks such a container's network attachment now
+        and then (moby/moby#31068), and the network can then never be removed."""
         sample = self.names[:: max(1, len(self.names) // self.args.latency_instances)][: self.args.latency_instances]
-        first = f"{PREFIX}-{sample[0]}_edge"
-        client = self.client.containers.run(CLIENT_IMAGE, ["sleep", "infinity"], entrypoint=[], detach=True,
-                                            name=f"{PREFIX}-client", network=first, labels={"hafen.prefix": PREFIX})
-        proxy = self.proxy()
+        networks = [f"{PREFIX}-{name}_edge" for name in sample]
+        service = self.client.services.create(
+            CLIENT_IMAGE, ["sleep", "infinity"], name=f"{PREFIX}-client", networks=networks,
+            labels={"hafen.prefix": PREFIX}, container_labels={"hafen.prefix": PREFIX},
+            endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+        )
         per_instance = {}
         proxy_all: list[float] = []
         direct_all: list[float] = []
+        label = {"label": f"com.docker.swarm.service.name={PREFIX}-client"}
         try:
-            for name in sample:
-                network = f"{PREFIX}-{name}_edge"
-                if network != first:
-                    self.client.networks.get(network).connect(client)
+            if not wait_until(lambda: self.client.containers.list(filters=label), 120):
+                raise RuntimeError("the latency client did not start")
+            client = self.client.containers.list(filters=label)[0]
+            proxy = self.proxy()
+            for name, network in zip(sample, networks, strict=True):
                 proxy_ip = proxy.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
                 web = f"{name}.localhost.{PREFIX}-route"
                 code, out = client.exec_run(["python3", "-c", CLIENT, proxy_ip, f"{name}.localhost", web,
@@ -256,10 +263,9 @@ class Bench:
                 per_instance[name] = {"proxy_ms": round(p * 1000, 2), "direct_ms": round(d * 1000, 2),
                                       "ratio": round(p / d, 2)}
                 log(f"{name}: through the proxy {p * 1000:.2f} ms, direct {d * 1000:.2f} ms (medians)")
-                if network != first:
-                    self.client.networks.get(network).disconnect(client)
         finally:
-            client.remove(force=True)
+            service.remove()
+            wait_until(lambda: not self.client.containers.list(all=True, filters=label), 60)
         through, direct = stats(proxy_all, 1000, 2), stats(direct_all, 1000, 2)
         return {"proxy_ms": through, "direct_ms": direct, "rounds": self.args.rounds,
                 "ratio": round(through["median"] / direct["median"], 2) if through and direct else None,

@@ -1,8 +1,9 @@
 """The edge proxy connects only to the web service of an instance whose domain the Host is.
 
 Listeners wait on port 8000 (the port the proxy dials) where a proxy that dialled whatever
-Host it was sent would reach: on the host's gateway addresses and in a non-hafen container on
-the shared edge network. Hostile Host values must get the 404 page, and no listener a connection.
+Host it was sent would reach: on the host's gateway addresses and in a non-hafen service's
+container on the shared edge network. Hostile Host values must get the 404 page, and no
+listener a connection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import docker
 import pytest
 
 from tests.conftest import PREFIX, Plane
@@ -98,18 +100,22 @@ def scene(plane: Plane) -> Iterator[Scene]:
     for listener in gateways:
         listener.start()
     # Not hafen's: no hafen.role label (the prefix label only so that the tests' cleanup removes it).
-    container = plane.docker.containers.run(
-        "hafen/demo:1.0", ["python3", "-u", "-c", LISTENER], name=f"{PREFIX}-eh-listener", detach=True,
-        network=f"{PREFIX}-edge", labels={"hafen.prefix": PREFIX}, entrypoint=[],
-        healthcheck={"test": ["NONE"]},  # the demo image's own check would connect from 127.0.0.1
+    # A service rather than a container connected by hand: the swarm now and then leaks such a
+    # container's attachment (moby/moby#31068), and the network could never be removed again.
+    service = plane.docker.services.create(
+        "hafen/demo:1.0", ["python3", "-u", "-c", LISTENER], name=f"{PREFIX}-eh-listener",
+        networks=[f"{PREFIX}-edge"], labels={"hafen.prefix": PREFIX}, container_labels={"hafen.prefix": PREFIX},
+        endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+        healthcheck=docker.types.Healthcheck(test=["NONE"]),  # the demo image's check connects from 127.0.0.1
     )
     try:
+        container = plane.wait_until(lambda: plane.containers(f"{PREFIX}-eh-listener"), timeout=120)[0]
         plane.wait_until(lambda: b"listening" in container.logs(), timeout=30)
         yield Scene(running, stopped, erased, gateways, container)
     finally:
         for listener in gateways:
             listener.sock.close()
-        container.remove(force=True)
+        service.remove()
         plane.hafen("erase", running, "--yes", check=False)
         plane.hafen("erase", stopped, "--yes", check=False)
 
@@ -135,7 +141,7 @@ def test_listeners_would_see_a_proxy_that_dials_any_host(plane: Plane, scene: Sc
     _load_proxy(plane, leaky)
     try:
         before = len(scene.container_connections())
-        for host in (scene.container.name, scene.gateways[0].address):
+        for host in (f"{PREFIX}-eh-listener", scene.gateways[0].address):
             response = plane.http(host).get("/")
             assert (response.status_code, response.text) == (200, "listener"), host
         assert len(scene.container_connections()) == before + 1
@@ -156,6 +162,7 @@ def test_hostile_hosts_get_the_404_page_and_open_no_connection(plane: Plane, sce
         f"{PREFIX}-edge-status", f"{PREFIX}-edge", f"{PREFIX}-{name}_web", f"{name}_web", "web", "db", "redis",
         f"{PREFIX}-{name}_db", f"tasks.{PREFIX}-{name}_web", listener_name, f"{listener_name}:8000",
         f"{listener_name}.{PREFIX}-edge",  # Docker's DNS answers name.NETWORK
+        f"{PREFIX}-eh-listener", f"{PREFIX}-eh-listener.{PREFIX}-edge", f"tasks.{PREFIX}-eh-listener",
         f"{listener_name}.localhost", listener_ip, *gateways, *(f"{g}:8000" for g in gateways),
         "127.0.0.1", "127.0.0.1:8000", "[::1]", "[::1]:8000", "::1", "::ffff:127.0.0.1", "[::ffff:127.0.0.1]",
         "0x7f000001", "2130706433", "127.1", "localhost", "LOCALHOST", "localhost:8000",
