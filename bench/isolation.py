@@ -12,7 +12,7 @@ With N instances of the demo app this measures:
   web service, from one client container on the instance's edge network: for each
   sampled instance the same client alternates the two, each on a new connection.
 
-Everything runs under the prefix "benchiso" on the ports 39080/39443 (edge) and
+Everything runs under the prefix "isobench" on the ports 39080/39443 (edge) and
 39765 (control-plane web), with a fresh temporary data directory, from this
 checkout (`python -m hafen`). All objects it makes are removed at the end, also
 after errors, Ctrl-C or SIGTERM.
@@ -50,7 +50,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 
-PREFIX = "benchiso"
+PREFIX = "isobench"
 HTTP_PORT = 39080
 HTTPS_PORT = 39443
 WEB_PORT = 39765

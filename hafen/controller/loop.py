@@ -89,7 +89,8 @@ class Controller:
         for op in (op for op in first.values() if op.next_attempt_at <= now):
             if self.stopping.is_set():
                 break
-            instance = instances.get(op.instance_name)
+            # An instance created after this pass read the instances has its operation read too.
+            instance = instances.get(op.instance_name) or Instance.objects.filter(name=op.instance_name).first()
             if instance is None:
                 op.state, op.error, op.finished_at = OpState.FAILED, "the instance is gone", timezone.now()
                 op.save()

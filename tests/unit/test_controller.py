@@ -585,3 +585,11 @@ def test_every_pass_beats_the_heart_and_records_the_edge_config(engine, edge, se
     assert beat.edge_config == ctl.edge_state.applied["status"]
     ctl.pass_once()
     assert ControlPlane.objects.get(pk=1).beat_at > beat.beat_at
+
+
+def test_an_instance_created_during_a_pass_is_not_taken_for_gone(controller, engine):
+    """Parallel creates: the pass read the instances before this one was made, its operations after."""
+    op = services.create_instance(LOCAL, "eve", "demo")
+    controller._advance_operations([op], engine.observe("unit"), instances={})
+    op.refresh_from_db()
+    assert op.state != OpState.FAILED, op.error
