@@ -1,15 +1,27 @@
-"""Reconcile the shared edge: its networks, volume, two Caddy services and their configurations."""
+"""Reconcile the shared edge: its networks, volume, two Caddy services and their configurations,
+and the proxy's attachments to the instances' edge networks."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
+from hafen.catalog import get_app
 from hafen.config import Settings
 from hafen.edge import config as caddy
 from hafen.edge.client import Edge, Server
-from hafen.engine.base import Engine, Mount, NetworkRef, Observation, PublishedPort, ServiceSpec
+from hafen.engine.base import (
+    LABEL_ROLE,
+    ROLE_EDGE,
+    Engine,
+    Mount,
+    NetworkRef,
+    Observation,
+    PublishedPort,
+    ServiceSpec,
+)
 from hafen.errors import EngineError
 from hafen.instances import naming
 from hafen.instances.models import Desired, Instance
@@ -18,6 +30,9 @@ log = logging.getLogger("hafen.edge")
 
 EDGE_IMAGE = "hafen/edge:caddy"
 CONFIG_FILES: dict[Server, str] = {"proxy": "caddy.json", "status": "status.json"}
+# Connecting a container to a network takes a fraction of a second; a pass that has many to
+# connect (a new proxy container, many new instances) does the rest on the next passes.
+ATTACH_BUDGET = 2.0
 
 
 def route_for(instance: Instance) -> caddy.Route | None:
@@ -38,7 +53,7 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
     if server == "status":
         return ServiceSpec(
             name=naming.edge_status_service(prefix),
-            labels={**naming.labels(prefix), "hafen.role": "edge-status"},
+            labels={**naming.labels(prefix), LABEL_ROLE: f"{ROLE_EDGE}-status"},
             command=["sh", "-c", "rm -f /etc/hafen-edge/status-admin.sock; "
                      "exec caddy run --config /etc/hafen-edge/status.json"],
             mounts=[bind],
@@ -48,7 +63,7 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
         )
     return ServiceSpec(
         name=naming.edge_service(prefix),
-        labels={**naming.labels(prefix), "hafen.role": "edge"},
+        labels={**naming.labels(prefix), LABEL_ROLE: ROLE_EDGE},
         mounts=[bind, Mount(naming.edge_volume(prefix), "/data")],
         networks=[NetworkRef(naming.edge_network(prefix)), NetworkRef(naming.edge_public_network(prefix))],
         ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
@@ -74,7 +89,8 @@ class EdgeReconciler:
         routes = [r for r in (route_for(i) for i in instances) if r is not None]
         status_host = naming.edge_status_service(self.settings.prefix)
         return {
-            "proxy": caddy.proxy_config(status_host, self.settings.acme_email),
+            "proxy": caddy.proxy_config(status_host, naming.route_suffix(self.settings.prefix),
+                                        self.settings.acme_email),
             "status": caddy.build(routes),
         }, routes
 
@@ -113,10 +129,64 @@ class EdgeReconciler:
         self.problem = "; ".join(problems)
         return running
 
+    @staticmethod
+    def _answers(instance: Instance) -> bool:
+        """Whether the instance's web service should answer now (the proxy may be attached)."""
+        route = route_for(instance)
+        return route is not None and route.mode == "starting"
+
+    def _should_attach(self, obs: Observation, instance: Instance) -> bool:
+        """Whether the proxy should be on the instance's edge network now: the web should answer
+        and has a task that runs. (Docker attaches a service's container only to a network that
+        a task on its node uses already: before the web runs, there is nothing to attach to.)"""
+        if not self._answers(instance):
+            return False
+        web = obs.services_of(instance.name).get(get_app(instance.app).web_service)
+        return web is not None and any(t.state == "running" for t in web.tasks)
+
+    def _attach(self, obs: Observation, instances: list[Instance]) -> list[str]:
+        """Attach the proxy's containers to the edge network of every instance whose web runs;
+        detach them from those of instances that stop, go or are gone. At run time, so the proxy
+        never restarts. Return the problems met.
+
+        The proxy must be off a network before the web's last task on the node goes: the node
+        removes its copy of the network with that task, and cannot while the proxy is on it;
+        once the swarm removes the network (erase), such a copy stays, unusable and unremovable.
+        So stop, delete and erase detach first (see `routed`)."""
+        prefix = self.settings.prefix
+        wanted = {
+            naming.instance_edge_network(prefix, i.name) for i in instances if self._should_attach(obs, i)
+        } & obs.networks
+        keep = {naming.instance_edge_network(prefix, i.name) for i in instances if self._answers(i)}
+        problems: list[str] = []
+        deadline = time.monotonic() + ATTACH_BUDGET
+        for container, networks in sorted(obs.edge_containers.items()):
+            for network in sorted(n for n in networks - keep if naming.is_instance_edge_network(prefix, n)):
+                try:
+                    self.engine.disconnect_container(network, container)
+                except EngineError as exc:
+                    problems.append(str(exc))
+                    continue
+                log.info("edge: proxy %s detached from %s", container[:12], network)
+            for network in sorted(wanted - networks):
+                if time.monotonic() > deadline:
+                    break
+                started = time.monotonic()
+                try:
+                    self.engine.connect_container(network, container)
+                except EngineError as exc:
+                    problems.append(str(exc))
+                    continue
+                log.info("edge: proxy %s attached to %s in %.3fs", container[:12], network, time.monotonic() - started)
+        return problems
+
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
         configs, routes = self._configs(instances)
         try:
             running = self._ensure_infrastructure(obs, configs)
+            problems = self._attach(obs, instances)
+            if problems:
+                self.problem = "; ".join([self.problem, *problems] if self.problem else problems)
             for server in running:
                 wanted = caddy.digest(configs[server])
                 if self.applied.get(server) == wanted:
@@ -135,3 +205,18 @@ class EdgeReconciler:
     def mode(self, domain: str) -> str | None:
         route = self.routes.get(domain)
         return route.mode if route else None
+
+    def routed(self, instance: Instance, obs: Observation) -> bool:
+        """Whether the edge has what the instance should now have, as observed: the status
+        server its page; the proxy attached to its edge network once its web runs, and
+        detached from it when it should not answer (before its web service stops)."""
+        wanted = route_for(instance)
+        if self.mode(instance.domain) != (wanted.mode if wanted else None):
+            return False
+        network = naming.instance_edge_network(self.settings.prefix, instance.name)
+        attached = [network in networks for networks in obs.edge_containers.values()]
+        if self._should_attach(obs, instance):
+            return bool(attached) and all(attached)
+        if not self._answers(instance):
+            return not any(attached)
+        return True

@@ -21,7 +21,7 @@ from django.utils import timezone
 from hafen import crypto
 from hafen.catalog import App, get_app
 from hafen.config import Settings
-from hafen.controller.edge import EdgeReconciler, route_for
+from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
@@ -103,11 +103,12 @@ class Step:
 
 
 def prepare(ctx: Context) -> bool:
-    """The instance's network, volumes and Docker secrets (current versions)."""
+    """The instance's networks (its own, and the one the edge proxy reaches its web service on),
+    volumes and Docker secrets (current versions)."""
     prefix, name = ctx.settings.prefix, ctx.instance.name
-    network = naming.internal_network(prefix, name)
-    if network not in ctx.obs.networks:
-        ctx.engine.create_network(network, ctx.labels(), internal=True)
+    for network in (naming.internal_network(prefix, name), naming.instance_edge_network(prefix, name)):
+        if network not in ctx.obs.networks:
+            ctx.engine.create_network(network, ctx.labels(), internal=True)
     for vol in ctx.app.volumes:
         if naming.volume(prefix, name, vol) not in ctx.obs.volumes:
             ctx.engine.create_volume(naming.volume(prefix, name, vol), ctx.labels())
@@ -163,8 +164,7 @@ def wait_for(services: list[str]) -> StepFn:
 
 def route(ctx: Context) -> bool:
     """Wait until the edge has the route this instance should now have."""
-    wanted = route_for(ctx.instance)
-    if ctx.edge_state.mode(ctx.instance.domain) == (wanted.mode if wanted else None):
+    if ctx.edge_state.routed(ctx.instance, ctx.obs):
         return True
     if ctx.edge_state.problem:
         ctx.op.error = ctx.edge_state.problem
@@ -227,7 +227,8 @@ def prune_secrets(ctx: Context) -> bool:
 
 
 def remove_data(ctx: Context) -> bool:
-    """Volumes, secrets and network; volumes stay busy until the containers are gone."""
+    """Volumes, secrets and networks (the edge proxy detached first); volumes stay busy until the
+    containers are gone."""
     prefix, name = ctx.settings.prefix, ctx.instance.name
     mine = f"{naming.stack(prefix, name)}_"
     ctx.engine.remove_stopped_containers(ctx.labels())
@@ -236,9 +237,13 @@ def remove_data(ctx: Context) -> bool:
             ctx.engine.remove_volume(vol)
         for secret in sorted(s for s in ctx.obs.secrets if s.startswith(mine)):
             ctx.engine.remove_secret(secret)
-        network = naming.internal_network(prefix, name)
-        if network in ctx.obs.networks:
-            ctx.engine.remove_network(network)
+        edge = naming.instance_edge_network(prefix, name)
+        for container, attached in sorted(ctx.obs.edge_containers.items()):
+            if edge in attached:
+                ctx.engine.disconnect_container(edge, container)
+        for network in (naming.internal_network(prefix, name), edge):
+            if network in ctx.obs.networks:
+                ctx.engine.remove_network(network)
     except EngineConflict as exc:
         ctx.op.error = f"waiting for the containers of {name} to stop: {exc}"
         return False

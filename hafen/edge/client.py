@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
+from hafen.engine.base import LABEL_PREFIX
 from hafen.engine.fake import FakeEngine
 from hafen.errors import EngineError
 
@@ -52,7 +54,8 @@ class CaddyEdge(Edge):
 
 
 class FakeEdge(Edge):
-    """Records what it was given; answers as the real edge would, from the fake engine's services."""
+    """Records what it was given; answers as the real edge would, from the loaded configurations and
+    the fake engine's services and proxy containers."""
 
     def __init__(self, engine: FakeEngine | None = None) -> None:
         self.engine = engine
@@ -67,18 +70,45 @@ class FakeEdge(Edge):
         self.configs[server] = config
         self.loads += 1
 
-    def _serving(self, domain: str) -> bool:
-        """Whether a running web service answers to this domain on the edge network."""
+    def _proxy_route(self) -> dict[str, Any]:
+        routes: list[dict[str, Any]] = (
+            self.configs.get("proxy", {}).get("apps", {}).get("http", {}).get("servers", {})
+            .get("http", {}).get("routes", [])
+        )
+        return routes[0] if routes else {}
+
+    def _forwarded(self, domain: str) -> str | None:
+        """The upstream name the proxy looks up for this host, or None if its guard refuses the host."""
+        route = self._proxy_route()
+        pattern = route.get("match", [{}])[0].get("vars_regexp", {}).get("{http.request.host}", {}).get("pattern")
+        host = domain.rsplit(":", 1)[0] if not domain.endswith("]") else domain
+        if pattern is None or not re.fullmatch(pattern, host):  # RE2: `$` is the end of the text
+            return None
+        template: str = route["handle"][0]["dynamic_upstreams"]["name"]
+        return template.replace("{http.request.host}", host).rstrip(".")
+
+    def _serving(self, name: str) -> bool:
+        """Whether a running web service has this alias on a network the proxy is attached to."""
         engine = self.engine
         if engine is None:
             return False
+        proxy_networks: set[str] = set()
+        for prefix in {spec.labels.get(LABEL_PREFIX, "") for spec in engine.services.values()}:
+            for networks in engine.edge_containers(prefix).values():
+                proxy_networks |= networks
         return any(
-            any(domain in net.aliases for net in spec.networks) and engine.state_of(spec).running > 0
+            any(name in net.aliases and net.name in proxy_networks for net in spec.networks)
+            and engine.state_of(spec).running > 0
             for spec in engine.services.values()
         )
 
     def probe(self, domain: str, path: str) -> int:
-        if self._serving(domain):
+        if "proxy" not in self.configs:
+            return 0
+        name = self._forwarded(domain)
+        if name is None:
+            return 404
+        if self._serving(name):
             return 200
         routes = self.config.get("apps", {}).get("http", {}).get("servers", {}).get("status", {}).get("routes", [])
         for route in routes:

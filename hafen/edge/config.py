@@ -1,9 +1,13 @@
 """Caddy's JSON configurations of the edge: pure data, no I/O.
 
 The edge is two Caddy servers. The *proxy* has one static configuration: it
-sends every request to the web service whose network alias on the edge network
-is the request's host (a DNS lookup per host), and gets certificates on demand
-for the domains the status server vouches for. So adding or removing an
+sends a request to the web service whose alias is `{host}.{route suffix}` (a
+DNS lookup per host, on the networks the proxy is attached to: each instance's
+own edge network), and gets certificates on demand for the domains the status
+server vouches for. A host that is not a plain lower-case domain name (an IP
+literal, `localhost`, a trailing dot, upper case) gets the 404 page from the
+proxy itself; a name that is no instance's domain resolves to nothing. Either
+way no connection is opened to whatever the name means elsewhere. So adding or removing an
 instance never reloads it, and no open connection (websockets included) is
 cut. The *status* server holds the per-domain data: it answers the proxy's
 "is this domain ours?" question and renders the pages for a domain without a
@@ -26,6 +30,10 @@ STATUS_PORT = 8080
 WEB_PORT = 8000
 ASK_PATH = "/hafen-ask"
 LOCAL_SUFFIXES = ("localhost", "local", "internal", "test")
+# What the proxy forwards at all (Caddy's host placeholder has the port stripped): dot-separated
+# lower-case DNS labels, the last one starting with a letter, so that no IPv4 form
+# (127.0.0.1, 0x7f.1, 2130706433) and no IPv6 literal passes. RE2 and Python agree on it.
+HOST_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,10 @@ def _static(status: int, title: str, text: str) -> dict[str, Any]:
     }
 
 
+def _not_found() -> dict[str, Any]:
+    return _static(404, "No such instance", "There is no instance at this address.")
+
+
 def _unavailable(route: Route) -> dict[str, Any]:
     handler = _static(503, f"{route.name} is unavailable", f"The instance {route.name} {_MESSAGES[route.mode]}")
     handler["headers"]["Retry-After"] = ["10"]
@@ -79,7 +91,7 @@ def build(routes: list[Route]) -> dict[str, Any]:
     caddy_routes += [
         {"match": [{"host": [r.domain]}], "handle": [_unavailable(r)], "terminal": True} for r in ordered
     ]
-    caddy_routes.append({"handle": [_static(404, "No such instance", "There is no instance at this address.")]})
+    caddy_routes.append({"handle": [_not_found()]})
     return {
         "admin": {"listen": f"unix/{STATUS_ADMIN_SOCKET}", "origins": ["localhost"]},
         "apps": {
@@ -96,15 +108,22 @@ def build(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def proxy_config(status_host: str, acme_email: str = "") -> dict[str, Any]:
+def upstream_name(host: str, route_suffix: str) -> str:
+    """The DNS name the proxy looks up for a host: fully qualified, so no search domain applies."""
+    return f"{host}.{route_suffix}."
+
+
+def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> dict[str, Any]:
     """The proxy's configuration; it depends on settings only, never on the instances."""
     routes = [
         {
+            "match": [{"vars_regexp": {"{http.request.host}": {"pattern": HOST_PATTERN}}}],
             "handle": [
                 {
                     "handler": "reverse_proxy",
                     "dynamic_upstreams": {
-                        "source": "a", "name": "{http.request.host}", "port": str(WEB_PORT), "refresh": "1s",
+                        "source": "a", "name": upstream_name("{http.request.host}", route_suffix),
+                        "port": str(WEB_PORT), "refresh": "1s",
                     },
                     # Rides over a replica that goes away during a rolling update; also how long a
                     # host without a running web service waits for the status server's page.
@@ -112,8 +131,10 @@ def proxy_config(status_host: str, acme_email: str = "") -> dict[str, Any]:
                         "selection_policy": {"policy": "round_robin"}, "try_duration": "1s", "try_interval": "250ms",
                     },
                 }
-            ]
-        }
+            ],
+            "terminal": True,
+        },
+        {"handle": [_not_found()]},
     ]
     # No web service answers for the host: the status server tells why.
     status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"{status_host}:{STATUS_PORT}"}]}

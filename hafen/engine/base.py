@@ -20,6 +20,8 @@ LABEL_SERVICE = "hafen.service"
 LABEL_SPEC = "hafen.spec"
 LABEL_TEMPLATE = "hafen.template"
 LABEL_STACK = "com.docker.stack.namespace"
+LABEL_ROLE = "hafen.role"
+ROLE_EDGE = "edge"  # the edge proxy's service and containers
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ class Observation:
     networks: set[str] = field(default_factory=set)
     volumes: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
+    # The edge proxy's running containers (by id) and the networks each is attached to.
+    edge_containers: dict[str, set[str]] = field(default_factory=dict)
     _by_instance: dict[str, dict[str, ServiceState]] | None = field(default=None, repr=False, compare=False)
 
     def services_of(self, instance: str) -> dict[str, ServiceState]:
@@ -172,6 +176,17 @@ class Engine(ABC):
 
     @abstractmethod
     def remove_network(self, name: str) -> None: ...
+
+    @abstractmethod
+    def connect_container(self, network: str, container: str) -> None:
+        """Attach a running container to a network without restarting it (done if it already is).
+
+        A container id is local to its node: this engine connects containers of its own node.
+        """
+
+    @abstractmethod
+    def disconnect_container(self, network: str, container: str) -> None:
+        """Detach a container from a network (done if it is not attached or gone)."""
 
     @abstractmethod
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 from hafen.engine.base import (
     LABEL_PREFIX,
+    LABEL_ROLE,
     LABEL_SPEC,
     LABEL_TEMPLATE,
+    ROLE_EDGE,
     Engine,
     Observation,
     ServiceSpec,
@@ -48,6 +50,9 @@ class FakeEngine(Engine):
     def fail(self, call: str, exc: BaseException, times: int = 1) -> None:
         """Make the next `times` calls raise exc: a method ("apply_service") or one call ("apply_service x_web")."""
         self.raises.setdefault(call, []).extend([exc] * times)
+    # Networks connected at run time, by container id; and how often a service's containers were replaced.
+    connected: dict[str, set[str]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -81,6 +86,21 @@ class FakeEngine(Engine):
             tasks = [TaskState("running", template) for _ in range(spec.replicas)]
         return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
 
+    def edge_containers(self, prefix: str) -> dict[str, set[str]]:
+        """The edge proxy's running containers, one per replica, with the networks each is on."""
+        result: dict[str, set[str]] = {}
+        for spec in self.services.values():
+            if spec.labels.get(LABEL_PREFIX) != prefix or spec.labels.get(LABEL_ROLE) != ROLE_EDGE:
+                continue
+            for task in range(self.state_of(spec).running):
+                cid = f"{spec.name}.{task}.{self.generations.get(spec.name, 0)}"
+                result[cid] = {n.name for n in spec.networks} | self.connected.get(cid, set())
+        return result
+
+    def replace_containers(self, service: str) -> None:
+        """As when a service's tasks are rescheduled: new containers, without run-time attachments."""
+        self.generations[service] = self.generations.get(service, 0) + 1
+
     def observe(self, prefix: str) -> Observation:
         self._check("observe")
 
@@ -92,6 +112,7 @@ class FakeEngine(Engine):
             networks={n for n, o in self.networks.items() if mine(o.labels)},
             volumes={n for n, o in self.volumes.items() if mine(o.labels)},
             secrets={n for n, o in self.secrets.items() if mine(o.labels)},
+            edge_containers=self.edge_containers(prefix),
         )
 
     def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None:
@@ -104,7 +125,30 @@ class FakeEngine(Engine):
         self._check(f"remove_network {name}")
         if any(name in {n.name for n in s.networks} for s in self.services.values()):
             raise EngineConflict(f"network {name} is in use")
+        if any(name in networks for networks in self.connected.values()):
+            raise EngineConflict(f"network {name} has active endpoints")
         self.networks.pop(name, None)
+
+    def _containers(self) -> set[str]:
+        prefixes = {s.labels.get(LABEL_PREFIX, "") for s in self.services.values()}
+        return {cid for prefix in prefixes for cid in self.edge_containers(prefix)}
+
+    def connect_container(self, network: str, container: str) -> None:
+        self._check(f"connect_container {network} {container}")
+        # as Docker: a service's container joins only a network a running task on its node uses
+        in_use = any(
+            network in {n.name for n in spec.networks} and self.state_of(spec).running > 0
+            for spec in self.services.values()
+        )
+        if network not in self.networks or not (in_use or any(network in n for n in self.connected.values())):
+            raise EngineError(f"connect {container} to network {network}: network {network} not found")
+        if container not in self._containers():
+            raise EngineError(f"no container {container}")
+        self.connected.setdefault(container, set()).add(network)
+
+    def disconnect_container(self, network: str, container: str) -> None:
+        self._check(f"disconnect_container {network} {container}")
+        self.connected.get(container, set()).discard(network)
 
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         self._check(f"create_volume {name}")

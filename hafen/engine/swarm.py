@@ -20,8 +20,10 @@ from docker import types as dt
 
 from hafen.engine.base import (
     LABEL_PREFIX,
+    LABEL_ROLE,
     LABEL_SPEC,
     LABEL_TEMPLATE,
+    ROLE_EDGE,
     Engine,
     Observation,
     ServiceSpec,
@@ -151,6 +153,11 @@ class SwarmEngine(Engine):
         observation.volumes = {v["Name"] for v in volumes.get("Volumes") or []}
         secrets = _call("list secrets", lambda: api.secrets(filters=label))
         observation.secrets = {s["Spec"]["Name"] for s in secrets}
+        edge = {"label": [f"{LABEL_PREFIX}={prefix}", f"{LABEL_ROLE}={ROLE_EDGE}"]}
+        containers = _call("list containers", lambda: api.containers(filters=edge))
+        observation.edge_containers = {
+            c["Id"]: set((c.get("NetworkSettings") or {}).get("Networks") or {}) for c in containers
+        }
         return observation
 
     def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None:
@@ -164,6 +171,26 @@ class SwarmEngine(Engine):
     def remove_network(self, name: str) -> None:
         with contextlib.suppress(EngineNotFound):
             _call(f"remove network {name}", lambda: self.client.api.remove_network(name))
+
+    def connect_container(self, network: str, container: str) -> None:
+        try:
+            _call(f"connect {container[:12]} to network {network}",
+                  lambda: self.client.api.connect_container_to_network(container, network))
+        except docker.errors.NotFound as exc:
+            raise EngineError(f"connect {container[:12]} to network {network}: {exc.explanation}") from exc
+        except EngineError as exc:
+            if "already exists" not in str(exc):
+                raise
+
+    def disconnect_container(self, network: str, container: str) -> None:
+        try:
+            _call(f"disconnect {container[:12]} from network {network}",
+                  lambda: self.client.api.disconnect_container_from_network(container, network))
+        except docker.errors.NotFound:
+            pass
+        except EngineError as exc:
+            if "is not connected" not in str(exc):
+                raise
 
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         _call(f"create volume {name}", lambda: self.client.volumes.create(name=name, labels=labels))

@@ -15,6 +15,30 @@ def internal_network(prefix: str, instance: str) -> str:
     return f"{stack(prefix, instance)}_internal"
 
 
+def instance_edge_network(prefix: str, instance: str) -> str:
+    """The network on which the edge proxy, and nothing else, reaches this instance's web service."""
+    return f"{stack(prefix, instance)}_edge"
+
+
+def is_instance_edge_network(prefix: str, network: str) -> bool:
+    return network.startswith(f"{prefix}-") and network.endswith("_edge")
+
+
+def route_suffix(prefix: str) -> str:
+    """The DNS label under which the proxy looks up a domain: `{domain}.{suffix}`.
+
+    Not the name of any network the proxy is on (Docker's DNS also answers
+    `name.NETWORK`): hafen's networks are `{prefix}-edge`, `{prefix}-edge-public`
+    and `{prefix}-{instance}_{kind}`; no instance name makes this one.
+    """
+    return f"{prefix}-route"
+
+
+def edge_alias(prefix: str, domain: str) -> str:
+    """The web service's alias on its instance's edge network."""
+    return f"{domain}.{route_suffix(prefix)}"
+
+
 def volume(prefix: str, instance: str, vol: str) -> str:
     return f"{stack(prefix, instance)}_{vol}"
 

@@ -41,8 +41,10 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         if net == "internal":
             networks.append(NetworkRef(naming.internal_network(data.prefix, data.name), aliases=(svc,)))
         else:
-            # The edge proxy finds a web service by the request's host: its alias on the edge network.
-            networks.append(NetworkRef(naming.edge_network(data.prefix), aliases=(data.domain,)))
+            # The edge proxy finds a web service by the request's host (its alias on the instance's
+            # own edge network, which only the proxy joins besides it).
+            networks.append(NetworkRef(naming.instance_edge_network(data.prefix, data.name),
+                                       aliases=(naming.edge_alias(data.prefix, data.domain),)))
     unknown = [s for s in tpl.secrets if s not in data.secret_versions]
     if unknown:
         raise InvalidInput(f"stack template of {data.app.name} names unknown secrets: {', '.join(unknown)}")

@@ -26,6 +26,24 @@ POSTGRES = (
     "print('postgres answered')\n"
 )
 ROUTES = "print(open('/proc/net/route').read())"
+# An HTTP request; only an answer that starts like HTTP counts (this sandbox accepts TCP connects to
+# any 10.x address, so a bare connect proves nothing).
+HTTP = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
+    "s.sendall(b'GET /health HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n"
+    "answer = s.recv(12)\n"
+    "assert answer.startswith(b'HTTP/'), answer\n"
+    "print('http answered', answer)\n"
+)
+REDIS = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], 6379), timeout=3)\n"
+    "s.sendall(b'PING\\r\\n')\n"
+    "answer = s.recv(7)\n"
+    "assert answer == b'+PONG\\r\\n', answer\n"
+    "print('redis answered')\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +80,109 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
     assert code == 0
     assert not [line for line in output.splitlines()[1:] if line.split()[1:2] == ["00000000"]], output
 
-    # only the web service joins the shared edge network
+    # only the web service joins its instance's edge network; no instance joins the shared one
     networks = set(db_b.attrs["NetworkSettings"]["Networks"])
     assert networks == {f"{PREFIX}-{b}_internal"}
-    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-edge"}
+    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-{a}_edge"}
+
+
+def _ip(container: object, network: str) -> str:
+    return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])  # type: ignore[attr-defined]
+
+
+def test_web_services_of_different_instances_cannot_reach_each_other(plane: Plane, pair: tuple[str, str]) -> None:
+    a, b = pair
+    web_a = plane.containers(f"{PREFIX}-{a}_web")[0]
+    web_b = plane.containers(f"{PREFIX}-{b}_web")[0]
+    db_b = plane.containers(f"{PREFIX}-{b}_db")[0]
+    redis_b = plane.containers(f"{PREFIX}-{b}_redis")[0]
+
+    # A's own services answer: the probes below can tell an answer from none
+    for script, host, port in ((HTTP, "127.0.0.1", "8000"), (POSTGRES, "db", ""), (REDIS, "redis", "")):
+        code, output = _exec(web_a, "python3", "-c", script, host, *([port] if port else []))
+        assert code == 0 and "answered" in output, output
+
+    # B's web, by its addresses on B's edge and internal networks and by every name it has
+    targets = [
+        _ip(web_b, f"{PREFIX}-{b}_edge"), _ip(web_b, f"{PREFIX}-{b}_internal"), f"{PREFIX}-{b}_web",
+        f"tasks.{PREFIX}-{b}_web", f"{b}.localhost.{PREFIX}-route", f"{b}.localhost",
+    ]
+    for target in targets:
+        code, output = _exec(web_a, "python3", "-c", HTTP, target, "8000")
+        assert code != 0 and "http answered" not in output, f"A's web got an HTTP answer from {target}: {output}"
+    for target in (_ip(db_b, f"{PREFIX}-{b}_internal"), f"{PREFIX}-{b}_db"):
+        code, output = _exec(web_a, "python3", "-c", POSTGRES, target)
+        assert code != 0 and "postgres answered" not in output, output
+    for target in (_ip(redis_b, f"{PREFIX}-{b}_internal"), f"{PREFIX}-{b}_redis"):
+        code, output = _exec(web_a, "python3", "-c", REDIS, target)
+        assert code != 0 and "redis answered" not in output, output
+    # (A's web reaches the proxy's port 80 on A's edge network, as any client on the internet does)
+
+    # the proxy is on both instances' edge networks and reaches both
+    proxy = plane.containers(f"{PREFIX}-edge")[0]
+    assert {f"{PREFIX}-{a}_edge", f"{PREFIX}-{b}_edge"} <= set(proxy.attrs["NetworkSettings"]["Networks"])
+    for name in pair:
+        assert plane.http(f"{name}.localhost").get("/health").status_code == 200
+
+
+def _caddy_config(plane: Plane) -> str:
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=str(plane.data_dir / "edge" / "admin.sock"))
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.get("http://localhost/config/").text
+
+
+def test_other_instances_coming_and_going_neither_restart_nor_reload_the_proxy(
+    plane: Plane, pair: tuple[str, str], instance_name: str
+) -> None:
+    import http.client
+    import threading
+
+    from tests.conftest import HTTP_PORT
+
+    a, _ = pair
+    proxy = plane.containers(f"{PREFIX}-edge")[0]
+    config = _caddy_config(plane)
+    # one client connection through the proxy, kept open and used every 0.2 s meanwhile: a reload
+    # closes it (Caddy shuts the old server down), a restart too
+    conn = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
+    conn.auto_open = 0  # type: ignore[attr-defined]
+    conn.connect()
+    answers: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            try:
+                conn.request("GET", "/health", headers={"Host": f"{a}.localhost"})
+                response = conn.getresponse()
+                response.read()
+                answers.append(response.status)
+            except Exception as exc:
+                errors.append(repr(exc))
+                return
+            time.sleep(0.2)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        plane.create(instance_name, "demo")
+        network = f"{PREFIX}-{instance_name}_edge"
+        proxy.reload()
+        assert network in proxy.attrs["NetworkSettings"]["Networks"]
+        plane.hafen("erase", instance_name, "--yes")
+        proxy.reload()
+        assert network not in proxy.attrs["NetworkSettings"]["Networks"]
+    finally:
+        stop.set()
+        asker.join()
+        conn.close()
+    assert errors == []
+    assert len(answers) > 20 and set(answers) == {200}
+    assert [c.id for c in plane.containers(f"{PREFIX}-edge")] == [proxy.id]
+    assert _caddy_config(plane) == config
 
 
 def test_no_secret_in_inspect_output_or_logs(plane: Plane, pair: tuple[str, str]) -> None:
@@ -120,7 +237,7 @@ def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_
     objects = plane.labelled(name)
     assert objects["services"] == {f"{PREFIX}-{name}_{s}" for s in ("db", "redis", "setup", "web")}
     assert objects["volumes"] == {f"{PREFIX}-{name}_db"}
-    assert objects["networks"] == {f"{PREFIX}-{name}_internal"}
+    assert objects["networks"] == {f"{PREFIX}-{name}_internal", f"{PREFIX}-{name}_edge"}
     assert objects["secrets"] == {f"{PREFIX}-{name}_db_password_v1", f"{PREFIX}-{name}_admin_password_v1"}
     assert len(plane.containers(f"{PREFIX}-{name}_web")) == 1
     assert plane.http(data["domain"]).post(

@@ -89,8 +89,9 @@ def test_create_converges_to_running(controller, engine, edge, run):
 
     objects = objects_of(engine, "eve")
     assert objects["services"] == DEMO_SERVICES
-    assert objects["networks"] == {"unit-eve_internal"}
+    assert objects["networks"] == {"unit-eve_internal", "unit-eve_edge"}
     assert engine.networks["unit-eve_internal"].internal is True
+    assert engine.networks["unit-eve_edge"].internal is True
     assert objects["volumes"] == {"unit-eve_db"}
     assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1"}
     # the shared edge
@@ -102,10 +103,16 @@ def test_create_converges_to_running(controller, engine, edge, run):
     public_users = [s.name for s in engine.services.values() if "unit-edge-public" in {n.name for n in s.networks}]
     assert public_users == ["unit-edge"]
 
-    # the proxy finds the web service by its alias; the status server vouches for the domain
-    assert ("unit-edge", ("eve.localhost",)) in [(n.name, n.aliases) for n in engine.services["unit-eve_web"].networks]
+    # the proxy finds the web service by its alias on the instance's own edge network, which the
+    # proxy is attached to at run time; the status server vouches for the domain
+    web_networks = [(n.name, n.aliases) for n in engine.services["unit-eve_web"].networks]
+    assert ("unit-eve_edge", ("eve.localhost.unit-route",)) in web_networks
+    assert "unit-edge" not in {name for name, _ in web_networks}
+    assert [networks for networks in engine.edge_containers("unit").values()] == [
+        {"unit-edge", "unit-edge-public", "unit-eve_edge"}
+    ]
     proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][0]["handle"][0]
-    assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}"
+    assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}.unit-route."
     assert "starting" in handler_for(edge, "eve.localhost")["body"]  # shown only while no web answers
     assert edge.probe("eve.localhost", "/health") == 200
 
@@ -803,3 +810,11 @@ def test_every_pass_beats_the_heart_and_records_the_edge_config(engine, edge, se
     assert beat.edge_config == ctl.edge_state.applied["status"]
     ctl.pass_once()
     assert ControlPlane.objects.get(pk=1).beat_at > beat.beat_at
+
+
+def test_an_instance_created_during_a_pass_is_not_taken_for_gone(controller, engine):
+    """Parallel creates: the pass read the instances before this one was made, its operations after."""
+    op = services.create_instance(LOCAL, "eve", "demo")
+    controller._advance_operations([op], engine.observe("unit"), instances={})
+    op.refresh_from_db()
+    assert op.state != OpState.FAILED, op.error

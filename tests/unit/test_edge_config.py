@@ -1,8 +1,13 @@
+import re
+
 import pytest
 
 from hafen.controller.edge import route_for
 from hafen.edge.config import ASK_PATH, STATUS_PORT, WEB_PORT, Route, build, digest, proxy_config
-from hafen.instances.models import Desired, Instance
+from hafen.errors import EngineError
+from hafen.instances import services
+from hafen.instances.models import Desired, Instance, Operation, OpState
+from tests.unit.conftest import LOCAL
 
 
 def routes_of(config, server="status"):
@@ -22,20 +27,56 @@ def policies_of(config):
 # -- the proxy: static, whatever the instances ------------------------------------------------------
 
 
-def test_proxy_sends_each_host_to_the_web_service_with_that_alias():
-    config = proxy_config("unit-edge-status")
-    [route] = routes_of(config, "http")
+def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_route_suffix():
+    config = proxy_config("unit-edge-status", "unit-route")
+    route = routes_of(config, "http")[0]
     [handler] = route["handle"]
-    assert "match" not in route
+    assert route["terminal"] is True
     assert handler["handler"] == "reverse_proxy"
+    # fully qualified: no search domain of the host's resolver turns it into another name
     assert handler["dynamic_upstreams"] == {
-        "source": "a", "name": "{http.request.host}", "port": str(WEB_PORT), "refresh": "1s",
+        "source": "a", "name": "{http.request.host}.unit-route.", "port": str(WEB_PORT), "refresh": "1s",
     }
     assert "upstreams" not in handler  # no static upstream that would pin one task's address
 
 
+def guard(config):
+    [match] = routes_of(config, "http")[0]["match"]
+    return match["vars_regexp"]["{http.request.host}"]["pattern"]
+
+
+@pytest.mark.parametrize("host", ["ev.localhost", "my-event.example.org", "a1.b2.test", "x.y.z.xn--p1ai"])
+def test_proxy_guard_lets_lower_case_domain_names_through(host):
+    assert re.fullmatch(guard(proxy_config("s", "unit-route")), host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1", "10.0.0.7", "0x7f000001", "2130706433", "0x7f.1", "127.1", "::1", "[::1]", "::ffff:127.0.0.1",
+        "[::ffff:127.0.0.1]", "fe80::1%eth0", "localhost", "LOCALHOST", "Ev.localhost", "ev.localhost.",
+        "web", "db", "unit-edge", "unit-edge-status", "unit-ev_web", "ev_web", "ev..localhost", ".ev.localhost",
+        "-ev.localhost", "ev-.localhost", "ev.localhost:8000", "ev.localhost\n", "", "a" * 64 + ".localhost",
+    ],
+)
+def test_proxy_guard_refuses_anything_but_a_lower_case_domain_name(host):
+    """Caddy's host placeholder has the port stripped already; what is left must be a plain name."""
+    assert not re.fullmatch(guard(proxy_config("s", "unit-route")), host)
+
+
+def test_a_host_the_guard_refuses_gets_the_404_page_from_the_proxy_itself():
+    for server in ("http", "https"):
+        routes = routes_of(proxy_config("s", "unit-route"), server)
+        assert len(routes) == 2
+        assert "match" not in routes[1]
+        [handler] = routes[1]["handle"]
+        assert handler["handler"] == "static_response"  # no upstream: no connection is opened
+        assert handler["status_code"] == 404
+        assert handler["body"] == routes_of(build([]))[-1]["handle"][0]["body"]
+
+
 def test_proxy_http_and_https_share_routes_and_fall_back_to_the_status_server():
-    config = proxy_config("unit-edge-status")
+    config = proxy_config("unit-edge-status", "unit-route")
     assert routes_of(config, "http") == routes_of(config, "https")
     for server in ("http", "https"):
         [error_route] = config["apps"]["http"]["servers"][server]["errors"]["routes"]
@@ -43,26 +84,27 @@ def test_proxy_http_and_https_share_routes_and_fall_back_to_the_status_server():
 
 
 def test_proxy_asks_the_status_server_before_issuing_a_certificate():
-    config = proxy_config("unit-edge-status")
+    config = proxy_config("unit-edge-status", "unit-route")
     on_demand = config["apps"]["tls"]["automation"]["on_demand"]
     assert on_demand["ask"] == f"http://unit-edge-status:{STATUS_PORT}{ASK_PATH}"
     assert all(p["on_demand"] for p in policies_of(config))
 
 
 def test_without_an_acme_email_every_certificate_comes_from_the_internal_ca():
-    assert policies_of(proxy_config("s")) == [{"issuers": [{"module": "internal"}], "on_demand": True}]
+    assert policies_of(proxy_config("s", "unit-route")) == [{"issuers": [{"module": "internal"}], "on_demand": True}]
 
 
 def test_with_an_acme_email_local_names_stay_internal_and_public_ones_use_acme():
-    policies = policies_of(proxy_config("s", acme_email="ops@example.org"))
+    policies = policies_of(proxy_config("s", "unit-route", acme_email="ops@example.org"))
     assert policies[0]["issuers"] == [{"module": "internal"}]
     assert "*.localhost" in policies[0]["subjects"] and "*.test" in policies[0]["subjects"]
     assert policies[1] == {"issuers": [{"module": "acme", "email": "ops@example.org"}], "on_demand": True}
 
 
 def test_proxy_configuration_does_not_depend_on_instances():
-    assert digest(proxy_config("s")) == digest(proxy_config("s"))
-    assert digest(proxy_config("s")) != digest(proxy_config("s", acme_email="ops@example.org"))
+    assert digest(proxy_config("s", "unit-route")) == digest(proxy_config("s", "unit-route"))
+    with_acme = proxy_config("s", "unit-route", acme_email="ops@example.org")
+    assert digest(proxy_config("s", "unit-route")) != digest(with_acme)
 
 
 # -- the status server: the per-domain data ----------------------------------------------------------
@@ -155,3 +197,142 @@ def test_route_for_stopped_or_scaled_to_zero_instance_is_stopped(desired, replic
 @pytest.mark.parametrize("desired", [Desired.DELETED, Desired.ERASED])
 def test_route_for_deleted_or_erased_instance_is_none(desired):
     assert route_for(instance(desired)) is None
+
+
+# -- the proxy's run-time attachments to the instances' edge networks --------------------------------
+
+
+def proxy_networks(engine):
+    return list(engine.edge_containers("unit").values())
+
+
+def test_a_replaced_proxy_container_is_attached_again_on_the_next_pass(controller, engine, edge, running_instance):
+    running_instance("eve")
+    assert edge.probe("eve.localhost", "/health") == 200
+    proxy_spec = engine.services["unit-edge"]
+
+    engine.replace_containers("unit-edge")  # say, the proxy's task was rescheduled
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public"}]
+    assert edge.probe("eve.localhost", "/health") == 503  # the status server's page: no web reachable
+    controller.pass_once()
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
+    assert edge.probe("eve.localhost", "/health") == 200
+    # at run time: the proxy's service spec, and so its tasks, never changed
+    assert engine.services["unit-edge"] is proxy_spec
+
+
+def test_erase_detaches_the_proxy_before_removing_the_network(controller, engine, edge, running_instance, run):
+    running_instance("eve")
+    running_instance("other")
+    [container] = engine.edge_containers("unit")
+    engine.calls.clear()
+
+    op = run(controller, services.erase(LOCAL, "eve"))
+    assert op.state == OpState.SUCCEEDED, op.error
+    detach = engine.calls.index(f"disconnect_container unit-eve_edge {container}")
+    assert detach < engine.calls.index("remove_network unit-eve_edge")
+    assert "unit-eve_edge" not in engine.networks
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-other_edge"}]
+    assert edge.probe("other.localhost", "/health") == 200
+
+
+def test_an_instance_is_not_declared_reachable_before_the_proxy_is_attached(
+    controller, engine, edge, monkeypatch, converge
+):
+    def refuse(network, container):
+        raise EngineError(f"connect {container} to network {network}: refused")
+
+    monkeypatch.setattr(engine, "connect_container", refuse)
+    op = services.create_instance(LOCAL, "eve", "demo")
+    for _ in range(30):
+        controller.pass_once()
+    op.refresh_from_db()
+    # the status server's "starting" page is up, the web runs, but the create waits for the edge
+    assert op.state == OpState.RUNNING
+    assert [s["name"] for s in op.steps if s["state"] != "done"] == ["verify"]
+    assert op.error == "/health answers 503 through the edge"
+    assert "refused" in controller.edge_state.problem
+    assert Instance.objects.get(name="eve").state == "creating"
+
+    monkeypatch.undo()
+    converge(controller)
+    op.refresh_from_db()
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert edge.probe("eve.localhost", "/health") == 200
+
+
+def test_routed_needs_the_observed_attachment_once_the_web_runs(controller, engine, running_instance):
+    eve = Instance.objects.get(name=running_instance("eve").name)
+    assert controller.edge_state.routed(eve, engine.observe("unit"))
+    engine.replace_containers("unit-edge")
+    assert not controller.edge_state.routed(eve, engine.observe("unit"))  # a scale or restart waits
+    controller.pass_once()
+    assert controller.edge_state.routed(eve, engine.observe("unit"))
+
+
+@pytest.mark.parametrize("action", [services.stop, services.delete, services.erase])
+def test_the_proxy_is_detached_before_the_web_service_stops(controller, engine, running_instance, run, action):
+    """Else the node keeps its copy of the network when the web's last task goes, and once the
+    swarm removes the network that copy stays for good (Docker cannot remove it)."""
+    running_instance("eve")
+    [container] = engine.edge_containers("unit")
+    engine.calls.clear()
+    op = run(controller, action(LOCAL, "eve"))
+    assert op.state == OpState.SUCCEEDED, op.error
+    detach = engine.calls.index(f"disconnect_container unit-eve_edge {container}")
+    web_calls = [i for i, call in enumerate(engine.calls) if call in ("apply_service unit-eve_web",
+                                                                        "remove_service unit-eve_web")]
+    assert web_calls and detach < web_calls[0]
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public"}]
+
+
+def test_the_web_service_stops_only_once_the_proxy_is_observed_detached(
+    controller, engine, running_instance, monkeypatch, converge
+):
+    running_instance("eve")
+
+    def refuse(network, container):
+        raise EngineError(f"disconnect {container} from network {network}: refused")
+
+    monkeypatch.setattr(engine, "disconnect_container", refuse)
+    op = services.stop(LOCAL, "eve")
+    for _ in range(10):
+        controller.pass_once()
+    op.refresh_from_db()
+    assert next(s for s in op.steps if s["name"] == "route")["state"] == "running"
+    assert engine.services["unit-eve_web"].replicas == 1
+    monkeypatch.undo()
+    converge(controller)
+    op.refresh_from_db()
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert engine.services["unit-eve_web"].replicas == 0
+
+
+def test_the_proxy_is_attached_only_once_the_web_runs(controller, engine, running_instance, run):
+    """Docker refuses to attach a service's container to a network no task on the node uses yet."""
+    running_instance("eve")
+    run(controller, services.stop(LOCAL, "eve"))
+    engine.replace_containers("unit-edge")
+    engine.calls.clear()
+    op = run(controller, services.start(LOCAL, "eve"))
+    assert op.state == OpState.SUCCEEDED, op.error
+    # one attempt, once the web ran: the fake refuses an earlier one as Docker does
+    [connect] = [c for c in engine.calls if c.startswith("connect_container")]
+    assert connect.startswith("connect_container unit-eve_edge")
+    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
+
+
+@pytest.mark.parametrize("host", ["EVE.localhost", "eve.localhost.", "127.0.0.1", "[::1]", "localhost", "unit-eve_web"])
+def test_the_fake_edge_answers_404_for_what_the_guard_refuses(running_instance, edge, host):
+    running_instance("eve")
+    assert edge.probe(host, "/health") == 404
+    assert edge.probe("eve.localhost:8000", "/health") == 200  # the port is not part of the host
+
+
+@pytest.fixture
+def run(converge):
+    def run(controller, op):
+        converge(controller)
+        return Operation.objects.get(pk=op.pk)
+
+    return run

@@ -9,6 +9,7 @@ from hafen import crypto
 from hafen.catalog import StackTemplate, compile_template, get_app
 from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, Mount, NetworkRef, SecretRef
 from hafen.errors import InvalidInput
+from hafen.instances import naming
 from hafen.instances.models import InstanceSecret
 from hafen.instances.stack import StackInput, memory_bytes, render
 
@@ -60,17 +61,29 @@ def test_labels_name_prefix_instance_and_service(app):
 
 
 @pytest.mark.parametrize("app", ["openslides", "demo"])
-def test_only_web_joins_the_edge_network(app):
+def test_only_web_joins_its_instances_edge_network(app):
     specs, _ = render(stack_input(app))
     internal = "unit-ev_internal"
-    # on the edge network the web service answers to its domain: that is how the proxy finds it
+    # on its instance's own edge network the web service answers to `{domain}.{route suffix}`:
+    # that is how the proxy finds it, and no other name leads there
     assert specs["web"].networks == [
-        NetworkRef(internal, aliases=("web",)), NetworkRef("unit-edge", aliases=("ev.localhost",))
+        NetworkRef(internal, aliases=("web",)), NetworkRef("unit-ev_edge", aliases=("ev.localhost.unit-route",))
     ]
     for svc in ("db", "redis", "setup"):
         assert specs[svc].networks == [NetworkRef(internal, aliases=(svc,))]
-    edge_users = [svc for svc, spec in specs.items() if any(n.name == "unit-edge" for n in spec.networks)]
+    edge_users = [svc for svc, spec in specs.items() if any(n.name.endswith("_edge") for n in spec.networks)]
     assert edge_users == ["web"]
+    # no service of an instance joins the shared edge network (the proxy's and the status server's)
+    assert not [svc for svc, spec in specs.items() if any(n.name == "unit-edge" for n in spec.networks)]
+
+
+def test_route_suffix_is_no_network_name():
+    """Docker's DNS answers `name.NETWORK` too: the suffix must name none of hafen's networks."""
+    suffix = naming.route_suffix("unit")
+    assert "." not in suffix
+    assert suffix not in {naming.edge_network("unit"), naming.edge_public_network("unit")}
+    for instance in ("route", "a", "edge"):
+        assert suffix not in {naming.internal_network("unit", instance), naming.instance_edge_network("unit", instance)}
 
 
 def test_secrets_are_referenced_by_versioned_names_with_logical_targets():
