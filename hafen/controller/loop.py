@@ -23,6 +23,7 @@ from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
 from hafen.errors import EngineError, EngineUnavailable, HafenError
 from hafen.instances.models import ACTIVE_STATES, ControlPlane, Desired, Instance, Operation, OpState, State
+from hafen.instances.stack import render
 
 log = logging.getLogger("hafen.controller")
 
@@ -57,6 +58,7 @@ class Controller:
         self.edge_state = EdgeReconciler(engine, edge, settings)
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
+        self.specs_checked = False  # once per start: see _roll_outdated
 
     def stop(self) -> None:
         self.stopping.set()
@@ -77,7 +79,11 @@ class Controller:
         instances = {i.name: i for i in Instance.objects.all()}
         self._record_observation(obs, instances)
         self._advance_operations(active, obs, instances)
-        self._repair_drift(obs, instances, busy={op.instance_name for op in active})
+        busy = {op.instance_name for op in active}
+        self._repair_drift(obs, instances, busy)
+        if not self.specs_checked:
+            self._roll_outdated(obs, instances, busy)
+            self.specs_checked = True
         self.edge_state.reconcile(obs, list(Instance.objects.all()))
         self.heartbeat()
         return bool(active) or bool(self.edge_state.problem)
@@ -170,6 +176,23 @@ class Controller:
             missing = _long_running_services(instance.app, instance.version) - set(obs.services_of(instance.name))
             if missing:
                 log.warning("%s: services missing (%s), repairing", instance.name, ", ".join(sorted(missing)))
+                Operation.objects.create(instance=instance, instance_name=instance.name,
+                                         organisation_id=instance.organisation_id, kind="repair")
+
+    def _roll_outdated(self, obs: Observation, instances: dict[str, Instance], busy: set[str]) -> None:
+        """Running instances whose services differ from what this hafen renders for them (a new
+        version of hafen changed a stack: say, the networks the web service joins) are repaired,
+        which rolls them over to the new specs. Once per start: rendering every stack is not free."""
+        for instance in instances.values():
+            if instance.name in busy or instance.desired_state != Desired.RUNNING or instance.state != State.RUNNING:
+                continue
+            specs, _ = render(ops.stack_input(self.settings, instance, instance.secret_versions(), running=True))
+            current = obs.services_of(instance.name)
+            outdated = sorted(svc for svc, spec in specs.items()
+                              if not spec.job and svc in current and current[svc].spec_digest != spec.digest())
+            if outdated:
+                log.warning("%s: %s differ from this version's stack, rolling them over", instance.name,
+                            ", ".join(outdated))
                 Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind="repair")
 

@@ -46,6 +46,24 @@ class Fail(HafenError):
     """A permanent problem: the operation fails with this message."""
 
 
+def stack_input(settings: Settings, instance: Instance, versions: dict[str, int], running: bool,
+                job_run: str = "") -> StackInput:
+    """What the instance's stack template is rendered from."""
+    return StackInput(
+        prefix=settings.prefix,
+        name=instance.name,
+        domain=instance.domain,
+        app=get_app(instance.app),
+        version=instance.version,
+        size=instance.size,
+        replicas=instance.replicas,
+        secret_versions=versions,
+        running=running,
+        restart=instance.restart_count,
+        job_run=job_run,
+    )
+
+
 @dataclass
 class Context:
     engine: Engine
@@ -65,21 +83,8 @@ class Context:
         self.app = get_app(self.instance.app)
         running = self.instance.desired_state == Desired.RUNNING and self.op.kind not in ("stop", "delete", "erase")
         self.versions = self.instance.secret_versions(self.op)
-        self.specs, self.waves = render(
-            StackInput(
-                prefix=self.settings.prefix,
-                name=self.instance.name,
-                domain=self.instance.domain,
-                app=self.app,
-                version=self.instance.version,
-                size=self.instance.size,
-                replicas=self.instance.replicas,
-                secret_versions=self.versions,
-                running=running,
-                restart=self.instance.restart_count,
-                job_run=str(self.op.pk),
-            )
-        )
+        self.specs, self.waves = render(stack_input(self.settings, self.instance, self.versions, running,
+                                                    job_run=str(self.op.pk)))
 
     @property
     def services(self) -> dict[str, ServiceState]:
@@ -286,11 +291,11 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
     if kind in BRING_UP:
         return _bring_up(ctx)
     if kind in ("restart", "scale"):
-        return [
-            Step(f"deploy:{web}", f"update {web}", deploy([web])),
-            Step(f"wait:{web}", f"wait for {web}", wait_for([web])),
-            Step("route", "route the domain at the edge", route),
-        ]
+        update = [Step(f"deploy:{web}", f"update {web}", deploy([web])),
+                  Step(f"wait:{web}", f"wait for {web}", wait_for([web]))]
+        if ctx.instance.replicas == 0:  # the edge lets go of the web service before it stops (see `route`)
+            return [Step("route", "show the stopped page at the edge", route), *update]
+        return [*update, Step("route", "route the domain at the edge", route)]
     if kind == "passwd":
         return [
             Step("prepare", "new secret", prepare),

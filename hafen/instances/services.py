@@ -139,7 +139,8 @@ def create_instance(
         note.organisation_id = org.id if org else None
         name = validation.name(name)
         app_def, version = validation.app_version(app, version)
-        domain = validation.domain(domain or f"{name}.{get_settings().domain_suffix}")
+        settings = get_settings()
+        domain = validation.domain(domain or f"{name}.{settings.domain_suffix}", settings.prefix)
         size = validation.size(size)
         note.detail.update(version=version, domain=domain, size=size)
         if Instance.objects.filter(name=name).exists():

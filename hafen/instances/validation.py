@@ -4,7 +4,9 @@ import re
 
 from hafen.access.policy import LOCKABLE
 from hafen.catalog import SIZES, App, get_app
+from hafen.edge.config import HOST_PATTERN
 from hafen.errors import InvalidInput
+from hafen.instances import naming
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -24,11 +26,16 @@ def name(value: str) -> str:
     return value
 
 
-def domain(value: str) -> str:
+def domain(value: str, prefix: str = "hafen") -> str:
+    """A host name the edge will route: the proxy's guard (HOST_PATTERN) takes it, and its alias on the
+    instance's edge network (the domain under the route suffix) is a valid DNS name."""
     value = value.strip().lower().rstrip(".")
     labels = value.split(".")
-    if len(value) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+    alias = naming.edge_alias(prefix, value)
+    if len(alias) > 253 or len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidInput(f"invalid domain {value!r}: use a host name such as event.example.org")
+    if not re.fullmatch(HOST_PATTERN, value):
+        raise InvalidInput(f"invalid domain {value!r}: its last label must start with a letter")
     return value
 
 

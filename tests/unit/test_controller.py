@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 from datetime import timedelta
 
@@ -11,7 +12,7 @@ from hafen.controller.loop import Controller
 from hafen.edge.client import FakeEdge
 from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX
 from hafen.errors import ControlPlaneDown, EngineError, EngineUnavailable
-from hafen.instances import services
+from hafen.instances import naming, services
 from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState, SecretStatus, State
 
 LOCAL = Actor.local()
@@ -818,3 +819,33 @@ def test_an_instance_created_during_a_pass_is_not_taken_for_gone(controller, eng
     controller._advance_operations([op], engine.observe("unit"), instances={})
     op.refresh_from_db()
     assert op.state != OpState.FAILED, op.error
+
+
+def test_a_new_controller_rolls_services_an_older_hafen_made(engine, edge, settings, running_instance, run):
+    """After an upgrade of hafen, running instances get what this version renders (here: the web service
+    still on a network of an older layout), once, through a repair."""
+    running_instance("eve")
+    old = engine.services["unit-eve_web"]
+    engine.services["unit-eve_web"] = dataclasses.replace(old, networks=old.networks[:1], env={**old.env, "X": "1"})
+    upgraded = Controller(engine, edge, settings)
+    upgraded.heartbeat()
+    upgraded.pass_once()
+    repair = Operation.objects.get(instance_name="eve", kind="repair")
+    assert run(upgraded, repair).state == OpState.SUCCEEDED, repair.error
+    assert engine.services["unit-eve_web"].digest() == old.digest()
+    for _ in range(3):
+        upgraded.pass_once()
+    assert Operation.objects.filter(kind="repair").count() == 1
+
+
+def test_scale_to_zero_lets_the_edge_go_before_the_web_stops(controller, engine, edge, running_instance, run):
+    running_instance("eve")
+    services.scale(LOCAL, "eve", 0)
+    op = Operation.objects.get(kind="scale")
+    controller.pass_once()
+    op.refresh_from_db()
+    assert [s["name"] for s in op.steps] == ["route", "deploy:web", "wait:web"]
+    assert run(controller, op).state == OpState.SUCCEEDED, op.error
+    network = naming.instance_edge_network("unit", "eve")
+    assert network in engine.networks
+    assert not any(network in nets for nets in engine.edge_containers("unit").values())

@@ -58,6 +58,9 @@ def test_valid_domains_are_normalised(value, expected):
         "example.org/path",
         "x" * 64 + ".org",
         ".".join(["abcdefghi"] * 26),  # 259 characters
+        ".".join(["abcdefghi"] * 25),  # 249 characters: its alias under the route suffix is too long
+        "event.123",  # the edge routes no host whose last label is numeric (it could be an IP address)
+        "127.0.0.1",
     ],
 )
 def test_invalid_domains(value):
