@@ -23,7 +23,6 @@ Exit status 0 when no write failed and everything was cleaned up, else 1.
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import REPO, BenchPlane, log, new_report, percentile, write_results
+from bench.common import REPO, BenchPlane, conclude, log, new_report, percentile
 
 PREFIX = "benchw"
 HTTP_PORT, HTTPS_PORT, WEB_PORT = 48080, 48443, 48765
@@ -123,6 +122,7 @@ def run_benchmark(args: argparse.Namespace, plane: BenchPlane, report: dict[str,
     for thread in threads:
         thread.join()
     report["creates"] = creates
+    compare(report)
     for name in [LOCKED, *names]:
         plane.erase(name)
 
@@ -137,37 +137,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plane = BenchPlane(PREFIX, HTTP_PORT, HTTPS_PORT, WEB_PORT, hafen_root=args.hafen_root.resolve())
     plane.preflight()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     commit = subprocess.run(["git", "-C", str(args.hafen_root), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     report = new_report("api_writes", writes=args.writes, clients=args.clients, creates=args.creates, prefix=PREFIX,
                         head_start=args.head_start, hafen_root=str(args.hafen_root), commit=commit or None)
-    try:
-        run_benchmark(args, plane, report)
-    except KeyboardInterrupt:
-        report["problems"].append("interrupted")
-    except Exception as exc:
-        report["problems"].append(f"aborted: {exc}")
-        log(f"aborted: {exc}")
-    finally:
-        plane.down(report)
-    idle, busy = report.get("idle"), report.get("busy")
-    if idle and busy:
-        report["ratio_busy_idle"] = {q: round(busy[q] / idle[q], 2) if idle[q] and busy[q] else None
-                                     for q in ("p50", "p99")}
-        report["failures"] = idle["failures"] + busy["failures"]
+
+    def body() -> None:
+        try:
+            run_benchmark(args, plane, report)
+        finally:
+            plane.down(report)
+
+    return conclude(report, body, summary)
+
+
+def compare(report: dict[str, Any]) -> None:
+    """Failures and the ratio of busy to idle latency; a failed write or create is a problem."""
+    idle, busy = report["idle"], report["busy"]
+    report["ratio_busy_idle"] = {q: round(busy[q] / idle[q], 2) if idle[q] and busy[q] else None
+                                 for q in ("p50", "p99")}
+    report["failures"] = idle["failures"] + busy["failures"]
+    if report["failures"]:
+        report["problems"].append(f"{report['failures']} writes failed")
     bad_creates = {n: r for n, r in report.get("creates", {}).items() if r != "ok"}
     if bad_creates:
         report["problems"].append(f"creates failed: {bad_creates}")
-    path = write_results("api_writes", report)
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = []
     for phase in ("idle", "busy"):
-        data = report.get(phase)
-        if data:
-            print(f"{phase:5} writes {data['writes']:4} failures {data['failures']:4} "
-                  f"p50 {data['p50']}s p99 {data['p99']}s max {data['max']}s ({data['seconds']}s)")
-    print(f"ratio busy/idle: {report.get('ratio_busy_idle')}; problems: {report['problems'] or 'none'}")
-    print(f"results: bench/results/{path.name}")
-    return 1 if report.get("failures", 1) or report["problems"] else 0
+        if data := report.get(phase):
+            lines.append(f"{phase:5} writes {data['writes']:4} failures {data['failures']:4} "
+                         f"p50 {data['p50']}s p99 {data['p99']}s max {data['max']}s ({data['seconds']}s)")
+    lines.append(f"ratio busy/idle: {report.get('ratio_busy_idle')}; problems: {report['problems'] or 'none'}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

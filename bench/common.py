@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -72,11 +73,14 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.5)
     return True
 
 
-def stats(values: list[float]) -> dict[str, Any] | None:
+def stats(values: list[float], scale: float = 1.0, digits: int = 3) -> dict[str, Any] | None:
+    """Median, p90, min, max and spread of the values, each multiplied by `scale` (say, 1000 for ms)."""
     if not values:
         return None
-    return {"n": len(values), "median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "spread": round(max(values) - min(values), 3)}
+    ordered = sorted(v * scale for v in values)
+    return {"n": len(ordered), "median": round(statistics.median(ordered), digits),
+            "p90": round(percentile(ordered, 0.9) or 0, digits), "min": round(ordered[0], digits),
+            "max": round(ordered[-1], digits), "spread": round(ordered[-1] - ordered[0], digits)}
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -119,6 +123,26 @@ def write_results(name: str, report: dict[str, Any]) -> Path:
     for target in (path, RESULTS_DIR / f"{name}-latest.json"):
         target.write_text(json.dumps(report, indent=2) + "\n")
     return path
+
+
+def conclude(report: dict[str, Any], body: Callable[[], None], summary: Callable[[dict[str, Any]], str]) -> int:
+    """Run the benchmark's body, write its results whatever happens, print its summary; the exit status:
+    0 when all went well, 1 on a problem, 130 when interrupted (Ctrl-C or SIGTERM)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # so that the finally blocks clean up
+    interrupted = False
+    try:
+        body()
+    except KeyboardInterrupt:
+        interrupted = True
+        report["problems"].append("interrupted")
+    except Exception as exc:
+        report["problems"].append(f"aborted: {exc}")
+        log(f"aborted: {exc}")
+    finally:
+        path = write_results(report["benchmark"], report)
+    print(summary(report))
+    print(f"\nresults: bench/results/{path.name} (also {report['benchmark']}-latest.json)")
+    return 130 if interrupted else 1 if report["problems"] else 0
 
 
 def new_report(name: str, **config: Any) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchPlane, docker_lines, fmt, log, new_report, table, write_results
+from bench.common import BenchPlane, conclude, docker_lines, fmt, log, new_report, table
 
 PREFIX = "benchi"
 HTTP_PORT, HTTPS_PORT, WEB_PORT = 39080, 39443, 39765
@@ -219,24 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plane = BenchPlane(PREFIX, HTTP_PORT, HTTPS_PORT, WEB_PORT)
     plane.preflight()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = new_report("idle", app=args.app, counts=args.counts, max=args.max, step=args.step,
                         seconds=args.seconds, settle=args.settle, parallel=args.parallel, prefix=PREFIX)
     report["levels"] = []
-    interrupted = False
-    try:
-        run_benchmark(args, plane, report)
-    except KeyboardInterrupt:
-        interrupted = True
-        report["problems"].append("interrupted")
-    except Exception as exc:
-        report["problems"].append(f"aborted: {exc}")
-        log(f"aborted: {exc}")
-    finally:
-        path = write_results("idle", report)
-    print(summary(report))
-    print(f"\nresults: {path.name} (also idle-latest.json, in bench/results/)")
-    return 130 if interrupted else 1 if report["problems"] else 0
+    return conclude(report, lambda: run_benchmark(args, plane, report), summary)
 
 
 if __name__ == "__main__":

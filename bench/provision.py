@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from datetime import datetime
@@ -34,6 +33,7 @@ import httpx
 
 from bench.common import (
     BenchPlane,
+    conclude,
     docker,
     docker_lines,
     fmt,
@@ -42,7 +42,6 @@ from bench.common import (
     ratio,
     stats,
     table,
-    write_results,
 )
 
 PREFIX = "bench"
@@ -247,26 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plane = BenchPlane(PREFIX, HTTP_PORT, HTTPS_PORT, WEB_PORT, extra_names=(BASELINE_NAME,))
     plane.preflight()
-    # SIGTERM raises KeyboardInterrupt too, so that the finally blocks clean up.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report = new_report("provision", apps=args.apps, runs=args.runs, baseline_runs=args.baseline_runs, prefix=PREFIX,
                         http_port=HTTP_PORT, web_port=WEB_PORT, login_timeout=LOGIN_TIMEOUT,
                         login_interval=LOGIN_INTERVAL, idle_seconds=IDLE_SECONDS, size="small")
     report.update(baseline={"runs": [], "task_running": None, "cli": None}, apps={}, memory={})
-    interrupted = False
-    try:
-        run_benchmark(args, plane, report)
-    except KeyboardInterrupt:
-        interrupted = True
-        report["problems"].append("interrupted")
-    except Exception as exc:
-        report["problems"].append(f"aborted: {exc}")
-        log(f"aborted: {exc}")
-    finally:
-        path = write_results("provision", report)
-    print(summary(report))
-    print(f"\nresults: {path.name} (also provision-latest.json, in bench/results/)")
-    return 130 if interrupted else 1 if report["problems"] else 0
+    return conclude(report, lambda: run_benchmark(args, plane, report), summary)
 
 
 if __name__ == "__main__":
