@@ -54,8 +54,7 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
         return ServiceSpec(
             name=naming.edge_status_service(prefix),
             labels={**naming.labels(prefix), LABEL_ROLE: f"{ROLE_EDGE}-status"},
-            command=["sh", "-c", "rm -f /etc/hafen-edge/status-admin.sock; "
-                     "exec caddy run --config /etc/hafen-edge/status.json"],
+            command=["caddy", "run", "--config", "/etc/hafen-edge/status.json"],
             mounts=[bind],
             networks=[NetworkRef(naming.edge_network(prefix))],
             memory_bytes=64 * 1024**2,

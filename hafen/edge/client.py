@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -10,6 +11,7 @@ from typing import Any, Literal
 
 import httpx
 
+from hafen.edge.config import SOCKET_GLOBS
 from hafen.engine.base import LABEL_PREFIX
 from hafen.engine.fake import FakeEngine
 from hafen.errors import EngineError
@@ -27,23 +29,41 @@ class Edge(ABC):
         """The HTTP status the proxy answers for a path on a domain (0: no answer)."""
 
 
+def admin_sockets(edge_dir: Path, server: Server) -> list[Path]:
+    """The server's admin sockets in the edge directory, newest first (one per container that ran)."""
+    found = []
+    for path in edge_dir.glob(SOCKET_GLOBS[server]):
+        with contextlib.suppress(FileNotFoundError):
+            found.append((path.stat().st_mtime, path))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
 class CaddyEdge(Edge):
     def __init__(self, edge_dir: Path, http_port: int) -> None:
-        self.sockets = {"proxy": edge_dir / "admin.sock", "status": edge_dir / "status-admin.sock"}
+        self.edge_dir = edge_dir
         self.http_port = http_port
 
     def load(self, server: Server, config: dict[str, Any]) -> None:
-        socket = self.sockets[server]
-        if not socket.exists():
+        """Through the newest admin socket that answers; a socket nobody listens on (its container
+        was killed) is removed."""
+        sockets = admin_sockets(self.edge_dir, server)
+        if not sockets:
             raise EngineError(f"the edge {server} server is not up yet (no admin socket)")
-        try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=10) as client:
-                response = client.post("http://localhost/load", content=json.dumps(config),
-                                       headers={"Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise EngineError(f"the edge {server} server did not take its configuration: {exc}") from exc
-        if response.status_code != 200:
-            raise EngineError(f"the edge {server} server refused its configuration: {response.text.strip()[:300]}")
+        for socket in sockets:
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=10) as client:
+                    response = client.post("http://localhost/load", content=json.dumps(config),
+                                           headers={"Content-Type": "application/json"})
+            except httpx.ConnectError:
+                socket.unlink(missing_ok=True)
+                continue
+            except httpx.HTTPError as exc:
+                raise EngineError(f"the edge {server} server did not take its configuration: {exc}") from exc
+            if response.status_code != 200:
+                raise EngineError(f"the edge {server} server refused its configuration: "
+                                  f"{response.text.strip()[:300]}")
+            return
+        raise EngineError(f"the edge {server} server is not up yet (no admin socket answers)")
 
     def probe(self, domain: str, path: str) -> int:
         try:

@@ -24,8 +24,11 @@ from typing import Any, Literal
 
 Mode = Literal["starting", "stopped"]
 
-ADMIN_SOCKET = "/etc/hafen-edge/admin.sock"
-STATUS_ADMIN_SOCKET = "/etc/hafen-edge/status-admin.sock"
+# One admin socket per container (Caddy fills in {env.HOSTNAME}, the container's id): a container
+# that is still going away after its replacement started unlinks only its own socket on exit.
+ADMIN_SOCKET = "/etc/hafen-edge/admin-{env.HOSTNAME}.sock"
+STATUS_ADMIN_SOCKET = "/etc/hafen-edge/status-admin-{env.HOSTNAME}.sock"
+SOCKET_GLOBS = {"proxy": "admin-*.sock", "status": "status-admin-*.sock"}
 STATUS_PORT = 8080
 WEB_PORT = 8000
 ASK_PATH = "/hafen-ask"

@@ -123,7 +123,9 @@ def scene(plane: Plane) -> Iterator[Scene]:
 def _load_proxy(plane: Plane, config: dict[str, Any]) -> None:
     import httpx
 
-    transport = httpx.HTTPTransport(uds=str(plane.data_dir / "edge" / "admin.sock"))
+    from hafen.edge.client import admin_sockets
+
+    transport = httpx.HTTPTransport(uds=str(admin_sockets(plane.data_dir / "edge", "proxy")[0]))
     with httpx.Client(transport=transport, timeout=10) as client:
         response = client.post("http://localhost/load", json=config)
     assert response.status_code == 200, response.text

@@ -128,7 +128,9 @@ def test_web_services_of_different_instances_cannot_reach_each_other(plane: Plan
 def _caddy_config(plane: Plane) -> str:
     import httpx
 
-    transport = httpx.HTTPTransport(uds=str(plane.data_dir / "edge" / "admin.sock"))
+    from hafen.edge.client import admin_sockets
+
+    transport = httpx.HTTPTransport(uds=str(admin_sockets(plane.data_dir / "edge", "proxy")[0]))
     with httpx.Client(transport=transport, timeout=10) as client:
         return client.get("http://localhost/config/").text
 

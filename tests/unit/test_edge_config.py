@@ -336,3 +336,51 @@ def run(converge):
         return Operation.objects.get(pk=op.pk)
 
     return run
+
+
+def test_the_edge_client_loads_through_the_socket_that_answers_and_drops_stale_ones(tmp_path):
+    """Each edge container has its own admin socket: one that is still going away when its replacement
+    has started must not take the new one's socket with it; a socket nobody listens on is removed."""
+    import http.server
+    import socket as sockets
+    import socketserver
+    import threading
+    import time
+
+    from hafen.edge.client import CaddyEdge
+
+    loaded = []
+
+    class Admin(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            loaded.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    stale = tmp_path / "status-admin-old.sock"
+    dead = sockets.socket(sockets.AF_UNIX)
+    dead.bind(str(stale))
+    dead.close()  # the file stays, nobody listens: a container that was killed
+    time.sleep(0.02)
+    live = tmp_path / "status-admin-new.sock"
+    server = socketserver.UnixStreamServer(str(live), Admin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        edge = CaddyEdge(tmp_path, 18080)
+        edge.load("status", {"apps": {}})
+        assert loaded == [b'{"apps": {}}']
+        assert stale.exists()  # the newest answered: the older one was not even tried
+        server.shutdown()
+        server.server_close()  # unlinks nothing: as a container killed before it could
+        live.touch()
+        with pytest.raises(EngineError, match="not up yet"):
+            edge.load("status", {"apps": {}})
+        assert not stale.exists()
+        assert not live.exists()
+        with pytest.raises(EngineError, match="no admin socket"):
+            edge.load("proxy", {"apps": {}})
+    finally:
+        server.server_close()
