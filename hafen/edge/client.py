@@ -32,9 +32,10 @@ class Edge(ABC):
 def admin_sockets(edge_dir: Path, server: Server) -> list[Path]:
     """The server's admin sockets in the edge directory, newest first (one per container that ran)."""
     found = []
-    for path in edge_dir.glob(SOCKET_GLOBS[server]):
-        with contextlib.suppress(FileNotFoundError):
-            found.append((path.stat().st_mtime, path))
+    for pattern in SOCKET_GLOBS[server]:
+        for path in edge_dir.glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((path.stat().st_mtime, path))
     return [path for _, path in sorted(found, reverse=True)]
 
 

@@ -28,7 +28,9 @@ Mode = Literal["starting", "stopped"]
 # that is still going away after its replacement started unlinks only its own socket on exit.
 ADMIN_SOCKET = "/etc/hafen-edge/admin-{env.HOSTNAME}.sock"
 STATUS_ADMIN_SOCKET = "/etc/hafen-edge/status-admin-{env.HOSTNAME}.sock"
-SOCKET_GLOBS = {"proxy": "admin-*.sock", "status": "status-admin-*.sock"}
+# The last names are those of hafen before per-container sockets: a proxy started then (its spec has not
+# changed, so it still runs) takes its first configuration of this version through it.
+SOCKET_GLOBS = {"proxy": ("admin-*.sock", "admin.sock"), "status": ("status-admin-*.sock", "status-admin.sock")}
 STATUS_PORT = 8080
 WEB_PORT = 8000
 ASK_PATH = "/hafen-ask"

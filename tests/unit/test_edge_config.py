@@ -365,7 +365,7 @@ def test_the_edge_client_loads_through_the_socket_that_answers_and_drops_stale_o
     dead.bind(str(stale))
     dead.close()  # the file stays, nobody listens: a container that was killed
     time.sleep(0.02)
-    live = tmp_path / "status-admin-new.sock"
+    live = tmp_path / "status-admin.sock"  # as a status server of an older hafen names it
     server = socketserver.UnixStreamServer(str(live), Admin)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
