@@ -29,6 +29,7 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+supervisor=/run/hafen-dockerd-supervisor.pid
 engine_answers() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 # -- Docker engine ------------------------------------------------------------------------
@@ -39,9 +40,15 @@ if ! engine_answers; then
         say "starting the Docker engine"
         if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
             systemctl start docker
-        else
+        elif ! { [ -f "$supervisor" ] && kill -0 "$(cat "$supervisor")" 2>/dev/null; }; then
+            # No init system restarts the engine here, so a small loop does, as systemd's
+            # Restart=always would: dockerd 20.10's swarm manager can panic (seen here, in swarmkit's
+            # SetServiceTasksRemove), and the containers and the swarm come back with it.
             mkdir -p /var/log
-            nohup dockerd >/var/log/hafen-dockerd.log 2>&1 &
+            nohup sh -c 'while :; do dockerd >>/var/log/hafen-dockerd.log 2>&1;
+                echo "hafen: dockerd exited ($?); restarting it" >>/var/log/hafen-dockerd.log; sleep 1; done' \
+                >/dev/null 2>&1 &
+            echo $! >"$supervisor"
         fi
         for _ in $(seq 1 60); do engine_answers && break; sleep 1; done
         engine_answers || { echo "error: the Docker engine did not start; see /var/log/hafen-dockerd.log" >&2; exit 1; }
