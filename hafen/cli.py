@@ -242,12 +242,20 @@ def list_(q: str, state: str, app: str, organisation: str, as_json: bool) -> Non
     if as_json:
         _emit(rows)
         return
-    table = _table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL")
+    table = _table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL", "LAST VERIFIED BACKUP")
     for row in rows:
         replicas = f"{row['replicas']['running']}/{row['replicas']['desired']}"
         table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["organisation"] or "-",
-                      row["url"])
+                      row["url"], _backup_cell(row.get("backups") or {}))
     out.print(table if rows else "no instances")
+
+
+def _backup_cell(backups: dict[str, Any]) -> Text:
+    verified = backups.get("last_verified")
+    text = Text(verified[:16].replace("T", " ") if verified else "none")
+    if backups.get("problems"):
+        text.append(" (!) " + "; ".join(backups["problems"]), "red")
+    return text
 
 
 @cli.command()
@@ -268,6 +276,7 @@ def show(name: str, as_json: bool) -> None:
     for lock in data["locks"]:
         out.print(f"{'lock ' + str(lock['id']):<13} {', '.join(lock['actions'])}: {lock['reason']} "
                   f"({lock['created_by']})", soft_wrap=True)
+    _show_backups(data.get("backups"))
     table = _table("SERVICE", "STATE", "RUNNING", "ERROR")
     for service, state in data["services"].items():
         table.add_row(service, state["state"], f"{state['running']}/{state['replicas']}", state["error"])
@@ -275,6 +284,22 @@ def show(name: str, as_json: bool) -> None:
     for op in data["operations"][:5]:
         out.print(f"  {op['created_at'][:19].replace('T', ' ')}  {op['kind']:<8} {op['state']}  {op['error']}",
                   soft_wrap=True)
+
+
+def _show_backups(backups: dict[str, Any] | None) -> None:
+    if not backups:
+        return
+    last, verified = backups["last_backup"], backups["last_verified"]
+    last_text = f"{last[:16].replace('T', ' ')} {backups['last_backup_status']}" if last else "none"
+    verified_text = f"{verified[:16].replace('T', ' ')} ({backups['last_verified_id']})" if verified else "none"
+    out.print(f"{'last backup':<13} {last_text}")
+    out.print(f"{'verified':<13} {verified_text}")
+    policy = backups.get("policy") or {}
+    if policy:
+        out.print(f"{'backups':<13} {policy['schedule'] if policy['enabled'] else 'off'} (policy of the "
+                  f"{policy['set_for']}) to {backups['repository']}", soft_wrap=True)
+    for problem in backups["problems"]:
+        out.print(Text.assemble(f"{'backup':<13} ", (problem, "red")), soft_wrap=True)
 
 
 @cli.command()
@@ -508,6 +533,9 @@ def build(ca_bundle: Path | None, index_url: str | None, stale: bool) -> None:
     with progress:
         built = build_all(Builder(ca_bundle, index_url), report, only_stale=stale)
     err.print(f"{len(built)} images built" if built else "all images are up to date")
+
+
+import hafen.cli_backups  # noqa: E402,F401  (registers the backup commands on `cli`)
 
 
 def main() -> None:

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     web_origin: str = ""
     login_rate: str = "10/m"
     advertise_addr: str = "127.0.0.1"
+    # A restic repository URL (a path, sftp:, rest:, s3: ...); empty: a repository in the data directory,
+    # which is on this host and so no protection against losing the host.
+    backup_repository: str = ""
+    # The repository's password, in a file; empty: generated on first use in the data directory.
+    backup_password_file: Path | None = None
+    # Extra environment for restic (KEY=VALUE lines: credentials of s3:, rest: ...), in a file.
+    backup_env_file: Path | None = None
+    backup_concurrency: int = Field(default=1, ge=1, le=16)
 
     @property
     def db_path(self) -> Path:
@@ -50,6 +58,32 @@ class Settings(BaseSettings):
     @property
     def wake_path(self) -> Path:
         return self.data_dir / "controller.wake"
+
+    @property
+    def local_repository(self) -> Path | None:
+        """The host directory of a repository given as a path (the default one included), else None."""
+        url = self.backup_repository
+        if not url:
+            return self.data_dir / "backups" / "repository"
+        if url.startswith("/"):
+            return Path(url)
+        return None
+
+    @property
+    def repository_display(self) -> str:
+        """Where backups go, as users see it (no password of a URL); the local default says it is not off-host."""
+        local = self.local_repository
+        if local is not None:
+            return f"{local} (on this host: no protection if the host is lost)"
+        scheme, sep, rest = self.backup_repository.partition("://")
+        if sep and "@" in rest.split("/", 1)[0]:
+            creds, _, host = rest.partition("@")
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+        return self.backup_repository
+
+    @property
+    def repository_password_path(self) -> Path:
+        return self.backup_password_file or self.data_dir / "backup-password"
 
     @property
     def pid_path(self) -> Path:

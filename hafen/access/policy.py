@@ -31,6 +31,8 @@ class Action(StrEnum):
     DELETE = "delete"
     ERASE = "erase"
     UPDATE = "update"
+    BACKUP = "backup"
+    RESTORE = "restore"
     CREDENTIALS = "credentials"
     LOGS = "logs"
     LOCK = "lock"
@@ -39,7 +41,7 @@ class Action(StrEnum):
 
 
 # Actions a lock may refuse, as the operator or admin chooses.
-LOCKABLE = (Action.ERASE, Action.DELETE, Action.UPDATE, Action.STOP, Action.SCALE)
+LOCKABLE = (Action.ERASE, Action.DELETE, Action.UPDATE, Action.STOP, Action.SCALE, Action.RESTORE)
 # What a token of read scope may do: nothing that changes state, and no reveal of credentials
 # (a write-level act, audited as one).
 READ_SCOPE = frozenset({Action.VIEW, Action.LOGS})

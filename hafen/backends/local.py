@@ -8,7 +8,7 @@ from typing import Any
 from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
-from hafen.instances import services
+from hafen.instances import backups, services
 
 
 class LocalBackend:
@@ -22,7 +22,7 @@ class LocalBackend:
         return services.describe_operation(op)
 
     def instances(self, **filters: str) -> list[dict[str, Any]]:
-        return [services.describe(i) for i in services.list_instances(self.actor, **filters)]
+        return backups.describe_all(list(services.list_instances(self.actor, **filters)))
 
     def show(self, name: str) -> dict[str, Any]:
         return services.detail(self.actor, services.get_instance(self.actor, name))
@@ -62,3 +62,34 @@ class LocalBackend:
 
     def audit(self, **filters: str) -> list[dict[str, Any]]:
         return [audit.describe(e) for e in audit.search(self.actor, **filters)[:100]]
+
+    def backup(self, name: str) -> dict[str, Any]:
+        return services.describe_operation(backups.backup(self.actor, name))
+
+    def backups(self, name: str) -> dict[str, Any]:
+        return backups.listing(self.actor, name)
+
+    def restore(self, name: str, snapshot: str, into: str | None = None, domain: str | None = None,
+                organisation: str | None = None) -> dict[str, Any]:
+        if into:
+            op = backups.restore_into(self.actor, name, snapshot, into, domain=domain, organisation=organisation)
+        else:
+            op = backups.restore(self.actor, name, snapshot)
+        return services.describe_operation(op)
+
+    def clone(self, name: str, new: str, domain: str | None, organisation: str | None) -> dict[str, Any]:
+        return services.describe_operation(backups.clone(self.actor, name, new, domain, organisation))
+
+    def verify(self, name: str, snapshot: str) -> dict[str, Any]:
+        return services.describe_operation(backups.verify(self.actor, name, snapshot))
+
+    def backup_policy(self, name: str | None, organisation: str | None, changes: dict[str, Any]) -> dict[str, Any]:
+        if changes:
+            return backups.set_policy(self.actor, name=name, organisation=organisation, **changes).describe(name)
+        return backups.get_policy(self.actor, name=name, organisation=organisation)
+
+    def repository(self, check: bool) -> dict[str, Any]:
+        if check:
+            backups.request_maintenance(self.actor)
+        return backups.repository(self.actor)
+

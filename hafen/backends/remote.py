@@ -132,3 +132,41 @@ class RemoteBackend:
     def audit(self, **filters: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self._call("GET", "/audit", params={**filters, "per_page": 100})["items"]
         return items
+
+    def backup(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/backups")
+        return result
+
+    def backups(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/instances/{name}/backups")
+        return result
+
+    def restore(self, name: str, snapshot: str, into: str | None = None, domain: str | None = None,
+                organisation: str | None = None) -> dict[str, Any]:
+        body = {"snapshot": snapshot, "into": into, "domain": domain, "organisation": organisation,
+                "confirm": None if into else name}
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/restore", json=body)
+        return result
+
+    def clone(self, name: str, new: str, domain: str | None, organisation: str | None) -> dict[str, Any]:
+        body = {"name": new, "domain": domain, "organisation": organisation}
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/clone", json=body)
+        return result
+
+    def verify(self, name: str, snapshot: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/backups/{snapshot}/verify")
+        return result
+
+    def backup_policy(self, name: str | None, organisation: str | None, changes: dict[str, Any]) -> dict[str, Any]:
+        if not name:
+            raise InvalidInput("remotely, backup-policy takes an instance's name")
+        path = f"/instances/{name}/backup-policy"
+        result: dict[str, Any] = self._call("PUT", path, json=changes) if changes else self._call("GET", path)
+        return result
+
+    def repository(self, check: bool) -> dict[str, Any]:
+        if check:
+            self._call("POST", "/backups/repository/check")
+        result: dict[str, Any] = self._call("GET", "/backups/repository")
+        return result
+

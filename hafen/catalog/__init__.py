@@ -88,6 +88,19 @@ class StackTemplate(_Strict):
         return waves
 
 
+class BackupDef(_Strict):
+    """What a backup of the app holds besides its volumes, and what its fingerprint counts."""
+
+    database_service: str
+    database_volume: str
+    database: str
+    user: str
+    password_secret: str
+    tables: list[str] = []
+    # one text value that names the schema's state (e.g. the latest migration); "" if the app has none
+    schema_query: str = ""
+
+
 class App(_Strict):
     name: str
     title: str
@@ -103,6 +116,12 @@ class App(_Strict):
     volumes: list[str]
     images: list[ImageDef]
     sizes: dict[str, Size]
+    backup: BackupDef
+
+    @property
+    def backup_volumes(self) -> list[str]:
+        """The volumes a backup copies as files: all but the database's, which it dumps."""
+        return [v for v in self.volumes if v != self.backup.database_volume]
 
     @field_validator("web_port")
     @classmethod

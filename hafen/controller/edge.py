@@ -130,9 +130,10 @@ class EdgeReconciler:
 
     @staticmethod
     def _answers(instance: Instance) -> bool:
-        """Whether the instance's web service should answer now (the proxy may be attached)."""
+        """Whether the instance's web service should answer now (the proxy may be attached): not
+        while its data is being replaced (the status server's "starting" page answers then)."""
         route = route_for(instance)
-        return route is not None and route.mode == "starting"
+        return route is not None and route.mode == "starting" and not instance.maintenance
 
     def _should_attach(self, obs: Observation, instance: Instance) -> bool:
         """Whether the proxy should be on the instance's edge network now: the web should answer

@@ -18,6 +18,7 @@ from django.utils import timezone
 from hafen.catalog import get_app
 from hafen.config import Settings
 from hafen.controller import operations as ops
+from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
@@ -59,6 +60,7 @@ class Controller:
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
+        self.backups = BackupScheduler(engine, settings)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -84,7 +86,8 @@ class Controller:
         if not self.specs_checked:
             self._roll_outdated(obs, instances, busy)
             self.specs_checked = True
-        self.edge_state.reconcile(obs, list(Instance.objects.all()))
+        self.backups.tick(obs, active)
+        self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
         self.heartbeat()
         return bool(active) or bool(self.edge_state.problem)
 
@@ -169,7 +172,7 @@ class Controller:
     def _repair_drift(self, obs: Observation, instances: dict[str, Instance], busy: set[str]) -> None:
         """Bring back services of a running instance that vanished outside hafen."""
         for instance in instances.values():
-            if instance.name in busy or instance.desired_state != Desired.RUNNING:
+            if instance.name in busy or instance.desired_state != Desired.RUNNING or instance.sandbox:
                 continue
             if instance.state != State.RUNNING:
                 continue
@@ -185,6 +188,8 @@ class Controller:
         which rolls them over to the new specs. Once per start: rendering every stack is not free."""
         for instance in instances.values():
             if instance.name in busy or instance.desired_state != Desired.RUNNING or instance.state != State.RUNNING:
+                continue
+            if instance.sandbox:
                 continue
             specs, _ = render(ops.stack_input(self.settings, instance, instance.secret_versions(), running=True))
             current = obs.services_of(instance.name)

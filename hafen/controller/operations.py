@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -61,6 +61,7 @@ def stack_input(settings: Settings, instance: Instance, versions: dict[str, int]
         running=running,
         restart=instance.restart_count,
         job_run=job_run,
+        edge=not instance.sandbox,
     )
 
 
@@ -102,6 +103,8 @@ class Step:
     name: str
     title: str
     run: StepFn
+    # runs even after an earlier step failed (clean-up, teardown); the operation fails afterwards
+    always: bool = False
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -111,7 +114,10 @@ def prepare(ctx: Context) -> bool:
     """The instance's networks (its own, and the one the edge proxy reaches its web service on),
     volumes and Docker secrets (current versions)."""
     prefix, name = ctx.settings.prefix, ctx.instance.name
-    for network in (naming.internal_network(prefix, name), naming.instance_edge_network(prefix, name)):
+    networks = [naming.internal_network(prefix, name)]
+    if not ctx.instance.sandbox:
+        networks.append(naming.instance_edge_network(prefix, name))
+    for network in networks:
         if network not in ctx.obs.networks:
             ctx.engine.create_network(network, ctx.labels(), internal=True)
     for vol in ctx.app.volumes:
@@ -259,15 +265,70 @@ def remove_data(ctx: Context) -> bool:
 
 
 def _bring_up(ctx: Context) -> list[Step]:
+    """Start the waves in order; with `params["restore"]`, the backup's data is restored once the
+    first wave (the database) runs. A sandbox gets no route and no check through the edge."""
+    from hafen.controller import backup_steps as b
+
+    sandbox = ctx.instance.sandbox
     steps = [Step("prepare", "network, volumes and secrets", prepare)]
     for index, wave in enumerate(ctx.waves):
         label = ", ".join(wave)
         steps.append(Step(f"deploy:{label}", f"start {label}", deploy(wave)))
-        if index == 0:  # the edge reloads while the first services start
+        if index == 0 and not sandbox:  # the edge reloads while the first services start
             steps.append(Step("route", "announce the domain at the edge", route))
         steps.append(Step(f"wait:{label}", f"wait for {label}", wait_for(wave)))
-    steps.append(Step("verify", "check the app through the edge", verify))
+        if index == 0 and ctx.op.params.get("restore"):
+            steps += [Step("restore", "restore the database and files from the backup", b.restore),
+                      Step("restore-cleanup", "remove the restore job", b.remove_job("restore"), always=True)]
+    if not sandbox:
+        steps.append(Step("verify", "check the app through the edge", verify))
     return steps
+
+
+def _teardown(ctx: Context, always: bool) -> list[Step]:
+    steps = [
+        Step("route", "remove the route at the edge", route),
+        Step("stop", "stop the services, web first", stop_in_order),
+        Step("remove", "remove the services", remove_services),
+        Step("removed", "wait for the services to go", removed),
+        Step("remove-data", "remove volumes, secrets and network", remove_data),
+    ]
+    if ctx.instance.sandbox:
+        steps = steps[1:]
+    return [replace(step, always=always) for step in steps]
+
+
+def _backup_plan(ctx: Context, kind: str) -> list[Step]:
+    from hafen.controller import backup_steps as b
+
+    web = ctx.app.web_service
+    setup = [svc for svc, spec in ctx.specs.items() if spec.job]
+    if kind == "backup":
+        return [Step("backup", "back up the database and the files", b.back_up("snapshot")),
+                Step("queue-verify", "queue the verification of the backup", b.queue_verify),
+                Step("backup-cleanup", "remove the backup job", b.remove_job("backup"), always=True)]
+    if kind == "verify":
+        return [*_bring_up(ctx),
+                Step("check", "check the restored data and the admin's login", b.check),
+                Step("check-cleanup", "remove the check job", b.remove_job("check"), always=True),
+                *_teardown(ctx, always=True)]
+    # restore in place
+    return [
+        Step("safety", "back up the current state first (safety backup)", b.back_up("safety")),
+        Step("backup-cleanup", "remove the backup job", b.remove_job("backup")),
+        Step("maintenance-on", "show the starting page at the edge", b.maintenance(True)),
+        Step("route", "take the domain off the web service", route),
+        Step("stop-web", f"stop {web}", b.stop_web),
+        Step("restore", "restore the database and files from the backup", b.restore),
+        Step("restore-cleanup", "remove the restore job", b.remove_job("restore"), always=True),
+        Step("deploy:setup", "run the setup job", deploy(setup)),
+        Step("wait:setup", "wait for the setup job", wait_for(setup)),
+        Step(f"deploy:{web}", f"start {web}", deploy([web])),
+        Step(f"wait:{web}", f"wait for {web}", wait_for([web])),
+        Step("maintenance-off", "route the domain to the web service again", b.maintenance(False), always=True),
+        Step("route-back", "route the domain at the edge", route),
+        Step("verify", "check the app through the edge", verify),
+    ]
 
 
 def _converging_kind(ctx: Context) -> str:
@@ -290,6 +351,8 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
     setup = [svc for svc, spec in ctx.specs.items() if spec.job]
     if kind in BRING_UP:
         return _bring_up(ctx)
+    if kind in ("backup", "verify", "restore"):
+        return _backup_plan(ctx, kind)
     if kind in ("restart", "scale"):
         update = [Step(f"deploy:{web}", f"update {web}", deploy([web])),
                   Step(f"wait:{web}", f"wait for {web}", wait_for([web]))]
@@ -322,6 +385,7 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
 
 
 _START_STATE = {"create": State.CREATING, "start": State.CREATING, "repair": State.CREATING,
+                "restore": State.RESTORING,
                 "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING}
 _END_STATE = {"stop": State.STOPPED, "delete": State.DELETED}
 
@@ -333,7 +397,7 @@ def _now_iso() -> str:
 def _known_steps(ctx: Context) -> dict[str, Step]:
     """Every step the context offers, by name: the operation's own plan first."""
     known: dict[str, Step] = {}
-    for kind in (ctx.op.kind, "create", "restart", "passwd", "erase"):
+    for kind in (ctx.op.kind, "create", "restart", "passwd", "erase", "restore"):
         for step in plan(ctx, kind):
             known.setdefault(step.name, step)
     return known
@@ -358,24 +422,39 @@ def advance(ctx: Context) -> bool:
                 instance.error = ""
                 instance.save(update_fields=["state", "error", "updated_at"])
     by_name = _known_steps(ctx)
-    for record in op.steps:
-        if record["state"] == "done":
+    for index, record in enumerate(op.steps):
+        if record["state"] in ("done", "skipped", "failed"):
             continue
         step = by_name.get(record["name"])
         if step is None:
             raise Fail(f"step {record['name']} no longer exists in the plan of {op.kind}")
+        if op.params.get("failure") and not step.always:
+            record["state"] = "skipped"
+            continue
         if record["state"] != "running":
             record.update(state="running", started_at=_now_iso())
         started = time.monotonic()
-        done = step.run(ctx)
+        try:
+            done = step.run(ctx)
+            if not done and timezone.now() - datetime.fromisoformat(record["started_at"]) > STEP_TIMEOUT:
+                raise Fail(f"step '{step.title}' did not finish in {STEP_TIMEOUT}: {op.error or 'no reason seen'}")
+        except Fail as exc:
+            later = [by_name.get(r["name"]) for r in op.steps[index + 1:]]
+            if step.always or not any(s is not None and s.always for s in later):
+                raise
+            # the steps that clean up still run; the operation fails once they are done
+            record.update(state="failed", finished_at=_now_iso())
+            op.params["failure"] = str(exc)
+            op.error = str(exc)
+            continue
         log.debug("%s %s %s: %s in %.3fs", op.kind, instance.name, step.name, done, time.monotonic() - started)
         if not done:
-            began = datetime.fromisoformat(record["started_at"])
-            if timezone.now() - began > STEP_TIMEOUT:
-                raise Fail(f"step '{step.title}' did not finish in {STEP_TIMEOUT}: {op.error or 'no reason seen'}")
             return False
         record.update(state="done", finished_at=_now_iso())
-        op.error = ""
+        if not op.params.get("failure"):
+            op.error = ""
+    if op.params.get("failure"):
+        raise Fail(op.params["failure"])
     return True
 
 
@@ -383,7 +462,18 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
     """Record the end of an operation and what it means for the instance and its secrets, at once."""
     op.finished_at = timezone.now()
     with transaction.atomic():
-        if error:
+        if op.kind in ("backup", "verify", "restore"):
+            error = _finish_backup_kind(op, instance, error)
+        if op.kind in ("backup", "verify") or (op.kind == "restore" and error and not op.params.get("touched")):
+            # the instance is as it was: only the operation (and its snapshot) record the outcome
+            op.state = OpState.FAILED if error else OpState.SUCCEEDED
+            op.error = error
+            if op.kind == "verify" and _torn_down(op):
+                instance.delete()
+                op.instance = None
+            elif op.kind == "restore":
+                _settle(instance)
+        elif error:
             op.state = OpState.FAILED
             for record in op.steps:
                 if record["state"] == "running":
@@ -411,6 +501,38 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
                 instance.save(update_fields=["state", "error", "updated_at"])
         op.save()
     log.info("%s %s: %s%s", op.kind, op.instance_name, op.state, f" ({op.error})" if error else "")
+
+
+def _settle(instance: Instance) -> None:
+    instance.state = State.RUNNING if instance.desired_state == Desired.RUNNING else State.STOPPED
+    instance.error = ""
+    instance.save(update_fields=["state", "error", "updated_at"])
+
+
+def _torn_down(op: Operation) -> bool:
+    return any(r["name"] == "remove-data" and r["state"] == "done" for r in op.steps)
+
+
+def _finish_backup_kind(op: Operation, instance: Instance, error: str) -> str:
+    """The snapshots of a backup, restore or verification at its end; return the operation's error."""
+    from hafen.controller import backup_steps
+    from hafen.instances.models import Snapshot, SnapshotStatus
+
+    pending = [op.params[key] for key in ("snapshot", "safety") if op.params.get(key)]
+    if error and pending:
+        Snapshot.objects.filter(pk__in=pending, status__in=(SnapshotStatus.PENDING, SnapshotStatus.RUNNING)) \
+            .update(status=SnapshotStatus.FAILED, error=error, finished_at=timezone.now())
+    if op.kind == "verify":
+        backup_steps.finish_verification(error, op.params.get("restore"))
+    if op.kind == "restore" and not error and op.params.get("rolled_back"):
+        safety = Snapshot.objects.filter(pk=op.params.get("safety")).first()
+        error = (f"restore failed: {op.params['rolled_back']}; rolled back to the safety backup "
+                 f"{safety.short_id if safety else ''}: the data is as it was before the restore")
+        op.state = OpState.FAILED
+        op.error = error
+        _settle(instance)
+        op.params["touched"] = False  # settled: handled like a restore that changed nothing
+    return error
 
 
 def _activate_secrets(op: Operation, instance: Instance) -> None:

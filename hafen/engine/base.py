@@ -35,6 +35,7 @@ class Mount:
     source: str
     target: str
     kind: Literal["volume", "bind"] = "volume"
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,24 @@ class ServiceSpec:
     nano_cpus: int | None = None
     force_update: int = 0
 
+    def _data(self) -> dict[str, object]:
+        """The spec as digested; a field added later is left out at its default, so that adding it
+        does not change the digest of every existing service (and roll them all over)."""
+        data = asdict(self)
+        for mount in data["mounts"]:
+            if not mount["read_only"]:
+                del mount["read_only"]
+        return data
+
     def template_digest(self) -> str:
         """Digest of what the tasks run: a change here rolls the tasks over."""
-        data = asdict(self)
+        data = self._data()
         data.pop("replicas")
         return _digest(data)
 
     def digest(self) -> str:
         """Digest of the whole service: a change here needs an update call."""
-        return _digest(asdict(self))
+        return _digest(self._data())
 
 
 def _digest(data: object) -> str:

@@ -236,7 +236,7 @@ class SwarmEngine(Engine):
             "labels": {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template},
             "container_labels": container_labels,
             "mode": mode,
-            "mounts": [dt.Mount(m.target, m.source, type=m.kind) for m in spec.mounts],
+            "mounts": [dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts],
             "networks": [dt.NetworkAttachmentConfig(n.name, aliases=list(n.aliases)) for n in spec.networks],
             "secrets": [
                 dt.SecretReference(secret_ids[s.name], s.name, filename=s.target, mode=0o444)

@@ -11,6 +11,7 @@ from django.utils import timezone
 class State(models.TextChoices):
     PENDING = "pending"
     CREATING = "creating"
+    RESTORING = "restoring"
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -42,6 +43,10 @@ class Instance(models.Model):
     restart_count = models.PositiveIntegerField(default=0)
     # What the controller last saw of the stack: {service: {replicas, running, state, error}}.
     observed = models.JSONField(default=dict, blank=True)
+    # A throwaway copy that a verification restores a backup into: no domain at the edge, never listed.
+    sandbox = models.BooleanField(default=False)
+    # Its data is being replaced (restore in place): the edge shows the "starting" page, the web is down.
+    maintenance = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,6 +124,8 @@ class Operation(models.Model):
     # [{"name": ..., "title": ..., "state": pending|running|done|failed|superseded, "detail": ...}]
     steps = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True, default="")
+    # What the operation works with beyond the instance: {"snapshot": id, "safety": id, "restore": id, ...}.
+    params = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
@@ -176,3 +183,104 @@ class ControlPlane(models.Model):
 
     def __str__(self) -> str:
         return f"controller pid {self.pid}"
+
+
+class SnapshotStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    # removed from the repository by the retention policy
+    FORGOTTEN = "forgotten"
+
+
+class Verification(models.TextChoices):
+    UNVERIFIED = "unverified"
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+class Snapshot(models.Model):
+    """One backup of one instance: a database dump and the app's volumes in the restic repository.
+
+    Kept after the instance is erased (by name and organisation), so that it can be restored.
+    """
+
+    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots")
+    instance_name = models.CharField(max_length=32, db_index=True)
+    organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.SET_NULL)
+    # scheduled, manual, safety (before a restore in place) or clone
+    reason = models.CharField(max_length=16, default="manual")
+    status = models.CharField(max_length=16, choices=SnapshotStatus.choices, default=SnapshotStatus.PENDING)
+    error = models.TextField(blank=True, default="")
+    # restic's ids: the snapshot of the volumes and the manifest (the one users name), and the dump's
+    restic_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    db_snapshot_id = models.CharField(max_length=64, blank=True, default="")
+    app = models.CharField(max_length=32)
+    version = models.CharField(max_length=32)
+    domain = models.CharField(max_length=253, blank=True, default="")
+    total_bytes = models.BigIntegerField(null=True, blank=True)
+    added_bytes = models.BigIntegerField(null=True, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+    verification = models.CharField(max_length=16, choices=Verification.choices, default=Verification.UNVERIFIED)
+    verification_error = models.TextField(blank=True, default="")
+    verified_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.short_id or self.pk} of {self.instance_name} ({self.status})"
+
+    @property
+    def short_id(self) -> str:
+        return self.restic_id[:8]
+
+
+class BackupPolicy(models.Model):
+    """When to back up and what to keep: for the installation (no organisation, no instance), an
+    organisation, or one instance; the most specific one applies."""
+
+    organisation = models.OneToOneField("access.Organisation", null=True, blank=True, on_delete=models.CASCADE,
+                                        related_name="backup_policy")
+    instance = models.OneToOneField(Instance, null=True, blank=True, on_delete=models.CASCADE,
+                                    related_name="backup_policy")
+    schedule = models.CharField(max_length=64, default="0 2 * * *")
+    enabled = models.BooleanField(default=True)
+    keep_daily = models.PositiveIntegerField(default=7)
+    keep_weekly = models.PositiveIntegerField(default=4)
+    keep_monthly = models.PositiveIntegerField(default=6)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        if self.instance_id:
+            scope = f"instance {self.instance_id}"
+        else:
+            scope = f"organisation {self.organisation_id}" if self.organisation_id else "installation"
+        return f"backup policy of {scope}: {self.schedule}"
+
+
+class Repository(models.Model):
+    """A single row: the state of the backup repository and of its maintenance (retention, prune, check)."""
+
+    initialised_at = models.DateTimeField(null=True, blank=True)
+    # the maintenance job that runs now ("" when none), and when it started
+    maintenance_run = models.CharField(max_length=32, blank=True, default="")
+    maintenance_started_at = models.DateTimeField(null=True, blank=True)
+    maintenance_forget = models.JSONField(default=list, blank=True)
+    # an operator asked for maintenance now (`hafen repository --check`)
+    maintenance_requested = models.BooleanField(default=False)
+    last_maintenance_at = models.DateTimeField(null=True, blank=True)
+    last_prune_at = models.DateTimeField(null=True, blank=True)
+    last_check_at = models.DateTimeField(null=True, blank=True)
+    check_ok = models.BooleanField(null=True)
+    check_message = models.TextField(blank=True, default="")
+    # which part of the data the next check reads (--read-data-subset n/N), rotating
+    check_subset = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    def __str__(self) -> str:
+        return "backup repository"

@@ -68,6 +68,24 @@ def edge_volume(prefix: str) -> str:
     return f"{prefix}-edge-data"
 
 
+def backup_network(prefix: str) -> str:
+    """The network backup jobs reach a repository off the host on (the instances' own are internal)."""
+    return f"{prefix}-backup"
+
+
+def backup_cache_volume(prefix: str) -> str:
+    return f"{prefix}-backup-cache"
+
+
+def backup_service(prefix: str, instance: str, job: str) -> str:
+    """A backup, restore or check job of an instance."""
+    return service(prefix, instance, job)
+
+
+def maintenance_service(prefix: str) -> str:
+    return f"{prefix}-backup-maintenance"
+
+
 def labels(prefix: str, instance: str | None = None, svc: str | None = None) -> dict[str, str]:
     result = {LABEL_PREFIX: prefix}
     if instance is not None:

@@ -66,7 +66,7 @@ def require_control_plane() -> None:
         raise ControlPlaneDown("the control plane is not running; start it with `hafen up --detach`")
 
 
-def _secret_value(name: str) -> str:
+def secret_value(name: str) -> str:
     return crypto.generate_key() if name == "secret_key" else crypto.generate_password()
 
 
@@ -77,13 +77,14 @@ def _enqueue(instance: Instance, kind: str) -> Operation:
     return operation
 
 
-def _instances(actor: Actor) -> QuerySet[Instance]:
-    return Instance.objects.filter(policy.instance_filter(actor))
+def instances_of(actor: Actor) -> QuerySet[Instance]:
+    """The instances the actor may see (never a verification's sandbox)."""
+    return Instance.objects.filter(policy.instance_filter(actor), sandbox=False)
 
 
-def _authorized(actor: Actor, action: Action, name: str, note: audit.Note | None = None) -> Instance:
+def authorized(actor: Actor, action: Action, name: str, note: audit.Note | None = None) -> Instance:
     """The named instance, if the actor may see it, may do `action` to it, and no lock refuses it."""
-    instance = _instances(actor).filter(name=name).first()
+    instance = instances_of(actor).filter(name=name).first()
     if instance is None:
         raise NotFound(f"no instance named {name!r}")
     if note is not None:
@@ -97,7 +98,7 @@ def _authorized(actor: Actor, action: Action, name: str, note: audit.Note | None
     return instance
 
 
-def _organisation_for_create(actor: Actor, slug: str | None) -> Organisation | None:
+def organisation_for_create(actor: Actor, slug: str | None) -> Organisation | None:
     if slug:
         organisation = Organisation.objects.filter(policy.organisation_filter(actor), slug=slug).first()
         if organisation is None:
@@ -125,6 +126,14 @@ def creatable_organisations(actor: Actor) -> QuerySet[Organisation]:
     )
 
 
+def require_images(app: str, version: str) -> None:
+    engine = get_engine()
+    engine.ping()
+    missing = [tag for tag in get_app(app).image_tags(version) if not engine.image_exists(tag)]
+    if missing:
+        raise InvalidInput(f"image {missing[0]} is not built; run `hafen images build`")
+
+
 def create_instance(
     actor: Actor,
     name: str,
@@ -135,7 +144,7 @@ def create_instance(
     organisation: str | None = None,
 ) -> Operation:
     with audit.audited(actor, Action.CREATE, str(name)[:32], app=app, organisation=organisation) as note:
-        org = _organisation_for_create(actor, organisation)
+        org = organisation_for_create(actor, organisation)
         note.organisation_id = org.id if org else None
         name = validation.name(name)
         app_def, version = validation.app_version(app, version)
@@ -147,11 +156,7 @@ def create_instance(
             raise Conflict(f"an instance named {name!r} exists already")
         if Instance.objects.filter(domain=domain).exists():
             raise Conflict(f"the domain {domain} is taken by another instance")
-        engine = get_engine()
-        engine.ping()
-        missing = [tag for tag in app_def.image_tags(version) if not engine.image_exists(tag)]
-        if missing:
-            raise InvalidInput(f"image {missing[0]} is not built; run `hafen images build`")
+        require_images(app_def.name, version)
         require_control_plane()
         try:
             with transaction.atomic():
@@ -165,7 +170,7 @@ def create_instance(
                     replicas=app_def.sizes[size].web_replicas,
                 )
                 InstanceSecret.objects.bulk_create(
-                    InstanceSecret(instance=instance, name=s, ciphertext=crypto.encrypt(_secret_value(s)))
+                    InstanceSecret(instance=instance, name=s, ciphertext=crypto.encrypt(secret_value(s)))
                     for s in app_def.secrets
                 )
                 operation = _enqueue(instance, "create")
@@ -176,13 +181,13 @@ def create_instance(
 
 
 def get_instance(actor: Actor, name: str) -> Instance:
-    return _authorized(actor, Action.VIEW, name)
+    return authorized(actor, Action.VIEW, name)
 
 
 def list_instances(actor: Actor, *, q: str = "", state: str = "", app: str = "", organisation: str = ""
                    ) -> QuerySet[Instance]:
     """The instances the actor may see, filtered: `q` searches name and domain."""
-    instances = _instances(actor).select_related("organisation")
+    instances = instances_of(actor).select_related("organisation")
     if q:
         instances = instances.filter(Q(name__icontains=q) | Q(domain__icontains=q))
     if state:
@@ -203,7 +208,7 @@ def _change(actor: Actor, action: Action, name: str, check: Callable[[Instance],
     with audit.audited(actor, action, name, **detail) as note:
         if validate is not None:
             validate()
-        instance = _authorized(actor, action, name, note)
+        instance = authorized(actor, action, name, note)
         if check is not None:
             check(instance)
         require_control_plane()
@@ -260,7 +265,7 @@ def scale(actor: Actor, name: str, replicas: int) -> Operation:
 
 def new_admin_password(actor: Actor, name: str) -> tuple[Operation, str]:
     with audit.audited(actor, Action.PASSWD, name) as note:
-        instance = _authorized(actor, Action.PASSWD, name, note)
+        instance = authorized(actor, Action.PASSWD, name, note)
         _running("setting a new admin password")(instance)
         app = get_app(instance.app)
         require_control_plane()
@@ -289,7 +294,7 @@ def erase(actor: Actor, name: str) -> Operation:
 def credentials(actor: Actor, name: str) -> Credentials:
     """The admin credentials; every reveal is written to the audit log."""
     with audit.audited(actor, Action.CREDENTIALS, name) as note:
-        instance = _authorized(actor, Action.CREDENTIALS, name, note)
+        instance = authorized(actor, Action.CREDENTIALS, name, note)
         app = get_app(instance.app)
         version = instance.secret_versions()[app.admin_password_secret]
         secret = instance.secrets.get(name=app.admin_password_secret, version=version)
@@ -297,12 +302,12 @@ def credentials(actor: Actor, name: str) -> Credentials:
 
 
 def locks(actor: Actor, name: str) -> list[Lock]:
-    return list(_authorized(actor, Action.VIEW, name).locks.all())
+    return list(authorized(actor, Action.VIEW, name).locks.all())
 
 
 def lock(actor: Actor, name: str, actions: list[str], reason: str) -> Lock:
     with audit.audited(actor, Action.LOCK, name, actions=actions, reason=reason) as note:
-        instance = _authorized(actor, Action.LOCK, name, note)
+        instance = authorized(actor, Action.LOCK, name, note)
         chosen = validation.lock_actions(actions)
         reason = validation.reason(reason)
         return Lock.objects.create(instance=instance, actions=chosen, reason=reason, created_by=actor.name,
@@ -311,7 +316,7 @@ def lock(actor: Actor, name: str, actions: list[str], reason: str) -> Lock:
 
 def unlock(actor: Actor, name: str, lock_id: int) -> None:
     with audit.audited(actor, "unlock", name, lock=lock_id) as note:
-        instance = _authorized(actor, Action.LOCK, name, note)
+        instance = authorized(actor, Action.LOCK, name, note)
         found = instance.locks.filter(pk=lock_id).first()
         if found is None:
             raise NotFound(f"{name} has no lock {lock_id}")
@@ -354,8 +359,14 @@ def describe_lock(lock: Lock) -> dict[str, Any]:
 
 def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
     """An instance with its recent operations, its locks, and what the actor may do to it."""
+    from hafen.instances import backups
+
     return {
         **describe(instance),
+        "backups": {**backups.status([instance])[instance.pk],
+                    "policy": backups.effective_policies([instance])[instance.pk].describe(instance.name),
+                    "repository": get_settings().repository_display,
+                    "off_host": get_settings().local_repository is None},
         "operations": [describe_operation(o) for o in _recent_operations(instance)],
         "locks": [describe_lock(lock) for lock in instance.locks.all()],
         "allowed": sorted(policy.actions(actor, instance.organisation_id)),
@@ -367,7 +378,7 @@ def _recent_operations(instance: Instance, limit: int = 10) -> list[Operation]:
 
 
 def operations(actor: Actor, name: str, limit: int = 10) -> list[Operation]:
-    return _recent_operations(_authorized(actor, Action.VIEW, name), limit)
+    return _recent_operations(authorized(actor, Action.VIEW, name), limit)
 
 
 def get_operation(actor: Actor, operation_id: int) -> Operation:
@@ -385,7 +396,8 @@ def describe_operation(operation: Operation) -> dict[str, Any]:
         "state": operation.state,
         "steps": [
             {"name": step["name"], "title": step["title"], "state": step["state"],
-             "started_at": step.get("started_at"), "finished_at": step.get("finished_at")}
+             "started_at": step.get("started_at"), "finished_at": step.get("finished_at"),
+             "detail": step.get("detail", "")}
             for step in operation.steps
         ],
         "progress": operation.progress,
@@ -424,7 +436,7 @@ def wait(operation: Operation, on_update: Callable[[Operation], None] | None = N
 
 def logs(actor: Actor, name: str, service: str | None, follow: bool = False, since: int | None = None,
          tail: int | None = None) -> Iterator[str]:
-    instance = _authorized(actor, Action.LOGS, name)
+    instance = authorized(actor, Action.LOGS, name)
     app = get_app(instance.app)
     svc = service or app.web_service
     known = app.render(name=instance.name, version=instance.version, size=app.sizes[instance.size],

@@ -33,6 +33,8 @@ class StackInput:
     running: bool = True
     restart: int = 0
     job_run: str = ""
+    # False for a verification's sandbox: its web service joins no edge network
+    edge: bool = True
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -40,7 +42,7 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     for net in tpl.networks:
         if net == "internal":
             networks.append(NetworkRef(naming.internal_network(data.prefix, data.name), aliases=(svc,)))
-        else:
+        elif data.edge:
             # The edge proxy finds a web service by the request's host (its alias on the instance's
             # own edge network, which only the proxy joins besides it).
             networks.append(NetworkRef(naming.instance_edge_network(data.prefix, data.name),

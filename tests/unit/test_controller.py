@@ -93,7 +93,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert objects["networks"] == {"unit-eve_internal", "unit-eve_edge"}
     assert engine.networks["unit-eve_internal"].internal is True
     assert engine.networks["unit-eve_edge"].internal is True
-    assert objects["volumes"] == {"unit-eve_db"}
+    assert objects["volumes"] == {"unit-eve_db", "unit-eve_media"}
     assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1"}
     # the shared edge
     assert "unit-edge" in engine.services and "unit-edge" in engine.networks
@@ -628,7 +628,7 @@ def test_replaced_controller_finishes_without_duplicates(engine, edge, settings,
     assert len(creations) == len(set(creations)), creations
     # every instance service was created once; the setup job did not run twice
     assert sorted(n for n in applied if n.startswith("unit-eve_")) == sorted(DEMO_SERVICES)
-    assert len(engine.secrets) == 2 and len(engine.volumes) == 2  # the instance's and the edge's
+    assert len(engine.secrets) == 2 and len(engine.volumes) == 3  # the instance's two and the edge's
     assert Operation.objects.count() == 1
     assert second_edge.probe("eve.localhost", "/health") == 200
 

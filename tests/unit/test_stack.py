@@ -119,7 +119,7 @@ def test_volumes_are_named_per_instance_and_mounted():
 def test_demo_volumes():
     specs, _ = render(stack_input("demo"))
     assert specs["db"].mounts == [Mount("unit-ev_db", "/var/lib/postgresql/data")]
-    assert specs["web"].mounts == []
+    assert specs["web"].mounts == [Mount("unit-ev_media", "/data/media")]
 
 
 @pytest.mark.parametrize(

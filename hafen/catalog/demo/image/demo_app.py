@@ -3,7 +3,8 @@
 `demo_app.py setup` is the one-off job (create the schema, set the admin
 password from its secret); `demo_app.py serve` is the web service. Endpoints:
 GET /health, POST /login (JSON username and password), GET and POST /notes
-(needs a login), GET / (a page that says which instance this is).
+(needs a login), GET and PUT /files/NAME (a file in the media volume, needs a
+login), GET / (a page that says which instance this is).
 """
 
 import hashlib
@@ -20,6 +21,7 @@ import psycopg2
 import redis
 
 ADMIN = "admin"
+MEDIA = Path(os.environ.get("MEDIA_DIR", "/data/media"))
 
 
 def _secret(name: str) -> str:
@@ -97,6 +99,15 @@ class Handler(BaseHTTPRequestHandler):
                 cur.execute("SELECT id, body FROM notes ORDER BY id")
                 rows = [{"id": i, "body": b} for i, b in cur.fetchall()]
             self._send(200, rows)
+        elif self.path.startswith("/files/"):
+            if not self._logged_in():
+                self._send(403, {"detail": "login required"})
+                return
+            path = self._media_path()
+            if path is None or not path.is_file():
+                self._send(404, {"detail": "no such file"})
+                return
+            self._send(200, path.read_text(), "text/plain; charset=utf-8")
         elif self.path == "/":
             name = os.environ.get("INSTANCE_NAME", "")
             page = f"<!doctype html><title>demo {name}</title><h1>demo instance {name}</h1><p>{socket.gethostname()}</p>"
@@ -132,6 +143,24 @@ class Handler(BaseHTTPRequestHandler):
             self._send(201, {"id": note_id, "body": note})
         else:
             self._send(404, {"detail": "not found"})
+
+    def do_PUT(self) -> None:  # noqa: N802
+        path = self._media_path() if self.path.startswith("/files/") else None
+        if path is None:
+            self._send(404, {"detail": "not found"})
+            return
+        if not self._logged_in():
+            self._send(403, {"detail": "login required"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        path.write_bytes(self.rfile.read(length))
+        self._send(201, {"name": path.name, "bytes": length})
+
+    def _media_path(self) -> "Path | None":
+        name = self.path.removeprefix("/files/")
+        if not name or "/" in name or name.startswith("."):
+            return None
+        return MEDIA / name
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         sys.stderr.write("%s %s\n" % (self.address_string(), format % args))
