@@ -142,7 +142,7 @@ def back_up(key: str) -> StepFn:
             return True
         if snapshot.status == SnapshotStatus.FAILED:
             raise _fail(f"backup failed: {snapshot.error}")
-        if _maintenance_running():
+        if "backup" not in ctx.services and _maintenance_running():
             ctx.op.error = "waiting for the repository's maintenance to finish"
             return False
         try:
@@ -237,6 +237,9 @@ def restore(ctx: Context) -> bool:
     if snapshot.status != SnapshotStatus.OK:
         raise _fail(f"the backup {snapshot.short_id or snapshot.pk} of {snapshot.instance_name} "
                     f"cannot be restored: {snapshot.error or snapshot.status}")
+    if "restore" not in ctx.services and _maintenance_running():
+        ctx.op.error = "waiting for the repository's maintenance to finish"
+        return False
     try:
         result = _job(ctx, "restore", _restore_job(ctx, snapshot))
         if result is None:

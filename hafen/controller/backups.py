@@ -56,8 +56,14 @@ class BackupScheduler:
             return
         self.last = time.monotonic()
         try:
-            repository = RepositoryState.objects.get_or_create(pk=1)[0]
-            busy = [op for op in active if op.kind in REPOSITORY_USERS and not op.done]
+            repository, made = RepositoryState.objects.get_or_create(pk=1)
+            if made or repository.last_maintenance_at is None:
+                # the first maintenance comes at its schedule's next slot, not right after the first backup
+                repository.last_maintenance_at = timezone.now()
+                repository.save(update_fields=["last_maintenance_at"])
+            # read now: this pass's operations may have queued more (a verification after a backup)
+            busy = list(Operation.objects.filter(kind__in=REPOSITORY_USERS, state__in=(OpState.PENDING,
+                                                                                      OpState.RUNNING)))
             self._maintenance(obs, repository, busy)
             if not repository.maintenance_run:
                 self._schedule(active, busy)
@@ -108,8 +114,8 @@ class BackupScheduler:
             return
         now = timezone.now()
         slot = schedule.current_slot(MAINTENANCE_SCHEDULE, "repository", now)
-        due = repository.maintenance_requested or repository.last_maintenance_at is None or (
-            slot is not None and repository.last_maintenance_at < slot)
+        last = repository.last_maintenance_at
+        due = repository.maintenance_requested or (slot is not None and last is not None and last < slot)
         if due:
             self._start(obs, repository, name)
 

@@ -7,7 +7,7 @@ with `fail`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hafen.engine.base import (
@@ -46,6 +46,8 @@ class FakeEngine(Engine):
     swarm: bool = True
     calls: list[str] = field(default_factory=list)
     raises: dict[str, list[BaseException]] = field(default_factory=dict)
+    # What a job prints when it runs (set by tests of jobs that report through their log)
+    job_output: Callable[[ServiceSpec], list[str]] | None = None
 
     def fail(self, call: str, exc: BaseException, times: int = 1) -> None:
         """Make the next `times` calls raise exc: a method ("apply_service") or one call ("apply_service x_web")."""
@@ -180,6 +182,8 @@ class FakeEngine(Engine):
         if missing:
             raise EngineError(f"secrets missing for {spec.name}: {', '.join(missing)}")
         self.services[spec.name] = spec
+        if spec.job and self.job_output is not None:
+            self.logs[spec.name] = self.job_output(spec)
         return True
 
     def remove_service(self, name: str) -> None:

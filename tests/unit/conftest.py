@@ -38,7 +38,16 @@ from hafen.controller.loop import Controller  # noqa: E402
 from hafen.edge.client import FakeEdge  # noqa: E402
 from hafen.engine.fake import FakeEngine  # noqa: E402
 from hafen.instances import services  # noqa: E402
-from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState  # noqa: E402
+from hafen.instances.models import (  # noqa: E402
+    BackupPolicy,
+    ControlPlane,
+    Instance,
+    InstanceSecret,
+    Operation,
+    OpState,
+    Repository,
+    Snapshot,
+)
 
 ACTIVE = (OpState.PENDING, OpState.RUNNING)
 LOCAL = Actor.local()
@@ -66,12 +75,16 @@ def converge(controller, max_passes=50, until=None):
         controller.pass_once()
         if done():
             return passes
-    pytest.fail(f"not converged after {max_passes} passes; active: {list(active_operations())}")
+    stuck = [(op, op.current_step(), op.error) for op in active_operations()]
+    pytest.fail(f"not converged after {max_passes} passes; active: {stuck}")
 
 
 @pytest.fixture(autouse=True)
 def _clean_database():
     yield
+    Snapshot.objects.all().delete()
+    BackupPolicy.objects.all().delete()
+    Repository.objects.all().delete()
     Operation.objects.all().delete()
     InstanceSecret.objects.all().delete()
     Instance.objects.all().delete()
