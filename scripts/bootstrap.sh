@@ -40,7 +40,7 @@ if ! engine_answers; then
         say "starting the Docker engine"
         if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
             systemctl start docker
-        elif ! { [ -f "$supervisor" ] && kill -0 "$(cat "$supervisor")" 2>/dev/null; }; then
+        elif ! { [ -f "$supervisor" ] && grep -qs dockerd "/proc/$(cat "$supervisor")/cmdline"; }; then
             # No init system restarts the engine here, so a small loop does, as systemd's
             # Restart=always would: dockerd 20.10's swarm manager can panic (seen here, in swarmkit's
             # SetServiceTasksRemove), and the containers and the swarm come back with it.

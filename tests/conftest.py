@@ -30,6 +30,11 @@ HTTP_PORT = 28080 + _PORT_OFFSET
 HTTPS_PORT = 28443 + _PORT_OFFSET
 WEB_PORT = 28765 + _PORT_OFFSET
 ARTIFACTS = ROOT / "test-artifacts"
+# The off-host backup target of the tests: a REST server for restic (rclone serve restic) in a container on
+# the installation's backup network, its storage a small tmpfs so that a test can fill it.
+BACKUP_TARGET = f"{PREFIX}-backup-target"
+BACKUP_TARGET_SIZE = "384m"
+BACKUP_REPOSITORY = f"rest:http://{BACKUP_TARGET}:8000/hafen"
 
 
 class Plane:
@@ -46,6 +51,8 @@ class Plane:
             "HAFEN_HTTP_PORT": str(HTTP_PORT),
             "HAFEN_HTTPS_PORT": str(HTTPS_PORT),
             "HAFEN_WEB_PORT": str(WEB_PORT),
+            "HAFEN_BACKUP_REPOSITORY": BACKUP_REPOSITORY,
+            "HAFEN_BACKUP_RETRIES": "1",
         }
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
@@ -70,6 +77,20 @@ class Plane:
 
         # Python's resolver does not map *.localhost to loopback as browsers and curl do.
         return httpx.Client(base_url=f"http://127.0.0.1:{HTTP_PORT}", headers={"Host": domain}, timeout=15)
+
+    def start_backup_target(self) -> Any:
+        """The REST server the test installation backs up to, on the network its backup jobs join."""
+        network = f"{PREFIX}-backup"
+        labels = {"hafen.prefix": PREFIX}
+        if not self.docker.networks.list(names=[network]):
+            self.docker.networks.create(network, driver="overlay", attachable=True, scope="swarm", labels=labels)
+        return self.docker.containers.run(
+            "hafen/backup-target:1", name=BACKUP_TARGET, network=network, labels=labels, detach=True,
+            tmpfs={"/data": f"size={BACKUP_TARGET_SIZE}"},
+        )
+
+    def backup_target(self) -> Any:
+        return self.docker.containers.get(BACKUP_TARGET)
 
     def labelled(self, instance: str | None = None) -> dict[str, set[str]]:
         """Names of every swarm object of this test installation (or of one instance)."""
@@ -153,6 +174,9 @@ def plane() -> Iterator[Plane]:
     p = Plane(data_dir)
     p.cleanup()
     p.hafen("up", "--detach", timeout=1800)
+    p.start_backup_target()
+    # no backups on the default schedule while tests run (a test that wants some sets its own policy)
+    p.hafen("backup-policy", "--disable")
     try:
         yield p
     finally:

@@ -97,7 +97,7 @@ class Repository:
             command=command,
             env={"RESTIC_REPOSITORY": repository_url(self.settings),
                  "RESTIC_PASSWORD_FILE": "/run/secrets/restic_password",
-                 "RESTIC_CACHE_DIR": "/cache", **env},
+                 "RESTIC_CACHE_DIR": "/cache", "HAFEN_RETRIES": str(self.settings.backup_retries), **env},
             secrets=[*self.secrets, *(secrets or [])],
             mounts=all_mounts,
             networks=[NetworkRef(naming.backup_network(prefix)), *(networks or [])],

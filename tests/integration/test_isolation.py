@@ -238,7 +238,7 @@ def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_
 
     objects = plane.labelled(name)
     assert objects["services"] == {f"{PREFIX}-{name}_{s}" for s in ("db", "redis", "setup", "web")}
-    assert objects["volumes"] == {f"{PREFIX}-{name}_db"}
+    assert objects["volumes"] == {f"{PREFIX}-{name}_db", f"{PREFIX}-{name}_media"}
     assert objects["networks"] == {f"{PREFIX}-{name}_internal", f"{PREFIX}-{name}_edge"}
     assert objects["secrets"] == {f"{PREFIX}-{name}_db_password_v1", f"{PREFIX}-{name}_admin_password_v1"}
     assert len(plane.containers(f"{PREFIX}-{name}_web")) == 1

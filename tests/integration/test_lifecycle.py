@@ -99,7 +99,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert edge_container(plane) == edge
     left = plane.labelled(name)
     assert left["services"] == set()
-    assert left["volumes"] == {f"{PREFIX}-{name}_db"}
+    assert left["volumes"] == {f"{PREFIX}-{name}_db", f"{PREFIX}-{name}_media"}
     assert len(left["secrets"]) == 2
     assert plane.json("show", name)["state"] == "deleted"
     start_and_find_note(plane, name, new_password)
