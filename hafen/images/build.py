@@ -55,6 +55,8 @@ def plan() -> list[ImageJob]:
     jobs += [
         ImageJob("hafen/postgres:15", PACKAGE_DIR / "images/postgres"),
         ImageJob("hafen/redis:7", PACKAGE_DIR / "images/redis"),
+        ImageJob("hafen/backup:1", PACKAGE_DIR / "images/backup"),
+        ImageJob("hafen/backup-target:1", PACKAGE_DIR / "images/backup-target"),
         ImageJob("hafen/edge:caddy", PACKAGE_DIR / "edge/image"),
     ]
     for app in apps().values():
