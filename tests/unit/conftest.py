@@ -38,7 +38,16 @@ from hafen.controller.loop import Controller  # noqa: E402
 from hafen.edge.client import FakeEdge  # noqa: E402
 from hafen.engine.fake import FakeEngine  # noqa: E402
 from hafen.instances import services  # noqa: E402
-from hafen.instances.models import ControlPlane, Instance, InstanceSecret, Operation, OpState  # noqa: E402
+from hafen.instances.models import (  # noqa: E402
+    BackupPolicy,
+    ControlPlane,
+    Instance,
+    InstanceSecret,
+    Operation,
+    OpState,
+    Repository,
+    Snapshot,
+)
 
 ACTIVE = (OpState.PENDING, OpState.RUNNING)
 LOCAL = Actor.local()
@@ -72,6 +81,9 @@ def converge(controller, max_passes=50, until=None):
 @pytest.fixture(autouse=True)
 def _clean_database():
     yield
+    Snapshot.objects.all().delete()
+    BackupPolicy.objects.all().delete()
+    Repository.objects.all().delete()
     Operation.objects.all().delete()
     InstanceSecret.objects.all().delete()
     Instance.objects.all().delete()
@@ -123,6 +135,22 @@ def running_instance(controller):
         op.refresh_from_db()
         assert op.state == OpState.SUCCEEDED, op.error
         return services.get_instance(LOCAL, name)
+
+    return make
+
+
+@pytest.fixture
+def snapshot():
+    """A backup of an instance as the controller leaves one that succeeded: a row with a restic id."""
+    from django.utils import timezone
+
+    def make(name, restic_id, reason="scheduled", **fields):
+        instance = Instance.objects.get(name=name)
+        values = {"status": "ok", "total_bytes": 52_428_800, "added_bytes": 1_048_576, "finished_at": timezone.now(),
+                  **fields}
+        return Snapshot.objects.create(instance=instance, instance_name=name,
+                                       organisation_id=instance.organisation_id, reason=reason, restic_id=restic_id,
+                                       app=instance.app, version=instance.version, domain=instance.domain, **values)
 
     return make
 
