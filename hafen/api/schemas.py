@@ -29,6 +29,31 @@ class ServiceOut(Schema):
     error: str
 
 
+class BackupStatusOut(Schema):
+    last_backup: str | None
+    last_backup_status: str | None
+    last_verified: str | None
+    last_verified_id: str | None
+    problems: list[str] = Field(description="What is wrong with the instance's backups: none verified in 48 hours, "
+                                            "the last backup failed, a verification failed")
+
+
+class PolicyOut(Schema):
+    schedule: str = Field(description="When to back up, a cron expression (UTC)")
+    enabled: bool
+    keep_daily: int
+    keep_weekly: int
+    keep_monthly: int
+    set_for: str = Field(description="Where the policy was set: installation, organisation or instance")
+    next_backup: str | None = Field(default=None, description="The next scheduled backup; null when off")
+
+
+class InstanceBackupsOut(BackupStatusOut):
+    policy: PolicyOut
+    repository: str
+    off_host: bool = Field(description="false: backups are written to this host only")
+
+
 class InstanceOut(Schema):
     name: str
     app: str
@@ -43,6 +68,7 @@ class InstanceOut(Schema):
     services: dict[str, ServiceOut]
     created_at: str
     error: str
+    backups: BackupStatusOut
 
 
 class StepOut(Schema):
@@ -51,6 +77,7 @@ class StepOut(Schema):
     state: str
     started_at: str | None
     finished_at: str | None
+    detail: str = Field(default="", description="Progress of the step as it runs (of a backup: files, bytes)")
 
 
 class OperationOut(Schema):
@@ -76,6 +103,7 @@ class LockOut(Schema):
 
 
 class InstanceDetailOut(InstanceOut):
+    backups: InstanceBackupsOut
     operations: list[OperationOut]
     locks: list[LockOut]
     allowed: list[str] = Field(description="What the caller may do to this instance")
@@ -96,6 +124,71 @@ class ScaleIn(Schema):
 
 class EraseIn(Schema):
     confirm: str = Field(description="The instance's name, typed again", max_length=64)
+
+
+class SnapshotOut(Schema):
+    id: str = Field(description="The first 8 hex digits of its restic id; empty until it is written")
+    restic_id: str
+    instance: str
+    reason: str = Field(description="scheduled, manual, safety (before a restore in place) or clone")
+    status: str = Field(description="pending, running, ok, failed or forgotten")
+    error: str
+    created_at: str
+    finished_at: str | None
+    size: int | None
+    added: int | None = Field(description="Bytes this backup added to the repository")
+    app: str
+    version: str
+    verification: str = Field(description="unverified, verifying, verified or failed")
+    verification_error: str
+    verified_at: str | None
+    fingerprint: dict[str, Any] | None
+
+
+class RepositoryOut(Schema):
+    """The maintenance fields are for operators only; others get `repository` and `off_host`."""
+
+    repository: str
+    off_host: bool = Field(description="false: backups are written to this host only")
+    last_check: str | None = None
+    check_ok: bool | None = None
+    check_message: str | None = None
+    last_prune: str | None = None
+    maintenance_running: bool | None = None
+    error: str | None = None
+
+
+class BackupsOut(Schema):
+    instance: str
+    items: list[SnapshotOut]
+    policy: PolicyOut | None = Field(description="null once the instance is erased")
+    status: BackupStatusOut | None
+    repository: RepositoryOut
+
+
+class RestoreIn(Schema):
+    snapshot: str = Field(description="A backup's id (8 or more hex digits of it) or `latest`", max_length=64)
+    into: str | None = Field(default=None, max_length=64,
+                             description="Restore into a new instance of this name; without it, in place")
+    domain: str | None = Field(default=None, max_length=253, description="The new instance's domain (with `into`)")
+    organisation: str | None = Field(default=None, max_length=32,
+                                     description="The new instance's organisation (with `into`)")
+    confirm: str | None = Field(default=None, max_length=64,
+                                description="In place: the instance's name, typed again")
+
+
+class CloneIn(Schema):
+    name: str = Field(max_length=64, description="The new instance's name")
+    domain: str | None = Field(default=None, max_length=253)
+    organisation: str | None = Field(default=None, max_length=32)
+
+
+class PolicyIn(Schema):
+    schedule_expr: str | None = Field(default=None, max_length=64, description="A cron expression (UTC)")
+    keep_daily: int | None = Field(default=None, ge=0, le=10000)
+    keep_weekly: int | None = Field(default=None, ge=0, le=10000)
+    keep_monthly: int | None = Field(default=None, ge=0, le=10000)
+    enabled: bool | None = None
 
 
 class CredentialsOut(Schema):

@@ -18,7 +18,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import services
+from hafen.instances import backups, services
 
 api = NinjaAPI(
     title="hafen",
@@ -103,7 +103,7 @@ def list_instances(request: HttpRequest, filters: Query[InstanceFilter]) -> dict
     found = services.list_instances(_actor(request), q=filters.q, state=filters.state, app=filters.app,
                                     organisation=filters.organisation)
     count, items = _page(found, page, per_page)
-    return {"count": count, "items": [services.describe(i) for i in items]}
+    return {"count": count, "items": backups.describe_all(items)}
 
 
 @api.post("/instances", response={202: s.OperationOut, **ERRORS, **ENGINE_DOWN}, tags=["instances"])
@@ -212,6 +212,79 @@ def remove_lock(request: HttpRequest, name: str, lock_id: int) -> Status[None]:
 @api.get("/operations/{operation_id}", response={200: s.OperationOut, **ERRORS}, tags=["instances"])
 def get_operation(request: HttpRequest, operation_id: int) -> dict[str, Any]:
     return services.describe_operation(services.get_operation(_actor(request), operation_id))
+
+
+# -- backups ---------------------------------------------------------------------------------------------
+
+ACTING = {**ERRORS, **ENGINE_DOWN}  # an action needs the controller running (503 when it is not)
+
+
+@api.post("/instances/{name}/backups", response={202: s.OperationOut, **ACTING}, tags=["backups"])
+def backup_instance(request: HttpRequest, name: str) -> Status[dict[str, Any]]:
+    """Back up an instance now; follow the operation. Its verification is queued when it has been written."""
+    return Status(202, services.describe_operation(backups.backup(_actor(request), name)))
+
+
+@api.get("/instances/{name}/backups", response={200: s.BackupsOut, **ERRORS}, tags=["backups"],
+         exclude_unset=True)
+def list_backups(request: HttpRequest, name: str) -> dict[str, Any]:
+    """The backups of an instance, newest first (also of an erased one), with its policy and where backups go."""
+    return backups.listing(_actor(request), name)
+
+
+@api.post("/instances/{name}/restore", response={202: s.OperationOut, **ACTING}, tags=["backups"])
+def restore_instance(request: HttpRequest, name: str, body: s.RestoreIn) -> Status[dict[str, Any]]:
+    """Restore a backup: into a new instance (`into`, with new secrets), or in place (`confirm` repeats the
+    name; a safety backup is taken first). Returns the restore, or the new instance's create."""
+    actor = _actor(request)
+    if body.into:
+        op = backups.restore_into(actor, name, body.snapshot, body.into, domain=body.domain,
+                                  organisation=body.organisation)
+    else:
+        if body.domain or body.organisation:
+            raise InvalidInput("`domain` and `organisation` go with `into`")
+        op = backups.restore(actor, name, body.snapshot, confirm=body.confirm or "")
+    return Status(202, services.describe_operation(op))
+
+
+@api.post("/instances/{name}/clone", response={202: s.OperationOut, **ACTING}, tags=["backups"])
+def clone_instance(request: HttpRequest, name: str, body: s.CloneIn) -> Status[dict[str, Any]]:
+    """Back up an instance now and restore that backup into a new one; returns the new instance's create."""
+    op = backups.clone(_actor(request), name, body.name, domain=body.domain, organisation=body.organisation)
+    return Status(202, services.describe_operation(op))
+
+
+@api.post("/instances/{name}/backups/{snapshot}/verify", response={202: s.OperationOut, **ACTING},
+          tags=["backups"])
+def verify_backup(request: HttpRequest, name: str, snapshot: str) -> Status[dict[str, Any]]:
+    """Restore a backup (its id or `latest`) into a throwaway sandbox and check its data and login there."""
+    return Status(202, services.describe_operation(backups.verify(_actor(request), name, snapshot)))
+
+
+@api.get("/instances/{name}/backup-policy", response={200: s.PolicyOut, **ERRORS}, tags=["backups"])
+def get_backup_policy(request: HttpRequest, name: str) -> dict[str, Any]:
+    return backups.get_policy(_actor(request), name=name)
+
+
+@api.put("/instances/{name}/backup-policy", response={200: s.PolicyOut, **ERRORS}, tags=["backups"])
+def set_backup_policy(request: HttpRequest, name: str, body: s.PolicyIn) -> dict[str, Any]:
+    """Set the instance's own policy; what is not given stays as it applies now."""
+    return backups.set_policy(_actor(request), name=name, **body.model_dump()).describe(name)
+
+
+@api.get("/backups/repository", response={200: s.RepositoryOut, **ERRORS}, tags=["backups"], exclude_unset=True)
+def backup_repository(request: HttpRequest) -> dict[str, Any]:
+    """Where backups go; operators also see the state of its maintenance."""
+    return backups.repository(_actor(request))
+
+
+@api.post("/backups/repository/check", response={202: s.RepositoryOut, **ACTING}, tags=["backups"],
+          exclude_unset=True)
+def check_repository(request: HttpRequest) -> Status[dict[str, Any]]:
+    """Operators only: run the repository's maintenance (retention, prune, check) as soon as no backup runs."""
+    actor = _actor(request)
+    backups.request_maintenance(actor)
+    return Status(202, backups.repository(actor))
 
 
 # -- audit log -------------------------------------------------------------------------------------------

@@ -62,8 +62,9 @@ class Policy:
         data: dict[str, Any] = {"schedule": self.schedule, "enabled": self.enabled, "keep_daily": self.keep_daily,
                                 "keep_weekly": self.keep_weekly, "keep_monthly": self.keep_monthly,
                                 "set_for": self.scope}
-        if name is not None and self.enabled:
-            data["next_backup"] = schedule.next_run(self.schedule, name, timezone.now()).isoformat()
+        if name is not None:
+            data["next_backup"] = schedule.next_run(self.schedule, name, timezone.now()).isoformat() \
+                if self.enabled else None
         return data
 
 
@@ -185,10 +186,15 @@ def resolve(actor: Actor, name: str, ref: str, action: Action) -> Snapshot:
     return snapshot
 
 
-def restore(actor: Actor, name: str, ref: str) -> Operation:
-    """Restore a backup in place: a safety backup first, then the data is replaced."""
+def restore(actor: Actor, name: str, ref: str, confirm: str | None = None) -> Operation:
+    """Restore a backup in place: a safety backup first, then the data is replaced.
+
+    `confirm`: the instance's name as the user typed it (UI, API); None where it was asked before (CLI).
+    """
     with audit.audited(actor, Action.RESTORE, name, snapshot=ref) as note:
         instance = services.authorized(actor, Action.RESTORE, name, note)
+        if confirm is not None and confirm.strip() != name:
+            raise InvalidInput(f"type the name {name} to restore it in place; nothing was changed")
         snapshot = resolve(actor, name, ref, Action.RESTORE)
         note.detail["snapshot"] = snapshot.short_id
         if snapshot.app != instance.app:

@@ -98,6 +98,21 @@ class LockForm(forms.Form):
     reason = forms.CharField(max_length=200)
 
 
+class BackupPolicyForm(forms.Form):
+    schedule = forms.CharField(max_length=64, help_text="cron, in UTC: minute hour day month weekday")
+    keep_daily = forms.IntegerField(min_value=0, max_value=10000, widget=forms.NumberInput(attrs={"class": "short"}))
+    keep_weekly = forms.IntegerField(min_value=0, max_value=10000, widget=forms.NumberInput(attrs={"class": "short"}))
+    keep_monthly = forms.IntegerField(min_value=0, max_value=10000, widget=forms.NumberInput(attrs={"class": "short"}))
+    enabled = forms.BooleanField(required=False, label="scheduled backups on")
+
+
+class NewInstanceFromBackupForm(forms.Form):
+    """A restore into a new instance, or a clone: the new one's name and (optionally) domain."""
+
+    new = forms.CharField(max_length=64)
+    domain = forms.CharField(required=False, max_length=253)
+
+
 class OrganisationForm(forms.Form):
     slug = forms.CharField(max_length=32, help_text="3 to 32 lowercase letters, digits and hyphens")
     name = forms.CharField(max_length=100, required=False)

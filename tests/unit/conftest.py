@@ -140,6 +140,22 @@ def running_instance(controller):
     return make
 
 
+@pytest.fixture
+def snapshot():
+    """A backup of an instance as the controller leaves one that succeeded: a row with a restic id."""
+    from django.utils import timezone
+
+    def make(name, restic_id, reason="scheduled", **fields):
+        instance = Instance.objects.get(name=name)
+        values = {"status": "ok", "total_bytes": 52_428_800, "added_bytes": 1_048_576, "finished_at": timezone.now(),
+                  **fields}
+        return Snapshot.objects.create(instance=instance, instance_name=name,
+                                       organisation_id=instance.organisation_id, reason=reason, restic_id=restic_id,
+                                       app=instance.app, version=instance.version, domain=instance.domain, **values)
+
+    return make
+
+
 class People:
     """An operator, an admin and two members of the owning organisation ("acme"), and an outsider:
     the admin of another organisation ("globex"). Each has a write token; `reader` is a read token

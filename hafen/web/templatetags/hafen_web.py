@@ -6,6 +6,8 @@ from datetime import datetime
 
 from django import template
 
+from hafen.backup.fingerprint import human_bytes
+
 register = template.Library()
 
 
@@ -16,3 +18,9 @@ def when(value: str | datetime | None) -> str:
         return ""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@register.filter
+def size(value: int | None) -> str:
+    """A number of bytes as people read it ("50.0 MB"); a dash when not known yet."""
+    return "—" if value is None else human_bytes(value)

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from hafen.instances import services
+from hafen.instances import backups, services
 from hafen.web.forms import InstanceFilter, creatable_organisations
 from hafen.web.views.common import actor, paginate, query_without_page, ui_view
 
@@ -15,7 +15,7 @@ from hafen.web.views.common import actor, paginate, query_without_page, ui_view
 def _rows(request: HttpRequest) -> dict[str, Any]:
     instances = services.list_instances(actor(request), **InstanceFilter.filters(request.GET))
     page = paginate(request, instances, InstanceFilter.page_size(request.GET))
-    return {"page": page, "instances": [services.describe(i) for i in page], "query": query_without_page(request)}
+    return {"page": page, "instances": backups.describe_all(list(page)), "query": query_without_page(request)}
 
 
 @ui_view

@@ -11,7 +11,8 @@ from django.shortcuts import redirect, render
 
 from hafen.errors import HafenError, NotFound
 from hafen.instances import services
-from hafen.web.forms import LockForm, NewInstanceForm, creatable_organisations
+from hafen.web.forms import BackupPolicyForm, LockForm, NewInstanceForm, creatable_organisations
+from hafen.web.views import backups
 from hafen.web.views.common import actor, ui_view
 
 LOG_LINES = 50
@@ -44,7 +45,11 @@ def _status(request: HttpRequest, name: str) -> dict[str, Any]:
 
 @ui_view
 def detail(request: HttpRequest, name: str) -> HttpResponse:
-    return render(request, "web/instance.html", {**_status(request, name), "lock_form": LockForm()})
+    context = _status(request, name)
+    policy = context["i"]["backups"]["policy"]
+    context.update(backups.section(actor(request), name), lock_form=LockForm(),
+                   policy_form=BackupPolicyForm(initial=policy, auto_id="policy-%s"))
+    return render(request, "web/instance.html", context)
 
 
 @ui_view
