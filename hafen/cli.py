@@ -93,6 +93,8 @@ def _wait(backend: Backend, op: dict[str, Any], quiet: bool, timeout: float) -> 
                 err.print(f"{title}: {step['title']}", soft_wrap=True)
             done = sum(1 for s in current["steps"] if s["state"] == "done")
             text = f"{title}: {step['title']}" if step else title
+            if step and step.get("detail"):
+                text += f" ({step['detail']})"
             progress.update(task, description=text, total=len(current["steps"]) or None, completed=done)
 
         op = backend.wait(op, update, timeout=timeout)
