@@ -140,7 +140,9 @@ def queue_verification(snapshot: Snapshot) -> Operation:
 
 
 def _running(instance: Instance, doing: str) -> None:
-    if instance.desired_state != Desired.RUNNING or instance.state not in (State.RUNNING, State.ERROR):
+    if instance.desired_state != Desired.RUNNING:
+        raise Conflict(f"{instance.name} is to be {instance.desired_state}; {doing} needs it running")
+    if instance.state not in (State.RUNNING, State.ERROR):
         raise Conflict(f"{instance.name} is {instance.state}; {doing} needs it running")
 
 

@@ -346,3 +346,31 @@ def test_maintenance_forgets_what_the_policy_no_longer_keeps(controller, demo, r
     assert set(restic.forgotten) == {first.restic_id, first.db_snapshot_id}
     state = Repository.objects.get(pk=1)
     assert state.check_ok is True and state.maintenance_run == "" and state.check_subset == 1
+
+
+# -- several at once -------------------------------------------------------------------------------
+
+
+def test_operations_queued_during_a_backup_wait_for_it_and_none_is_lost(controller, engine, demo, restic):
+    backup = backups.backup(LOCAL, "eve")
+    controller.pass_once()  # the backup's job is under way
+    clone = backups.clone(LOCAL, "eve", "eve-a")
+    stop = services.stop(LOCAL, "eve")
+    with pytest.raises(Conflict, match="is to be stopped"):
+        backups.backup(LOCAL, "eve")
+    converge(controller)
+    assert finished(backup).state == OpState.SUCCEEDED, backup.error  # a backup is never superseded
+    assert finished(clone).state == OpState.SUCCEEDED, clone.error  # its backup ran before the stop
+    assert finished(stop).state == OpState.SUCCEEDED, stop.error
+    assert Instance.objects.get(name="eve").state == State.STOPPED
+    assert Instance.objects.get(name="eve-a").state == State.RUNNING
+
+
+def test_two_clones_of_one_instance_at_once(controller, engine, demo, restic):
+    first = backups.clone(LOCAL, "eve", "eve-a")
+    second = backups.clone(LOCAL, "eve", "eve-b")
+    converge(controller)
+    assert finished(first).state == OpState.SUCCEEDED, first.error
+    assert finished(second).state == OpState.SUCCEEDED, second.error
+    assert Snapshot.objects.filter(reason="clone", status=SnapshotStatus.OK).count() == 2
+    assert {i.name for i in services.list_instances(LOCAL)} == {"eve", "eve-a", "eve-b"}
