@@ -1,6 +1,6 @@
 """Backups on schedule, and the repository's maintenance (retention, prune, check).
 
-Every few seconds the scheduler queues the backups that are due (each instance at its own point
+Every 15 seconds the scheduler queues the backups that are due (each instance at its own point
 of its policy's window, at most HAFEN_BACKUP_CONCURRENCY backups and verifications at once), and,
 when nothing else uses the repository, runs the maintenance job on its own schedule: forget what
 the retention policies no longer keep, prune, and check a rotating part of the data. It also erases
@@ -39,7 +39,7 @@ from hafen.instances.models import Repository as RepositoryState
 
 log = logging.getLogger("hafen.backups")
 
-INTERVAL = 5.0
+INTERVAL = 15.0  # seconds between ticks: schedules have minutes, and a tick costs ~30 ms per 200 instances (bench.backup_scheduler)
 MAINTENANCE_SCHEDULE = "30 4 * * *"
 CHECK_PARTS = 7  # a check reads 1/7 of the data, a different seventh each time
 REPOSITORY_USERS = ("backup", "verify", "restore")
