@@ -67,8 +67,12 @@ def _repository(ctx: Context) -> Repository:
     return repo
 
 
-def _maintenance_running() -> bool:
-    return RepositoryState.objects.filter(pk=1).exclude(maintenance_run="").exists()
+def _held_by_maintenance(ctx: Context, job: str) -> bool:
+    """Whether a job that has not started yet must wait: the repository's maintenance (prune) runs."""
+    if job in ctx.services or not RepositoryState.objects.filter(pk=1).exclude(maintenance_run="").exists():
+        return False
+    ctx.op.error = "waiting for the repository's maintenance to finish"
+    return True
 
 
 def _secret(ctx: Context, name: str, target: str | None = None) -> SecretRef:
@@ -142,8 +146,7 @@ def back_up(key: str) -> StepFn:
             return True
         if snapshot.status == SnapshotStatus.FAILED:
             raise _fail(f"backup failed: {snapshot.error}")
-        if "backup" not in ctx.services and _maintenance_running():
-            ctx.op.error = "waiting for the repository's maintenance to finish"
+        if _held_by_maintenance(ctx, "backup"):
             return False
         try:
             result = _job(ctx, "backup", _backup_job(ctx, snapshot))
@@ -237,8 +240,7 @@ def restore(ctx: Context) -> bool:
     if snapshot.status != SnapshotStatus.OK:
         raise _fail(f"the backup {snapshot.short_id or snapshot.pk} of {snapshot.instance_name} "
                     f"cannot be restored: {snapshot.error or snapshot.status}")
-    if "restore" not in ctx.services and _maintenance_running():
-        ctx.op.error = "waiting for the repository's maintenance to finish"
+    if _held_by_maintenance(ctx, "restore"):
         return False
     try:
         result = _job(ctx, "restore", _restore_job(ctx, snapshot))

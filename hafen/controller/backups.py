@@ -39,7 +39,8 @@ from hafen.instances.models import Repository as RepositoryState
 
 log = logging.getLogger("hafen.backups")
 
-INTERVAL = 15.0  # seconds between ticks: schedules have minutes, and a tick costs ~30 ms per 200 instances (bench.backup_scheduler)
+# Seconds between ticks: schedules have minutes, and a tick costs ~30 ms per 200 instances (bench.backup_scheduler).
+INTERVAL = 15.0
 MAINTENANCE_SCHEDULE = "30 4 * * *"
 CHECK_PARTS = 7  # a check reads 1/7 of the data, a different seventh each time
 REPOSITORY_USERS = ("backup", "verify", "restore")

@@ -8,6 +8,7 @@ work (a snapshot and an operation) in one transaction; the controller does the r
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -238,15 +239,21 @@ def restore_into(actor: Actor, name: str, ref: str, new: str, domain: str | None
         new, domain, org = _target(actor, new, snapshot.app, snapshot.version, domain, organisation,
                                    snapshot.organisation)
         note.detail.update(domain=domain)
-        try:
-            with transaction.atomic():
-                instance = _new_instance(new, snapshot.app, snapshot.version, domain, "small",
-                                         org.id if org else None)
-                operation = _enqueue(instance, "create", {"restore": snapshot.pk})
-        except IntegrityError as exc:
-            raise Conflict(f"the name {new!r} or domain {domain} was taken at the same moment") from exc
+        operation = _create_restored(new, domain, "small", org, lambda: snapshot)
         note.operation_id = operation.id
         return operation
+
+
+def _create_restored(new: str, domain: str, size: str, org: Organisation | None,
+                     snapshot: Callable[[], Snapshot]) -> Operation:
+    """A new instance whose create restores the snapshot `snapshot()` returns (made in the same transaction)."""
+    try:
+        with transaction.atomic():
+            source = snapshot()
+            instance = _new_instance(new, source.app, source.version, domain, size, org.id if org else None)
+            return _enqueue(instance, "create", {"restore": source.pk})
+    except IntegrityError as exc:
+        raise Conflict(f"the name {new!r} or domain {domain} was taken at the same moment") from exc
 
 
 def clone(actor: Actor, name: str, new: str, domain: str | None = None, organisation: str | None = None
@@ -258,15 +265,13 @@ def clone(actor: Actor, name: str, new: str, domain: str | None = None, organisa
         new, domain, org = _target(actor, new, source.app, source.version, domain, organisation,
                                    source.organisation)
         note.detail.update(domain=domain)
-        try:
-            with transaction.atomic():
-                snapshot = _new_snapshot(source, "clone")
-                _enqueue(source, "backup", {"snapshot": snapshot.pk})
-                instance = _new_instance(new, source.app, source.version, domain, source.size,
-                                         org.id if org else None)
-                operation = _enqueue(instance, "create", {"restore": snapshot.pk})
-        except IntegrityError as exc:
-            raise Conflict(f"the name {new!r} or domain {domain} was taken at the same moment") from exc
+
+        def backup_now() -> Snapshot:
+            snapshot = _new_snapshot(source, "clone")
+            _enqueue(source, "backup", {"snapshot": snapshot.pk})
+            return snapshot
+
+        operation = _create_restored(new, domain, source.size, org, backup_now)
         note.operation_id = operation.id
         return operation
 
