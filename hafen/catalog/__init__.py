@@ -99,6 +99,8 @@ class BackupDef(_Strict):
     tables: list[str] = []
     # one text value that names the schema's state (e.g. the latest migration); "" if the app has none
     schema_query: str = ""
+    # services that hold only state derived from the data (a cache): a restore in place starts them empty
+    caches: list[str] = []
 
 
 class App(_Strict):

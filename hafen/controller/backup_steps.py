@@ -273,6 +273,14 @@ def maintenance(on: bool) -> StepFn:
     return run
 
 
+def remove_caches(ctx: Context) -> bool:
+    """Remove the app's cache services, so that they start again empty on the restored data."""
+    present = [state for svc, state in ctx.services.items() if svc in ctx.app.backup.caches]
+    for state in present:
+        ctx.engine.remove_service(state.name)
+    return not present
+
+
 def stop_web(ctx: Context) -> bool:
     """Scale the web service to zero (its spec for the rest of the operation says otherwise)."""
     web = ctx.app.web_service

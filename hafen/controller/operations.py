@@ -313,6 +313,8 @@ def _backup_plan(ctx: Context, kind: str) -> list[Step]:
                 Step("check-cleanup", "remove the check job", b.remove_job("check"), always=True),
                 *_teardown(ctx, always=True)]
     # restore in place
+    caches = [svc for svc in ctx.app.backup.caches if svc in ctx.specs]
+    label = ", ".join(caches)
     return [
         Step("safety", "back up the current state first (safety backup)", b.back_up("safety")),
         Step("backup-cleanup", "remove the backup job", b.remove_job("backup")),
@@ -321,6 +323,9 @@ def _backup_plan(ctx: Context, kind: str) -> list[Step]:
         Step("stop-web", f"stop {web}", b.stop_web),
         Step("restore", "restore the database and files from the backup", b.restore),
         Step("restore-cleanup", "remove the restore job", b.remove_job("restore"), always=True),
+        *([Step("caches-remove", f"empty {label} (caches of the replaced data)", b.remove_caches),
+           Step(f"deploy:{label}", f"start {label}", deploy(caches)),
+           Step(f"wait:{label}", f"wait for {label}", wait_for(caches))] if caches else []),
         Step("deploy:setup", "run the setup job", deploy(setup)),
         Step("wait:setup", "wait for the setup job", wait_for(setup)),
         Step(f"deploy:{web}", f"start {web}", deploy([web])),

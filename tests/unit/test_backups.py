@@ -224,9 +224,27 @@ def test_restore_in_place_takes_a_safety_backup_and_brings_the_data_back(control
         "notes": 5}
     names = [s["name"] for s in op.steps]
     assert names.index("safety") < names.index("stop-web") < names.index("restore") < names.index("deploy:web")
+    assert "caches-remove" not in names  # the demo app's Redis holds sessions, no cache of the data
     instance = Instance.objects.get(name="eve")
     assert instance.state == State.RUNNING and not instance.maintenance
     assert engine.services["unit-eve_web"].replicas == 1
+
+
+def test_restore_in_place_starts_the_apps_caches_empty(controller, engine, running_instance, restic):
+    """OpenSlides serves its element cache (in Redis) while the database's id is the same: after a
+    restore in place, Redis must start empty, or the replaced data would still be served."""
+    running_instance("osr", app="openslides")
+    snapshot = _backed_up(controller, restic, name="osr")
+    engine.calls.clear()
+    op = backups.restore(LOCAL, "osr", snapshot.short_id)
+    converge(controller, until=lambda: finished(op).done)
+    assert finished(op).state == OpState.SUCCEEDED, op.error
+    names = [s["name"] for s in op.steps]
+    assert names.index("restore") < names.index("caches-remove") < names.index("wait:redis") \
+        < names.index("deploy:setup")
+    assert "remove_service unit-osr_redis" in engine.calls
+    assert engine.calls.index("remove_service unit-osr_redis") < engine.calls.index("apply_service unit-osr_redis")
+    assert "unit-osr_redis" in engine.services and "remove_service unit-osr_db" not in engine.calls
 
 
 def test_a_restore_that_fails_rolls_back_to_the_safety_backup(controller, engine, demo, restic):
