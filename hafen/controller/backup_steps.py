@@ -24,13 +24,16 @@ from django.utils import timezone
 
 import hafen
 from hafen import crypto
+from hafen.access import audit
+from hafen.access.models import Result
+from hafen.access.policy import Actor
 from hafen.backup.fingerprint import compare
 from hafen.controller.backup_jobs import LABEL_RUN, JobFailed, Repository, backup_spec, outcome
 from hafen.engine.base import Mount, NetworkRef, SecretRef, ServiceSpec
 from hafen.errors import EngineConflict
 from hafen.instances import naming
+from hafen.instances.models import Operation, SecretStatus, Snapshot, SnapshotStatus, Verification
 from hafen.instances.models import Repository as RepositoryState
-from hafen.instances.models import SecretStatus, Snapshot, SnapshotStatus, Verification
 
 if TYPE_CHECKING:
     from hafen.controller.operations import Context, StepFn
@@ -325,6 +328,18 @@ def check(ctx: Context) -> bool:
     if problems:
         raise _fail("; ".join(problems))
     return True
+
+
+CONTROLLER = Actor(via="system", source="", local_name="controller")
+
+
+def audit_failure(op: Operation, error: str) -> None:
+    """A failed backup or verification is written to the audit log, under the instance backed up."""
+    snapshot = Snapshot.objects.filter(pk=op.params.get("snapshot") or op.params.get("restore")).first()
+    name = snapshot.instance_name if snapshot else op.instance_name
+    audit.record(CONTROLLER, op.kind, Result.FAILED, instance_name=name, organisation_id=op.organisation_id,
+                 message=error, detail={"snapshot": snapshot.short_id if snapshot else None},
+                 operation_id=op.pk)
 
 
 def finish_verification(op_error: str, snapshot_pk: int | None) -> None:

@@ -529,6 +529,8 @@ def _finish_backup_kind(op: Operation, instance: Instance, error: str) -> str:
             .update(status=SnapshotStatus.FAILED, error=error, finished_at=timezone.now())
     if op.kind == "verify":
         backup_steps.finish_verification(error, op.params.get("restore"))
+    if error and op.kind in ("backup", "verify"):
+        backup_steps.audit_failure(op, error)
     if op.kind == "restore" and not error and op.params.get("rolled_back"):
         safety = Snapshot.objects.filter(pk=op.params.get("safety")).first()
         error = (f"restore failed: {op.params['rolled_back']}; rolled back to the safety backup "

@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from hafen.access.models import AuditEntry
 from hafen.access.policy import Actor
 from hafen.controller import backups as scheduler
 from hafen.engine.base import ServiceSpec
@@ -170,6 +171,8 @@ def test_a_failed_backup_says_why_and_leaves_the_instance_running(controller, en
     assert not objects_named(engine, "_backup")  # the job was cleaned up all the same
     status = backups.status([instance])[instance.pk]
     assert any("the last backup failed" in p for p in status["problems"])
+    entry = AuditEntry.objects.get(action="backup", result="failed", via="system")
+    assert entry.instance_name == "eve" and "unreachable" in entry.message
 
 
 def test_a_failed_verification_marks_the_snapshot_and_removes_the_sandbox(controller, engine, demo, restic):
@@ -185,6 +188,7 @@ def test_a_failed_verification_marks_the_snapshot_and_removes_the_sandbox(contro
     verify_op = Operation.objects.get(kind="verify")
     assert verify_op.state == OpState.FAILED
     assert [s["state"] for s in verify_op.steps if s["name"] in ("remove", "remove-data")] == ["done", "done"]
+    assert AuditEntry.objects.get(action="verify", result="failed").instance_name == "eve"
     instance = Instance.objects.get(name="eve")
     assert any("verification of backup" in p for p in backups.status([instance])[instance.pk]["problems"])
 
