@@ -14,6 +14,8 @@ from django.utils import timezone
 class Organisation(models.Model):
     slug = models.SlugField(max_length=32, unique=True)
     name = models.CharField(max_length=100)
+    # labels a swarm node must carry to take this organisation's new instances ({} = any node)
+    node_labels = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

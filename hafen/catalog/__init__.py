@@ -38,6 +38,8 @@ class Size(_Strict):
     web_cpus: float
     db_memory: str
     db_cpus: float
+    # labels a node must carry to take an instance of this size (e.g. {"hafen.tier" = "large"})
+    node_labels: dict[str, str] = {}
 
 
 class ImageDef(_Strict):

@@ -82,11 +82,12 @@ class Repository:
 
     def spec(self, name: str, labels: dict[str, str], command: list[str], env: dict[str, str],
              secrets: list[SecretRef] | None = None, mounts: list[Mount] | None = None,
-             networks: list[NetworkRef] | None = None) -> ServiceSpec:
+             networks: list[NetworkRef] | None = None, constraints: list[str] | None = None) -> ServiceSpec:
+        """A job of the backup image; `constraints` keep one that mounts an instance's volumes on its node."""
         prefix = self.settings.prefix
         local = self.settings.local_repository
         all_mounts = [Mount(naming.backup_cache_volume(prefix), "/cache"), *(mounts or [])]
-        constraints = []
+        constraints = list(constraints or [])
         if local is not None:
             all_mounts.append(Mount(str(local), REPO_MOUNT, kind="bind"))
             constraints.append("node.role == manager")  # the repository is a directory of this host

@@ -28,8 +28,16 @@ from hafen.access import audit
 from hafen.access.models import Result
 from hafen.access.policy import Actor
 from hafen.backup.fingerprint import compare
-from hafen.controller.backup_jobs import LABEL_RUN, JobFailed, Repository, backup_spec, outcome
-from hafen.engine.base import Mount, NetworkRef, SecretRef, ServiceSpec
+from hafen.controller.backup_jobs import (
+    BACKUP_IMAGE,
+    JOB_MEMORY,
+    LABEL_RUN,
+    JobFailed,
+    Repository,
+    backup_spec,
+    outcome,
+)
+from hafen.engine.base import NetworkRef, SecretRef, ServiceSpec
 from hafen.errors import EngineConflict
 from hafen.instances import naming
 from hafen.instances.models import Operation, SecretStatus, Snapshot, SnapshotStatus, Verification
@@ -135,8 +143,9 @@ def _backup_job(ctx: Context, snapshot: Snapshot) -> ServiceSpec:
         env={"HAFEN_INSTANCE": name, "HAFEN_BACKUP_ID": f"{prefix}-{snapshot.pk}",
              "HAFEN_MANIFEST": json.dumps(manifest), **_database_env(ctx)},
         secrets=[_secret(ctx, app.backup.password_secret, "db_password"), _bundle(ctx)],
-        mounts=[Mount(naming.volume(prefix, name, v), f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
+        mounts=[ctx.volume_mount(v, f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
+        constraints=ctx.pinned,
     )
 
 
@@ -220,8 +229,9 @@ def _restore_job(ctx: Context, snapshot: Snapshot) -> ServiceSpec:
         naming.backup_service(prefix, name, "restore"), _labels(ctx, "restore"), ["hafen-backup", "restore"],
         env={"HAFEN_SNAPSHOT": snapshot.restic_id, "HAFEN_VOLUMES": json.dumps(volumes), **_database_env(ctx)},
         secrets=[_secret(ctx, app.backup.password_secret, "db_password")],
-        mounts=[Mount(naming.volume(prefix, name, v), f"/volumes/{v}") for v in volumes],
+        mounts=[ctx.volume_mount(v, f"/volumes/{v}") for v in volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
+        constraints=ctx.pinned,
     )
 
 
@@ -307,8 +317,9 @@ def _check_job(ctx: Context) -> ServiceSpec:
              "HAFEN_ADMIN_USER": app.admin_username, **_database_env(ctx)},
         secrets=[_secret(ctx, app.backup.password_secret, "db_password"),
                  _secret(ctx, app.admin_password_secret, "admin_password")],
-        mounts=[Mount(naming.volume(prefix, name, v), f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
+        mounts=[ctx.volume_mount(v, f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
+        constraints=ctx.pinned,
     )
 
 
@@ -351,3 +362,29 @@ def finish_verification(op_error: str, snapshot_pk: int | None) -> None:
             verification=Verification.FAILED if op_error else Verification.VERIFIED,
             verification_error=op_error, verified_at=timezone.now(),
         )
+
+
+# -- erase on another node -------------------------------------------------------------------------
+
+
+def _wipe_job(ctx: Context) -> ServiceSpec:
+    volumes = list(ctx.app.volumes)
+    return ServiceSpec(
+        name=naming.backup_service(ctx.settings.prefix, ctx.instance.name, "wipe"),
+        image=BACKUP_IMAGE,
+        labels=_labels(ctx, "wipe"),
+        command=["hafen-backup", "wipe", *volumes],
+        mounts=[ctx.volume_mount(v, f"/volumes/{v}") for v in volumes],
+        constraints=ctx.pinned,
+        job=True,
+        memory_bytes=JOB_MEMORY,
+    )
+
+
+def wipe(ctx: Context) -> bool:
+    """Empty the instance's volumes on the node that holds them, which the controller's engine cannot
+    remove there (only its own node's); the empty volumes stay on that node."""
+    try:
+        return _job(ctx, "wipe", _wipe_job(ctx)) is not None
+    except JobFailed as exc:
+        raise _fail(f"could not empty the volumes of {ctx.instance.name} on {ctx.instance.node_name}: {exc}") from exc

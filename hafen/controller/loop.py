@@ -42,6 +42,19 @@ def _observed(state: ServiceState) -> dict[str, Any]:
     return {"replicas": state.replicas, "running": state.running, "state": status, "error": state.last_error}
 
 
+def _reachability(instance: Instance, obs: Observation) -> str:
+    """A running instance whose node does not answer is `unreachable` (not its fault, not an error); it is
+    `running` again once the node is back. Any other state stays: the operations own it."""
+    node = obs.nodes.get(instance.node_id)
+    if node is None:
+        return instance.state
+    if instance.state == State.RUNNING and not node.ready:
+        return State.UNREACHABLE
+    if instance.state == State.UNREACHABLE and node.ready:
+        return State.RUNNING
+    return instance.state
+
+
 @cache
 def _long_running_services(app_name: str, version: str) -> frozenset[str]:
     """The services of an app's stack that should always exist while it runs (not its one-off jobs)."""
@@ -96,11 +109,12 @@ class Controller:
         for instance in instances.values():
             services = {svc: _observed(state) for svc, state in obs.services_of(instance.name).items()}
             observed = {"services": services}
-            if observed != instance.observed:
-                instance.observed = observed
+            state = _reachability(instance, obs)
+            if observed != instance.observed or state != instance.state:
+                instance.observed, instance.state = observed, state
                 changed.append(instance)
         if changed:
-            Instance.objects.bulk_update(changed, ["observed"])
+            Instance.objects.bulk_update(changed, ["observed", "state"])
 
     def _advance_operations(self, active: list[Operation], obs: Observation, instances: dict[str, Instance]) -> None:
         """Advance the first unfinished operation of each instance, if its backoff has passed."""

@@ -23,9 +23,9 @@ from hafen.catalog import App, get_app
 from hafen.config import Settings
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
-from hafen.engine.base import Engine, Observation, ServiceSpec, ServiceState
+from hafen.engine.base import Engine, Mount, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
-from hafen.instances import naming
+from hafen.instances import naming, placement
 from hafen.instances.models import Desired, Instance, Operation, OpState, SecretStatus, State
 from hafen.instances.stack import StackInput, render
 
@@ -62,6 +62,7 @@ def stack_input(settings: Settings, instance: Instance, versions: dict[str, int]
         restart=instance.restart_count,
         job_run=job_run,
         edge=not instance.sandbox,
+        node=instance.node_id,
     )
 
 
@@ -77,14 +78,16 @@ class Context:
     app: App = field(init=False)
     # the secret versions the specs use: the current ones, or those this operation introduces
     versions: dict[str, int] = field(init=False)
+    running: bool = field(init=False)
     specs: dict[str, ServiceSpec] = field(init=False)
     waves: list[list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.app = get_app(self.instance.app)
-        running = self.instance.desired_state == Desired.RUNNING and self.op.kind not in ("stop", "delete", "erase")
+        self.running = self.instance.desired_state == Desired.RUNNING \
+            and self.op.kind not in ("stop", "delete", "erase")
         self.versions = self.instance.secret_versions(self.op)
-        self.specs, self.waves = render(stack_input(self.settings, self.instance, self.versions, running,
+        self.specs, self.waves = render(stack_input(self.settings, self.instance, self.versions, self.running,
                                                     job_run=str(self.op.pk)))
 
     @property
@@ -93,6 +96,20 @@ class Context:
 
     def labels(self) -> dict[str, str]:
         return naming.labels(self.settings.prefix, self.instance.name)
+
+    def volume_mount(self, vol: str, target: str, read_only: bool = False) -> Mount:
+        return naming.volume_mount(self.settings.prefix, self.instance.name, vol, target, self.instance.node_id,
+                                   read_only=read_only)
+
+    @property
+    def pinned(self) -> list[str]:
+        return naming.pinned_to(self.instance.node_id)
+
+    @property
+    def data_elsewhere(self) -> bool:
+        """Whether the instance's volumes live on another node than the one the controller talks to
+        (that node's volumes are neither listed nor made nor removed through this engine)."""
+        return bool(self.instance.node_id) and self.instance.node_id != self.obs.local_node
 
 
 StepFn = Callable[[Context], bool]
@@ -110,9 +127,31 @@ class Step:
 # -- steps ---------------------------------------------------------------------------------------
 
 
+def place(ctx: Context) -> None:
+    """Choose the node of a new instance and pin its stateful services there. An instance made before
+    hafen placed instances (its services or volumes exist) stays where Docker put it."""
+    instance = ctx.instance
+    stack_prefix = f"{naming.stack(ctx.settings.prefix, instance.name)}_"
+    if instance.node_id or not ctx.obs.nodes or ctx.services \
+            or any(v.startswith(stack_prefix) for v in ctx.obs.volumes):
+        return
+    others = Instance.objects.exclude(node_id="").exclude(pk=instance.pk)
+    node = placement.choose(ctx.obs.nodes.values(), placement.reserved_by_node(others),
+                            placement.wanted_labels(instance))
+    instance.node_id, instance.node_name = node.id, node.hostname
+    Instance.objects.filter(pk=instance.pk).update(node_id=node.id, node_name=node.hostname)
+    ctx.specs, ctx.waves = render(stack_input(ctx.settings, instance, ctx.versions, ctx.running,
+                                              job_run=str(ctx.op.pk)))
+    log.info("%s: placed on node %s", instance.name, node.hostname)
+
+
 def prepare(ctx: Context) -> bool:
-    """The instance's networks (its own, and the one the edge proxy reaches its web service on),
-    volumes and Docker secrets (current versions)."""
+    """The node of a new instance, its networks (its own, and the one the edge proxy reaches its web
+    service on), volumes and Docker secrets (current versions)."""
+    try:
+        place(ctx)
+    except placement.NoNode as exc:
+        raise Fail(str(exc)) from exc
     prefix, name = ctx.settings.prefix, ctx.instance.name
     networks = [naming.internal_network(prefix, name)]
     if not ctx.instance.sandbox:
@@ -120,7 +159,7 @@ def prepare(ctx: Context) -> bool:
     for network in networks:
         if network not in ctx.obs.networks:
             ctx.engine.create_network(network, ctx.labels(), internal=True)
-    for vol in ctx.app.volumes:
+    for vol in ctx.app.volumes if not ctx.data_elsewhere else ():  # else made where first mounted, labelled
         if naming.volume(prefix, name, vol) not in ctx.obs.volumes:
             ctx.engine.create_volume(naming.volume(prefix, name, vol), ctx.labels())
     versions = ctx.versions
@@ -285,13 +324,24 @@ def _bring_up(ctx: Context) -> list[Step]:
     return steps
 
 
+def _remove_data(ctx: Context) -> list[Step]:
+    """Volumes, secrets and networks; volumes on another node than the controller's are emptied by a job there."""
+    from hafen.controller import backup_steps as b
+
+    steps = []
+    if ctx.data_elsewhere:
+        steps = [Step("wipe", f"empty the volumes on {ctx.instance.node_name or 'their node'}", b.wipe),
+                 Step("wipe-cleanup", "remove the job that emptied them", b.remove_job("wipe"))]
+    return [*steps, Step("remove-data", "remove volumes, secrets and network", remove_data)]
+
+
 def _teardown(ctx: Context, always: bool) -> list[Step]:
     steps = [
         Step("route", "remove the route at the edge", route),
         Step("stop", "stop the services, web first", stop_in_order),
         Step("remove", "remove the services", remove_services),
         Step("removed", "wait for the services to go", removed),
-        Step("remove-data", "remove volumes, secrets and network", remove_data),
+        *_remove_data(ctx),
     ]
     if ctx.instance.sandbox:
         steps = steps[1:]
@@ -384,7 +434,7 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
             Step("removed", "wait for the services to go", removed),
         ]
         if kind == "erase":
-            steps.append(Step("remove-data", "remove volumes, secrets and network", remove_data))
+            steps += _remove_data(ctx)
         return steps
     raise Fail(f"unknown operation {kind!r}")
 

@@ -36,6 +36,8 @@ class Mount:
     target: str
     kind: Literal["volume", "bind"] = "volume"
     read_only: bool = False
+    # labels of a volume that the engine creates on first use (on a node other than the controller's)
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,9 @@ class ServiceSpec:
         does not change the digest of every existing service (and roll them all over)."""
         data = asdict(self)
         for mount in data["mounts"]:
-            if not mount["read_only"]:
-                del mount["read_only"]
+            for key in ("read_only", "labels"):
+                if not mount[key]:
+                    del mount[key]
         return data
 
     def template_digest(self) -> str:
@@ -97,6 +100,42 @@ class TaskState:
     state: str
     template: str
     error: str = ""
+    node: str = ""  # the id of the node it was scheduled on ("" before it is)
+
+
+@dataclass
+class NodeState:
+    """One machine of the swarm, as the engine reports it."""
+
+    id: str
+    hostname: str
+    role: str  # manager or worker
+    state: str  # ready, down, unknown, disconnected
+    availability: str  # active, pause or drain
+    labels: dict[str, str] = field(default_factory=dict)
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    address: str = ""
+    leader: bool = False
+    engine_version: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def schedulable(self) -> bool:
+        """Whether new tasks may land here."""
+        return self.ready and self.availability == "active"
+
+
+@dataclass(frozen=True)
+class JoinInfo:
+    """What a new machine needs to join the swarm."""
+
+    worker_token: str
+    manager_token: str
+    managers: tuple[str, ...]  # "address:port" of the reachable managers
 
 
 @dataclass
@@ -154,6 +193,8 @@ class Observation:
     secrets: set[str] = field(default_factory=set)
     # The edge proxy's running containers (by id) and the networks each is attached to.
     edge_containers: dict[str, set[str]] = field(default_factory=dict)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    local_node: str = ""  # the node whose engine hafen talks to
     _by_instance: dict[str, dict[str, ServiceState]] | None = field(default=None, repr=False, compare=False)
 
     def services_of(self, instance: str) -> dict[str, ServiceState]:
@@ -180,6 +221,22 @@ class Engine(ABC):
 
     @abstractmethod
     def observe(self, prefix: str) -> Observation: ...
+
+    @abstractmethod
+    def nodes(self) -> list[NodeState]:
+        """Every node of the swarm (one call)."""
+
+    @abstractmethod
+    def update_node(self, node: str, *, labels: dict[str, str] | None = None,
+                    availability: str | None = None) -> None:
+        """Set a node's labels (the whole set) and/or its availability (active, pause, drain)."""
+
+    @abstractmethod
+    def remove_node(self, node: str, force: bool = False) -> None:
+        """Remove a node from the swarm; raise EngineConflict while it is still up (unless forced)."""
+
+    @abstractmethod
+    def join_info(self) -> JoinInfo: ...
 
     @abstractmethod
     def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None: ...

@@ -17,12 +17,21 @@ from hafen.engine.base import (
     LABEL_TEMPLATE,
     ROLE_EDGE,
     Engine,
+    JoinInfo,
+    NodeState,
     Observation,
     ServiceSpec,
     ServiceState,
     TaskState,
 )
-from hafen.errors import EngineConflict, EngineError, EngineNotFound, EngineUnavailable
+from hafen.errors import EngineConflict, EngineError, EngineNotFound, EngineRefused, EngineUnavailable
+
+GIB = 1024**3
+
+
+def _default_nodes() -> dict[str, NodeState]:
+    return {"node1": NodeState("node1", "host1", "manager", "ready", "active", nano_cpus=2_000_000_000,
+                               memory_bytes=24 * GIB, address="127.0.0.1:2377", leader=True)}
 
 
 @dataclass
@@ -55,6 +64,22 @@ class FakeEngine(Engine):
     # Networks connected at run time, by container id; and how often a service's containers were replaced.
     connected: dict[str, set[str]] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
+    node_states: dict[str, NodeState] = field(default_factory=_default_nodes)
+
+    def add_node(self, node_id: str, hostname: str, memory_gib: int = 24, role: str = "worker",
+                 labels: dict[str, str] | None = None) -> NodeState:
+        node = NodeState(node_id, hostname, role, "ready", "active", dict(labels or {}), 2_000_000_000,
+                         memory_gib * GIB, f"10.9.0.{len(self.node_states) + 1}")
+        self.node_states[node_id] = node
+        return node
+
+    def _node_of(self, spec: ServiceSpec) -> str:
+        """Where a task of the spec runs: the node its constraint names, else the first that takes tasks."""
+        for constraint in spec.constraints:
+            key, _, value = (part.strip() for part in constraint.partition("=="))
+            if key == "node.id":
+                return value
+        return next((n.id for n in self.node_states.values() if n.schedulable), "")
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -78,14 +103,16 @@ class FakeEngine(Engine):
         template = spec.template_digest()
         labels = {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template}
         tasks: list[TaskState] = []
-        if spec.name in self.hold:
-            tasks = [TaskState("starting", template)] * max(spec.replicas, 1)
+        node = self._node_of(spec)
+        lost = node in self.node_states and not self.node_states[node].ready
+        if spec.name in self.hold or lost:
+            tasks = [TaskState("starting", template, node=node)] * max(spec.replicas, 1)
         elif spec.job:
             failed = spec.name in self.fail_jobs
             tasks = [TaskState("failed" if failed else "complete", template,
-                               "task: non-zero exit (1)" if failed else "")]
+                               "task: non-zero exit (1)" if failed else "", node=node)]
         else:
-            tasks = [TaskState("running", template) for _ in range(spec.replicas)]
+            tasks = [TaskState("running", template, node=node) for _ in range(spec.replicas)]
         return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
 
     def edge_containers(self, prefix: str) -> dict[str, set[str]]:
@@ -115,7 +142,45 @@ class FakeEngine(Engine):
             volumes={n for n, o in self.volumes.items() if mine(o.labels)},
             secrets={n for n, o in self.secrets.items() if mine(o.labels)},
             edge_containers=self.edge_containers(prefix),
+            nodes=dict(self.node_states),
+            local_node="node1",
         )
+
+    def nodes(self) -> list[NodeState]:
+        self._check("nodes")
+        return list(self.node_states.values())
+
+    def _find_node(self, node: str) -> NodeState:
+        found = self.node_states.get(node) or next(
+            (n for n in self.node_states.values() if n.hostname == node), None)
+        if found is None:
+            raise EngineNotFound(f"node {node} not found")
+        return found
+
+    def update_node(self, node: str, *, labels: dict[str, str] | None = None,
+                    availability: str | None = None) -> None:
+        self._check(f"update_node {node}")
+        found = self._find_node(node)
+        if availability is not None and availability not in ("active", "pause", "drain"):
+            raise EngineRefused(f"invalid availability {availability!r}")
+        if labels is not None:
+            found.labels = dict(labels)
+        if availability is not None:
+            found.availability = availability
+
+    def remove_node(self, node: str, force: bool = False) -> None:
+        self._check(f"remove_node {node}")
+        found = self._find_node(node)
+        if found.ready and not force:
+            raise EngineConflict(f"node {found.hostname} is not down and can't be removed")
+        if found.role == "manager" and not force:
+            raise EngineConflict(f"node {found.hostname} is a manager; demote it first")
+        del self.node_states[found.id]
+
+    def join_info(self) -> JoinInfo:
+        self._check("join_info")
+        managers = tuple(n.address for n in self.node_states.values() if n.role == "manager")
+        return JoinInfo("SWMTKN-1-fake-worker", "SWMTKN-1-fake-manager", managers)
 
     def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None:
         self._check(f"create_network {name}")

@@ -25,6 +25,8 @@ from hafen.engine.base import (
     LABEL_TEMPLATE,
     ROLE_EDGE,
     Engine,
+    JoinInfo,
+    NodeState,
     Observation,
     ServiceSpec,
     ServiceState,
@@ -93,9 +95,30 @@ def _call(action: str, fn: Callable[[], T]) -> T:
         raise translate(action, exc) from exc
 
 
+def _node(data: dict[str, Any]) -> NodeState:
+    spec, desc, status = data.get("Spec") or {}, data.get("Description") or {}, data.get("Status") or {}
+    manager = data.get("ManagerStatus") or {}
+    resources = desc.get("Resources") or {}
+    return NodeState(
+        id=data["ID"],
+        hostname=desc.get("Hostname", ""),
+        role=spec.get("Role", ""),
+        state=status.get("State", "unknown"),
+        availability=spec.get("Availability", ""),
+        labels=dict(spec.get("Labels") or {}),
+        nano_cpus=int(resources.get("NanoCPUs") or 0),
+        memory_bytes=int(resources.get("MemoryBytes") or 0),
+        # a manager's swarm address carries its port; a worker's is what it connects from
+        address=manager.get("Addr") or status.get("Addr", ""),
+        leader=bool(manager.get("Leader")),
+        engine_version=(desc.get("Engine") or {}).get("EngineVersion", ""),
+    )
+
+
 class SwarmEngine(Engine):
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
+        self._local_node = ""
 
     @property
     def client(self) -> docker.DockerClient:
@@ -128,6 +151,7 @@ class SwarmEngine(Engine):
                     state=status.get("State", ""),
                     template=container_labels.get(LABEL_TEMPLATE, ""),
                     error=status.get("Err", ""),
+                    node=task.get("NodeID", ""),
                 )
             )
         observation = Observation()
@@ -158,7 +182,40 @@ class SwarmEngine(Engine):
         observation.edge_containers = {
             c["Id"]: set((c.get("NetworkSettings") or {}).get("Networks") or {}) for c in containers
         }
+        observation.nodes = {node.id: node for node in self.nodes()}
+        observation.local_node = self.local_node()
         return observation
+
+    def local_node(self) -> str:
+        """The id of the node this engine runs on (asked once: it stays while the swarm does)."""
+        if not self._local_node:
+            info = _call("info", self.client.info)
+            self._local_node = (info.get("Swarm") or {}).get("NodeID", "")
+        return self._local_node
+
+    def nodes(self) -> list[NodeState]:
+        return [_node(n) for n in _call("list nodes", self.client.api.nodes)]
+
+    def update_node(self, node: str, *, labels: dict[str, str] | None = None,
+                    availability: str | None = None) -> None:
+        api = self.client.api
+        current = _call(f"inspect node {node}", lambda: api.inspect_node(node))
+        spec = dict(current.get("Spec") or {})
+        if labels is not None:
+            spec["Labels"] = labels
+        if availability is not None:
+            spec["Availability"] = availability
+        version = current["Version"]["Index"]
+        _call(f"update node {node}", lambda: api.update_node(current["ID"], version, spec))
+
+    def remove_node(self, node: str, force: bool = False) -> None:
+        _call(f"remove node {node}", lambda: self.client.api.remove_node(node, force=force))
+
+    def join_info(self) -> JoinInfo:
+        swarm = _call("inspect swarm", self.client.api.inspect_swarm)
+        tokens = swarm.get("JoinTokens") or {}
+        managers = tuple(sorted(n.address for n in self.nodes() if n.role == "manager" and n.ready and n.address))
+        return JoinInfo(tokens.get("Worker", ""), tokens.get("Manager", ""), managers)
 
     def create_network(self, name: str, labels: dict[str, str], internal: bool) -> None:
         _call(
@@ -236,7 +293,8 @@ class SwarmEngine(Engine):
             "labels": {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template},
             "container_labels": container_labels,
             "mode": mode,
-            "mounts": [dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts],
+            "mounts": [dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only, labels=dict(m.labels) or None)
+                       for m in spec.mounts],
             "networks": [dt.NetworkAttachmentConfig(n.name, aliases=list(n.aliases)) for n in spec.networks],
             "secrets": [
                 dt.SecretReference(secret_ids[s.name], s.name, filename=s.target, mode=0o444)

@@ -17,6 +17,8 @@ class State(models.TextChoices):
     STOPPED = "stopped"
     DELETED = "deleted"
     ERROR = "error"
+    # the node that holds its data does not answer (not the instance's fault: not an error)
+    UNREACHABLE = "unreachable"
 
 
 class Desired(models.TextChoices):
@@ -47,6 +49,10 @@ class Instance(models.Model):
     sandbox = models.BooleanField(default=False)
     # Its data is being replaced (restore in place): the edge shows the "starting" page, the web is down.
     maintenance = models.BooleanField(default=False)
+    # The swarm node that holds its volumes and runs its stateful services ("" for an instance made before
+    # hafen placed instances: it stays where Docker put it). The name is what the node was called then.
+    node_id = models.CharField(max_length=64, blank=True, default="")
+    node_name = models.CharField(max_length=253, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,6 +1,6 @@
 """Names and labels of the swarm objects of an installation and its instances."""
 
-from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, LABEL_STACK
+from hafen.engine.base import LABEL_INSTANCE, LABEL_PREFIX, LABEL_SERVICE, LABEL_STACK, Mount
 
 
 def stack(prefix: str, instance: str) -> str:
@@ -94,3 +94,15 @@ def labels(prefix: str, instance: str | None = None, svc: str | None = None) -> 
     if svc is not None:
         result[LABEL_SERVICE] = svc
     return result
+
+
+def pinned_to(node: str) -> list[str]:
+    """The placement constraint that keeps a service on the node that holds its instance's volumes."""
+    return [f"node.id == {node}"] if node else []
+
+
+def volume_mount(prefix: str, instance: str, vol: str, target: str, node: str, read_only: bool = False) -> Mount:
+    """A mount of an instance's volume; on a placed instance it carries the labels the volume is created with
+    wherever it is first used (the controller creates volumes only on its own node)."""
+    created_with = tuple(sorted(labels(prefix, instance).items())) if node else ()
+    return Mount(volume(prefix, instance, vol), target, read_only=read_only, labels=created_with)

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from hafen.catalog import App, ServiceTemplate
-from hafen.engine.base import Mount, NetworkRef, SecretRef, ServiceSpec
+from hafen.engine.base import NetworkRef, SecretRef, ServiceSpec
 from hafen.errors import InvalidInput
 from hafen.instances import naming
 
@@ -35,6 +35,8 @@ class StackInput:
     job_run: str = ""
     # False for a verification's sandbox: its web service joins no edge network
     edge: bool = True
+    # the node that holds the instance's volumes: services that mount one are pinned there
+    node: str = ""
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -63,8 +65,9 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         secrets=[
             SecretRef(naming.secret(data.prefix, data.name, s, data.secret_versions[s]), s) for s in tpl.secrets
         ],
-        mounts=[Mount(naming.volume(data.prefix, data.name, v), target) for v, target in tpl.volumes.items()],
+        mounts=[naming.volume_mount(data.prefix, data.name, v, target, data.node) for v, target in tpl.volumes.items()],
         networks=networks,
+        constraints=naming.pinned_to(data.node) if tpl.volumes else [],
         # a job's spec does not follow the running state, so a queued stop leaves a running job (passwd) be
         replicas=replicas if data.running or tpl.job else 0,
         job=tpl.job,
