@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Extra environment for restic (KEY=VALUE lines: credentials of s3:, rest: ...), in a file.
     backup_env_file: Path | None = None
     backup_concurrency: int = Field(default=1, ge=1, le=16)
+    # instances a drain moves at once (each is a backup and a restore: CPU and disk bound)
+    move_concurrency: int = Field(default=1, ge=1, le=16)
     # How often a job retries a repository that does not answer (with backoff) before it fails.
     backup_retries: int = Field(default=4, ge=0, le=20)
 

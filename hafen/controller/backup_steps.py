@@ -367,24 +367,30 @@ def finish_verification(op_error: str, snapshot_pk: int | None) -> None:
 # -- erase on another node -------------------------------------------------------------------------
 
 
-def _wipe_job(ctx: Context) -> ServiceSpec:
+def _wipe_job(ctx: Context, node: str) -> ServiceSpec:
     volumes = list(ctx.app.volumes)
+    prefix, name = ctx.settings.prefix, ctx.instance.name
     return ServiceSpec(
-        name=naming.backup_service(ctx.settings.prefix, ctx.instance.name, "wipe"),
+        name=naming.backup_service(prefix, name, "wipe"),
         image=BACKUP_IMAGE,
         labels=_labels(ctx, "wipe"),
         command=["hafen-backup", "wipe", *volumes],
-        mounts=[ctx.volume_mount(v, f"/volumes/{v}") for v in volumes],
-        constraints=ctx.pinned,
+        mounts=[naming.volume_mount(prefix, name, v, f"/volumes/{v}", node) for v in volumes],
+        constraints=naming.pinned_to(node),
         job=True,
         memory_bytes=JOB_MEMORY,
     )
+
+
+def run_wipe(ctx: Context, node: str) -> dict[str, Any] | None:
+    """Run the job that empties the instance's volumes on `node`; its result once it is done."""
+    return _job(ctx, "wipe", _wipe_job(ctx, node))
 
 
 def wipe(ctx: Context) -> bool:
     """Empty the instance's volumes on the node that holds them, which the controller's engine cannot
     remove there (only its own node's); the empty volumes stay on that node."""
     try:
-        return _job(ctx, "wipe", _wipe_job(ctx)) is not None
+        return run_wipe(ctx, ctx.instance.node_id) is not None
     except JobFailed as exc:
         raise _fail(f"could not empty the volumes of {ctx.instance.name} on {ctx.instance.node_name}: {exc}") from exc

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from hafen.catalog import get_app
 from hafen.config import Settings
+from hafen.controller import moves
 from hafen.controller import operations as ops
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
@@ -100,6 +101,7 @@ class Controller:
             self._roll_outdated(obs, instances, busy)
             self.specs_checked = True
         self.backups.tick(obs, active)
+        moves.finish_drains(self.engine, obs)
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
         self.heartbeat()
         return bool(active) or bool(self.edge_state.problem)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from hafen import crypto
 from hafen.catalog import App, get_app
 from hafen.config import Settings
+from hafen.controller import moves
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Mount, Observation, ServiceSpec, ServiceState
@@ -303,7 +304,7 @@ def remove_data(ctx: Context) -> bool:
 # -- plans ---------------------------------------------------------------------------------------
 
 
-def _bring_up(ctx: Context) -> list[Step]:
+def bring_up_steps(ctx: Context) -> list[Step]:
     """Start the waves in order; with `params["restore"]`, the backup's data is restored once the
     first wave (the database) runs. A sandbox gets no route and no check through the edge."""
     from hafen.controller import backup_steps as b
@@ -358,7 +359,7 @@ def _backup_plan(ctx: Context, kind: str) -> list[Step]:
                 Step("queue-verify", "queue the verification of the backup", b.queue_verify),
                 Step("backup-cleanup", "remove the backup job", b.remove_job("backup"), always=True)]
     if kind == "verify":
-        return [*_bring_up(ctx),
+        return [*bring_up_steps(ctx),
                 Step("check", "check the restored data and the admin's login", b.check),
                 Step("check-cleanup", "remove the check job", b.remove_job("check"), always=True),
                 *_teardown(ctx, always=True)]
@@ -405,9 +406,11 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
     web = ctx.app.web_service
     setup = [svc for svc, spec in ctx.specs.items() if spec.job]
     if kind in BRING_UP:
-        return _bring_up(ctx)
+        return bring_up_steps(ctx)
     if kind in ("backup", "verify", "restore"):
         return _backup_plan(ctx, kind)
+    if kind in moves.MOVE_KINDS:
+        return moves.plan(ctx, kind)
     if kind in ("restart", "scale"):
         update = [Step(f"deploy:{web}", f"update {web}", deploy([web])),
                   Step(f"wait:{web}", f"wait for {web}", wait_for([web]))]
@@ -440,7 +443,7 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
 
 
 _START_STATE = {"create": State.CREATING, "start": State.CREATING, "repair": State.CREATING,
-                "restore": State.RESTORING,
+                "restore": State.RESTORING, "move": State.MOVING, "evacuate": State.MOVING,
                 "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING}
 _END_STATE = {"stop": State.STOPPED, "delete": State.DELETED}
 
@@ -517,7 +520,7 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
     """Record the end of an operation and what it means for the instance and its secrets, at once."""
     op.finished_at = timezone.now()
     with transaction.atomic():
-        if op.kind in ("backup", "verify", "restore"):
+        if op.kind in ("backup", "verify", "restore", *moves.MOVE_KINDS):
             error = _finish_backup_kind(op, instance, error)
         if op.kind in ("backup", "verify") or (op.kind == "restore" and error and not op.params.get("touched")):
             # the instance is as it was: only the operation (and its snapshot) record the outcome

@@ -12,6 +12,7 @@ class State(models.TextChoices):
     PENDING = "pending"
     CREATING = "creating"
     RESTORING = "restoring"
+    MOVING = "moving"  # to another node, with its data (a drain or an evacuation)
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"

@@ -37,7 +37,7 @@ from hafen.config import get_settings  # noqa: E402
 from hafen.controller.loop import Controller  # noqa: E402
 from hafen.edge.client import FakeEdge  # noqa: E402
 from hafen.engine.fake import FakeEngine  # noqa: E402
-from hafen.instances import services  # noqa: E402
+from hafen.instances import nodes, services  # noqa: E402
 from hafen.instances.models import (  # noqa: E402
     BackupPolicy,
     ControlPlane,
@@ -104,6 +104,7 @@ def engine(monkeypatch):
     fake = FakeEngine()
     fake.images.update(all_image_tags())
     monkeypatch.setattr(services, "get_engine", lambda: fake)
+    monkeypatch.setattr(nodes, "get_engine", lambda: fake)
     return fake
 
 

@@ -1,0 +1,258 @@
+"""The service layer of the swarm's nodes: list, label, drain, activate, evacuate, remove, join.
+
+Operators only: a node carries many customers' instances. A drain and an evacuation queue one
+operation per instance (see hafen/controller/moves.py); the controller runs them, a few at a time,
+and they survive a restart of the controller. Labels and availability are the swarm's own, read and
+written through the engine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from hafen import wake
+from hafen.access import audit
+from hafen.access.policy import Actor
+from hafen.config import get_settings
+from hafen.engine import get_engine
+from hafen.engine.base import NodeState
+from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
+from hafen.images.build import plan as image_plan
+from hafen.instances import placement, services
+from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
+
+DRAIN_LABEL = "hafen.drain"  # on a node being drained: "moving" until its instances are off, then "done"
+MOVE_KINDS = ("move", "evacuate")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
+
+
+def _operator(actor: Actor) -> None:
+    if not actor.is_operator:
+        raise Forbidden("only operators manage the nodes of the swarm")
+
+
+def find(nodes: list[NodeState], ref: str) -> NodeState:
+    """A node by its hostname, its id, or an unambiguous start of its id."""
+    ref = ref.strip()
+    exact = [n for n in nodes if ref in (n.hostname, n.id)]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        raise Conflict(f"several nodes are called {ref!r}; use a node's id")
+    started = [n for n in nodes if len(ref) >= 4 and n.id.startswith(ref)]
+    if len(started) == 1:
+        return started[0]
+    raise NotFound(f"no node {ref!r}; `hafen node list` shows them")
+
+
+def moves_off(node_id: str) -> Q:
+    """The moves and evacuations still to run off a node."""
+    return Q(kind__in=MOVE_KINDS, state__in=(OpState.PENDING, OpState.RUNNING), params__from=node_id)
+
+
+def describe(node: NodeState, placed: list[Instance], moving: int) -> dict[str, Any]:
+    reserved = sum(placement.reserved_bytes(i.app, i.version, i.size, i.replicas) for i in placed)
+    return {
+        "id": node.id, "name": node.hostname, "role": node.role, "leader": node.leader, "state": node.state,
+        "availability": node.availability, "labels": node.labels, "address": node.address,
+        "cpus": round(node.nano_cpus / 1e9, 2), "memory_bytes": node.memory_bytes, "reserved_bytes": reserved,
+        "instances": sorted(i.name for i in placed if not i.sandbox), "draining": node.labels.get(DRAIN_LABEL, ""),
+        "moves_pending": moving, "engine_version": node.engine_version,
+    }
+
+
+def list_nodes(actor: Actor) -> list[dict[str, Any]]:
+    _operator(actor)
+    nodes = get_engine().nodes()
+    by_node: dict[str, list[Instance]] = {}
+    for instance in Instance.objects.exclude(node_id="").only("name", "app", "version", "size", "replicas",
+                                                               "node_id", "sandbox"):
+        by_node.setdefault(instance.node_id, []).append(instance)
+    moving: dict[str, int] = {}
+    for params in Operation.objects.filter(kind__in=MOVE_KINDS, state__in=(OpState.PENDING, OpState.RUNNING)) \
+            .values_list("params", flat=True):
+        moving[params.get("from", "")] = moving.get(params.get("from", ""), 0) + 1
+    ordered = sorted(nodes, key=lambda n: (n.role != "manager", n.hostname))
+    return [describe(n, by_node.get(n.id, []), moving.get(n.id, 0)) for n in ordered]
+
+
+def _parse_labels(changes: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`KEY=VALUE` sets a label, `KEY-` removes one."""
+    if not changes:
+        raise InvalidInput("give at least one KEY=VALUE (or KEY- to remove a label)")
+    set_, remove = {}, []
+    for change in changes:
+        if change.endswith("-") and "=" not in change:
+            key, value = change[:-1], None
+        elif "=" in change:
+            key, value = change.split("=", 1)
+        else:
+            raise InvalidInput(f"not KEY=VALUE or KEY-: {change!r}")
+        if not _LABEL_KEY.fullmatch(key) or key.startswith("hafen."):
+            raise InvalidInput(f"not a label key: {key!r} (letters, digits, '.', '_', '-'; not hafen.*)")
+        if value is None:
+            remove.append(key)
+        elif not _LABEL_VALUE.fullmatch(value):
+            raise InvalidInput(f"not a label value: {value!r}")
+        else:
+            set_[key] = value
+    return set_, remove
+
+
+def label(actor: Actor, ref: str, changes: list[str]) -> dict[str, Any]:
+    with audit.audited(actor, "node-label", changes=changes) as note:
+        _operator(actor)
+        set_, remove = _parse_labels(changes)
+        engine = get_engine()
+        node = find(engine.nodes(), ref)
+        note.detail["node"] = node.hostname
+        labels = {k: v for k, v in node.labels.items() if k not in remove} | set_
+        engine.update_node(node.id, labels=labels)
+    return _one(node.id)
+
+
+def activate(actor: Actor, ref: str) -> dict[str, Any]:
+    """The node takes new instances and tasks again (also ends a drain)."""
+    with audit.audited(actor, "node-activate") as note:
+        _operator(actor)
+        engine = get_engine()
+        node = find(engine.nodes(), ref)
+        note.detail["node"] = node.hostname
+        if Operation.objects.filter(moves_off(node.id)).exists():
+            raise Conflict(f"instances are still moving off {node.hostname}; wait for the drain to end")
+        labels = {k: v for k, v in node.labels.items() if k != DRAIN_LABEL}
+        engine.update_node(node.id, labels=labels, availability="active")
+    return _one(node.id)
+
+
+def _one(node_id: str) -> dict[str, Any]:
+    return next(n for n in list_nodes(Actor.local()) if n["id"] == node_id)
+
+
+def _enqueue_move(instance: Instance, kind: str, params: dict[str, Any]) -> Operation:
+    return Operation.objects.create(instance=instance, instance_name=instance.name,
+                                    organisation_id=instance.organisation_id, kind=kind, params=params)
+
+
+def drain(actor: Actor, ref: str) -> dict[str, Any]:
+    """Move every instance off the node (back up, restore on another node, switch the edge, empty the old
+    copy), then let the swarm move what is left (caches, jobs). Nothing new lands there meanwhile."""
+    with audit.audited(actor, "node-drain") as note:
+        _operator(actor)
+        services.require_control_plane()
+        engine = get_engine()
+        nodes = engine.nodes()
+        node = find(nodes, ref)
+        note.detail["node"] = node.hostname
+        if not node.ready:
+            raise Conflict(f"{node.hostname} does not answer ({node.state}): nothing can be backed up there; "
+                           f"use `hafen node evacuate {node.hostname}` to restore its instances elsewhere")
+        if not any(n.schedulable and n.id != node.id for n in nodes):
+            raise Conflict(f"no other node takes instances; add one before draining {node.hostname}")
+        placed = list(Instance.objects.filter(node_id=node.id, sandbox=False))
+        busy = set(Operation.objects.filter(instance__in=placed, state__in=(OpState.PENDING, OpState.RUNNING))
+                   .values_list("instance_name", flat=True))
+        moving = [i for i in placed if i.desired_state == Desired.RUNNING and i.state == State.RUNNING]
+        left = sorted(i.name for i in placed if i not in moving)
+        with transaction.atomic():
+            ops = []
+            for instance in moving:
+                if Operation.objects.filter(moves_off(node.id), instance=instance).exists():
+                    continue  # drained once already (a second `drain` resumes, it does not repeat)
+                snapshot = Snapshot.objects.create(
+                    instance=instance, instance_name=instance.name, organisation_id=instance.organisation_id,
+                    reason="move", app=instance.app, version=instance.version, domain=instance.domain)
+                ops.append(_enqueue_move(instance, "move", {
+                    "snapshot": snapshot.pk, "restore": snapshot.pk, "from": node.id, "from_name": node.hostname}))
+            transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+        engine.update_node(node.id, labels={**node.labels, DRAIN_LABEL: "moving"}, availability="pause")
+        note.detail.update(moves=len(ops), left=left)
+    return {"node": node.hostname, "moves": [services.describe_operation(op) for op in ops],
+            "queued_behind": sorted(busy & {i.name for i in moving}), "left": left}
+
+
+def evacuation_plan(actor: Actor, ref: str) -> dict[str, Any]:
+    """What an evacuation of a node that no longer answers would restore, and what each instance loses:
+    the time since its latest verified backup."""
+    _operator(actor)
+    node = find(get_engine().nodes(), ref)
+    if node.ready:
+        raise Conflict(f"{node.hostname} answers: drain it (`hafen node drain {node.hostname}`), which loses nothing")
+    now = timezone.now()
+    items = []
+    for instance in Instance.objects.filter(node_id=node.id, sandbox=False).order_by("name"):
+        snapshot = (Snapshot.objects.filter(instance=instance, status=SnapshotStatus.OK,
+                                            verification=Verification.VERIFIED).order_by("-created_at").first())
+        items.append({
+            "instance": instance.name, "organisation": instance.organisation.slug if instance.organisation else None,
+            "snapshot": snapshot.short_id if snapshot else None,
+            "backed_up_at": snapshot.created_at.isoformat() if snapshot else None,
+            "data_lost_seconds": round((now - snapshot.created_at).total_seconds()) if snapshot else None,
+        })
+    return {"node": node.hostname, "node_id": node.id, "state": node.state, "instances": items}
+
+
+def evacuate(actor: Actor, ref: str) -> dict[str, Any]:
+    """Restore every instance of a node that no longer answers on another node, from its latest verified
+    backup; instances without one are left and reported."""
+    with audit.audited(actor, "node-evacuate") as note:
+        plan = evacuation_plan(actor, ref)
+        note.detail["node"] = plan["node"]
+        services.require_control_plane()
+        ops, skipped = [], []
+        with transaction.atomic():
+            for item in plan["instances"]:
+                instance = Instance.objects.get(name=item["instance"])
+                if item["snapshot"] is None:
+                    skipped.append(instance.name)
+                    continue
+                if Operation.objects.filter(moves_off(plan["node_id"]), instance=instance).exists():
+                    continue
+                snapshot = Snapshot.objects.filter(instance=instance, status=SnapshotStatus.OK,
+                                                   verification=Verification.VERIFIED).order_by("-created_at").first()
+                assert snapshot is not None
+                if instance.desired_state != Desired.RUNNING:
+                    instance.desired_state = Desired.RUNNING
+                    instance.save(update_fields=["desired_state", "updated_at"])
+                ops.append(_enqueue_move(instance, "evacuate", {
+                    "restore": snapshot.pk, "from": plan["node_id"], "from_name": plan["node"]}))
+            transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+        note.detail.update(evacuated=[op.instance_name for op in ops], skipped=skipped)
+    return {**plan, "operations": [services.describe_operation(op) for op in ops], "skipped": skipped}
+
+
+def remove(actor: Actor, ref: str, force: bool = False) -> None:
+    with audit.audited(actor, "node-remove") as note:
+        _operator(actor)
+        engine = get_engine()
+        node = find(engine.nodes(), ref)
+        note.detail["node"] = node.hostname
+        placed = sorted(Instance.objects.filter(node_id=node.id).values_list("name", flat=True))
+        if placed:
+            raise Conflict(f"{len(placed)} instance(s) live on {node.hostname} ({', '.join(placed[:5])}"
+                           f"{', ...' if len(placed) > 5 else ''}): drain or evacuate it first")
+        if node.role == "manager":
+            raise Conflict(f"{node.hostname} is a manager: demote it first (docker node demote {node.hostname})")
+        if node.ready and node.availability != "drain":
+            raise Conflict(f"{node.hostname} still runs tasks: drain it first (`hafen node drain {node.hostname}`)")
+        engine.remove_node(node.id, force=force or not node.ready)
+
+
+def join_command(actor: Actor) -> dict[str, Any]:
+    """What to run on a new machine: load hafen's images (no registry), then join the swarm as a worker."""
+    _operator(actor)
+    info = get_engine().join_info()
+    if not info.managers:
+        raise Conflict("no manager of the swarm answers with an address")
+    images = sorted(job.tag for job in image_plan() if job.context is not None)
+    return {
+        "join": f"docker swarm join --token {info.worker_token} {info.managers[0]}",
+        "images": images,
+        "load": f"docker save {' '.join(images)} | ssh NEW-MACHINE docker load",
+    }
