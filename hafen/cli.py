@@ -244,11 +244,12 @@ def list_(q: str, state: str, app: str, organisation: str, as_json: bool) -> Non
     if as_json:
         _emit(rows)
         return
-    table = _table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "URL", "LAST VERIFIED BACKUP")
+    table = _table("NAME", "APP", "VERSION", "STATE", "REPLICAS", "ORGANISATION", "NODE", "URL",
+                   "LAST VERIFIED BACKUP")
     for row in rows:
         replicas = f"{row['replicas']['running']}/{row['replicas']['desired']}"
         table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["organisation"] or "-",
-                      row["url"], _backup_cell(row.get("backups") or {}))
+                      row.get("node") or "-", row["url"], _backup_cell(row.get("backups") or {}))
     out.print(table if rows else "no instances")
 
 
@@ -269,7 +270,7 @@ def show(name: str, as_json: bool) -> None:
     if as_json:
         _emit(data)
         return
-    for key in ("name", "app", "version", "domain", "url", "size", "organisation", "state", "created_at"):
+    for key in ("name", "app", "version", "domain", "url", "size", "organisation", "state", "node", "created_at"):
         out.print(f"{key:<13} {data[key] or '-'}")
     out.print(f"{'replicas':<13} {data['replicas']['running']}/{data['replicas']['desired']}")
     # Lines that carry what someone wrote are soft-wrapped: the terminal wraps them, no newline is added.
@@ -537,7 +538,8 @@ def build(ca_bundle: Path | None, index_url: str | None, stale: bool) -> None:
     err.print(f"{len(built)} images built" if built else "all images are up to date")
 
 
-import hafen.cli_backups  # noqa: E402,F401  (registers the backup commands on `cli`)
+import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
+import hafen.cli_nodes  # noqa: E402,F401  (registers `hafen node` on `cli`)
 
 
 def main() -> None:

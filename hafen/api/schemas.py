@@ -68,6 +68,7 @@ class InstanceOut(Schema):
     services: dict[str, ServiceOut]
     created_at: str
     error: str
+    node: str | None = Field(default=None, description="The swarm node that holds its data (null: not placed)")
     backups: BackupStatusOut
 
 
@@ -78,6 +79,12 @@ class StepOut(Schema):
     started_at: str | None
     finished_at: str | None
     detail: str = Field(default="", description="Progress of the step as it runs (of a backup: files, bytes)")
+
+
+class MoveOut(Schema):
+    from_node: str = Field(description="The node it moves off")
+    to_node: str = Field(description="The node it moves to (empty until chosen)")
+    downtime_seconds: float | None = Field(description="From the starting page until it answered again")
 
 
 class OperationOut(Schema):
@@ -91,6 +98,7 @@ class OperationOut(Schema):
     error: str
     created_at: str
     finished_at: str | None
+    move: MoveOut | None = Field(default=None, description="Of a move or an evacuation to another node")
 
 
 class LockOut(Schema):
@@ -284,3 +292,60 @@ class MeOut(Schema):
     operator: bool
     scope: str
     memberships: list[dict[str, str]]
+
+
+class NodeOut(Schema):
+    id: str
+    name: str
+    role: str = Field(description="manager or worker")
+    leader: bool
+    state: str = Field(description="ready, down, unknown or disconnected")
+    availability: str = Field(description="active, pause or drain")
+    labels: dict[str, str]
+    address: str
+    cpus: float
+    memory_bytes: int
+    reserved_bytes: int = Field(description="Memory the instances placed here may use, by their limits")
+    instances: list[str]
+    draining: str = Field(description='"moving" while a drain moves instances off, "done" after it, else ""')
+    moves_pending: int
+    engine_version: str
+
+
+class NodeLabelsIn(Schema):
+    changes: list[str] = Field(description="KEY=VALUE sets a label, KEY- removes one", min_length=1, max_length=32)
+
+
+class DrainOut(Schema):
+    node: str
+    moves: list[OperationOut]
+    queued_behind: list[str] = Field(description="Instances whose move waits for an operation already queued")
+    left: list[str] = Field(description="Instances not moved (stopped or not running): start or erase them")
+
+
+class EvacueeOut(Schema):
+    instance: str
+    organisation: str | None
+    snapshot: str | None = Field(description="The latest verified backup (null: none, the instance is skipped)")
+    backed_up_at: str | None
+    data_lost_seconds: int | None = Field(description="What restoring that backup loses: the time since it")
+
+
+class EvacuationOut(Schema):
+    node: str
+    node_id: str
+    state: str
+    instances: list[EvacueeOut]
+    operations: list[OperationOut] = []
+    skipped: list[str] = []
+
+
+class EvacuateIn(Schema):
+    confirm: str = Field(description="The node's name, typed: the instances lose what their backups lack",
+                         max_length=253)
+
+
+class JoinOut(Schema):
+    join: str = Field(description="Run on the new machine to join the swarm as a worker")
+    images: list[str]
+    load: str = Field(description="How to copy the images there when no registry serves them")

@@ -18,7 +18,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, services
+from hafen.instances import backups, nodes, services
 
 api = NinjaAPI(
     title="hafen",
@@ -285,6 +285,53 @@ def check_repository(request: HttpRequest) -> Status[dict[str, Any]]:
     actor = _actor(request)
     backups.request_maintenance(actor)
     return Status(202, backups.repository(actor))
+
+
+# -- nodes (operators) -----------------------------------------------------------------------------------
+
+
+@api.get("/nodes", response={200: list[s.NodeOut], **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def list_nodes(request: HttpRequest) -> list[dict[str, Any]]:
+    """The swarm's nodes with their resources, what instances reserve there, and drains under way."""
+    return nodes.list_nodes(_actor(request))
+
+
+@api.get("/nodes/join-command", response={200: s.JoinOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def join_command(request: HttpRequest) -> dict[str, Any]:
+    return nodes.join_command(_actor(request))
+
+
+@api.post("/nodes/{node}/labels", response={200: s.NodeOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def label_node(request: HttpRequest, node: str, body: s.NodeLabelsIn) -> dict[str, Any]:
+    return nodes.label(_actor(request), node, body.changes)
+
+
+@api.post("/nodes/{node}/drain", response={202: s.DrainOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def drain_node(request: HttpRequest, node: str) -> Status[dict[str, Any]]:
+    """Move every instance off the node with its data, a few at a time; follow the operations."""
+    return Status(202, nodes.drain(_actor(request), node))
+
+
+@api.post("/nodes/{node}/activate", response={200: s.NodeOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def activate_node(request: HttpRequest, node: str) -> dict[str, Any]:
+    return nodes.activate(_actor(request), node)
+
+
+@api.get("/nodes/{node}/evacuation", response={200: s.EvacuationOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def evacuation_plan(request: HttpRequest, node: str) -> dict[str, Any]:
+    """What an evacuation of a node that does not answer would restore, and what each instance loses."""
+    return nodes.evacuation_plan(_actor(request), node)
+
+
+@api.post("/nodes/{node}/evacuate", response={202: s.EvacuationOut, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def evacuate_node(request: HttpRequest, node: str, body: s.EvacuateIn) -> Status[dict[str, Any]]:
+    return Status(202, nodes.evacuate(_actor(request), node, confirm=body.confirm))
+
+
+@api.delete("/nodes/{node}", response={204: None, **ERRORS, **ENGINE_DOWN}, tags=["nodes"])
+def remove_node(request: HttpRequest, node: str, force: bool = False) -> Status[None]:
+    nodes.remove(_actor(request), node, force=force)
+    return Status(204, None)
 
 
 # -- audit log -------------------------------------------------------------------------------------------

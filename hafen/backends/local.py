@@ -8,7 +8,7 @@ from typing import Any
 from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
-from hafen.instances import backups, services
+from hafen.instances import backups, nodes, services
 
 
 class LocalBackend:
@@ -93,3 +93,26 @@ class LocalBackend:
             backups.request_maintenance(self.actor)
         return backups.repository(self.actor)
 
+    def nodes(self) -> list[dict[str, Any]]:
+        return nodes.list_nodes(self.actor)
+
+    def node_join(self) -> dict[str, Any]:
+        return nodes.join_command(self.actor)
+
+    def node_label(self, node: str, changes: list[str]) -> dict[str, Any]:
+        return nodes.label(self.actor, node, changes)
+
+    def node_drain(self, node: str) -> dict[str, Any]:
+        return nodes.drain(self.actor, node)
+
+    def node_activate(self, node: str) -> dict[str, Any]:
+        return nodes.activate(self.actor, node)
+
+    def node_evacuation(self, node: str) -> dict[str, Any]:
+        return nodes.evacuation_plan(self.actor, node)
+
+    def node_evacuate(self, node: str, confirm: str) -> dict[str, Any]:
+        return nodes.evacuate(self.actor, node, confirm=confirm)
+
+    def node_remove(self, node: str, force: bool) -> None:
+        nodes.remove(self.actor, node, force=force)

@@ -170,3 +170,33 @@ class RemoteBackend:
         result: dict[str, Any] = self._call("GET", "/backups/repository")
         return result
 
+    def nodes(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/nodes")
+        return result
+
+    def node_join(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/nodes/join-command")
+        return result
+
+    def node_label(self, node: str, changes: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/nodes/{node}/labels", json={"changes": changes})
+        return result
+
+    def node_drain(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/nodes/{node}/drain")
+        return result
+
+    def node_activate(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/nodes/{node}/activate")
+        return result
+
+    def node_evacuation(self, node: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/nodes/{node}/evacuation")
+        return result
+
+    def node_evacuate(self, node: str, confirm: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/nodes/{node}/evacuate", json={"confirm": confirm})
+        return result
+
+    def node_remove(self, node: str, force: bool) -> None:
+        self._call("DELETE", f"/nodes/{node}", params={"force": "true" if force else "false"})

@@ -145,7 +145,6 @@ def drain(actor: Actor, ref: str) -> dict[str, Any]:
     copy), then let the swarm move what is left (caches, jobs). Nothing new lands there meanwhile."""
     with audit.audited(actor, "node-drain") as note:
         _operator(actor)
-        services.require_control_plane()
         engine = get_engine()
         nodes = engine.nodes()
         node = find(nodes, ref)
@@ -155,6 +154,7 @@ def drain(actor: Actor, ref: str) -> dict[str, Any]:
                            f"use `hafen node evacuate {node.hostname}` to restore its instances elsewhere")
         if not any(n.schedulable and n.id != node.id for n in nodes):
             raise Conflict(f"no other node takes instances; add one before draining {node.hostname}")
+        services.require_control_plane()
         placed = list(Instance.objects.filter(node_id=node.id, sandbox=False))
         busy = set(Operation.objects.filter(instance__in=placed, state__in=(OpState.PENDING, OpState.RUNNING))
                    .values_list("instance_name", flat=True))
@@ -198,12 +198,17 @@ def evacuation_plan(actor: Actor, ref: str) -> dict[str, Any]:
     return {"node": node.hostname, "node_id": node.id, "state": node.state, "instances": items}
 
 
-def evacuate(actor: Actor, ref: str) -> dict[str, Any]:
+def evacuate(actor: Actor, ref: str, confirm: str | None = None) -> dict[str, Any]:
     """Restore every instance of a node that no longer answers on another node, from its latest verified
-    backup; instances without one are left and reported."""
+    backup; instances without one are left and reported.
+
+    `confirm`: the node's name as the user typed it (UI, API); None where it was asked before (CLI).
+    """
     with audit.audited(actor, "node-evacuate") as note:
         plan = evacuation_plan(actor, ref)
         note.detail["node"] = plan["node"]
+        if confirm is not None and confirm.strip() != plan["node"]:
+            raise InvalidInput(f"type the node's name {plan['node']} to evacuate it; nothing was changed")
         services.require_control_plane()
         ops, skipped = [], []
         with transaction.atomic():
@@ -256,3 +261,10 @@ def join_command(actor: Actor) -> dict[str, Any]:
         "images": images,
         "load": f"docker save {' '.join(images)} | ssh NEW-MACHINE docker load",
     }
+
+
+def recent_moves(actor: Actor, limit: int = 30) -> list[dict[str, Any]]:
+    """The latest moves and evacuations, newest first: what a drain is doing and how long each was down."""
+    _operator(actor)
+    return [services.describe_operation(op)
+            for op in Operation.objects.filter(kind__in=MOVE_KINDS).order_by("-created_at", "-id")[:limit]]

@@ -349,6 +349,7 @@ def describe(instance: Instance) -> dict[str, Any]:
         "services": services,
         "created_at": instance.created_at.isoformat(),
         "error": instance.error,
+        "node": instance.node_name or None,
     }
 
 
@@ -404,6 +405,9 @@ def describe_operation(operation: Operation) -> dict[str, Any]:
         "error": operation.error,
         "created_at": operation.created_at.isoformat(),
         "finished_at": operation.finished_at.isoformat() if operation.finished_at else None,
+        "move": {"from_node": operation.params.get("from_name", ""), "to_node": operation.params.get("to_name", ""),
+                 "downtime_seconds": operation.params.get("downtime_seconds")}
+        if operation.kind in ("move", "evacuate") else None,
     }
 
 

@@ -35,6 +35,9 @@ CASES = {
     "org-bad-slug": (["org", "create", "Not A Slug"], 2, "invalid organisation"),
     "member-unknown-org": (["org", "add-member", "nosuch", "alice"], 3, "no organisation 'nosuch'"),
     "lock-unknown-action": (["lock", "nosuch", "-a", "fly", "--reason", "x"], 3, "no instance named"),
+    "node-unknown": (["node", "drain", "nosuch"], 3, "no node 'nosuch'"),
+    "node-bad-label": (["node", "label", "host1", "novalue"], 2, "not KEY=VALUE"),
+    "node-remove-manager": (["node", "remove", "host1"], 4, "is a manager"),
 }
 
 
