@@ -105,7 +105,9 @@ class Plane:
         }
 
     def containers(self, service: str) -> list[Any]:
-        return list(self.docker.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}))
+        """The running containers of a service, or the container of that name (the edge proxy)."""
+        tasks = list(self.docker.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}))
+        return tasks or [c for c in self.docker.containers.list(filters={"name": service}) if c.name == service]
 
     def wait_until(self, predicate: Any, timeout: float = 60, interval: float = 0.5) -> Any:
         deadline = time.monotonic() + timeout

@@ -45,11 +45,18 @@ def route_for(instance: Instance) -> caddy.Route | None:
     return None
 
 
-def _spec(settings: Settings, server: Server) -> ServiceSpec:
-    """The proxy publishes the ports and keeps certificates; the status server has neither."""
+def _spec(settings: Settings, server: Server, node: str = "") -> ServiceSpec:
+    """The proxy publishes the ports and keeps certificates; the status server has neither.
+
+    Both run on the controller's own node, where the configuration directory they mount is. The
+    proxy is a plain container there, not a swarm task: Docker attaches a running task's container
+    only to an overlay network that a task on its node already uses, and gives it an address of its
+    own choosing, which another task may get too; a container attached at run time gets an address
+    from the swarm and reaches web tasks on every node."""
     prefix = settings.prefix
     bind = Mount(str(settings.edge_dir), "/etc/hafen-edge", kind="bind")
-    common: dict[str, Any] = {"image": EDGE_IMAGE, "constraints": ["node.role == manager"]}
+    common: dict[str, Any] = {"image": EDGE_IMAGE,
+                              "constraints": [f"node.id == {node}"] if node else ["node.role == manager"]}
     if server == "status":
         return ServiceSpec(
             name=naming.edge_status_service(prefix),
@@ -64,10 +71,11 @@ def _spec(settings: Settings, server: Server) -> ServiceSpec:
         name=naming.edge_service(prefix),
         labels={**naming.labels(prefix), LABEL_ROLE: ROLE_EDGE},
         mounts=[bind, Mount(naming.edge_volume(prefix), "/data")],
-        networks=[NetworkRef(naming.edge_network(prefix)), NetworkRef(naming.edge_public_network(prefix))],
+        # the default bridge (joined first) publishes the ports and gives a way out (ACME)
+        networks=[NetworkRef(naming.edge_network(prefix))],
         ports=[PublishedPort(80, settings.http_port), PublishedPort(443, settings.https_port)],
         memory_bytes=256 * 1024**2,
-        **common,
+        image=EDGE_IMAGE,
     )
 
 
@@ -107,8 +115,6 @@ class EdgeReconciler:
         # so it can reach only its own instance's network and the edge.
         if naming.edge_network(prefix) not in obs.networks:
             self.engine.create_network(naming.edge_network(prefix), naming.labels(prefix), internal=True)
-        if naming.edge_public_network(prefix) not in obs.networks:
-            self.engine.create_network(naming.edge_public_network(prefix), naming.labels(prefix), internal=False)
         if naming.edge_volume(prefix) not in obs.volumes:
             self.engine.create_volume(naming.edge_volume(prefix), naming.labels(prefix))
         running: list[Server] = []
@@ -116,7 +122,13 @@ class EdgeReconciler:
         for server in ("status", "proxy"):
             if not (self.settings.edge_dir / CONFIG_FILES[server]).exists():
                 self._write(server, configs[server])
-            spec = _spec(self.settings, server)
+            spec = _spec(self.settings, server, obs.local_node)
+            if server == "proxy":
+                if self._proxy(obs, spec):
+                    running.append(server)
+                else:
+                    problems.append("the edge proxy is not running yet")
+                continue
             current = obs.services.get(spec.name)
             self.engine.apply_service(spec, current)
             if current is not None and current.running > 0:
@@ -127,6 +139,19 @@ class EdgeReconciler:
                                 + (f": {failures[-1].error}" if failures else " yet"))
         self.problem = "; ".join(problems)
         return running
+
+    def _proxy(self, obs: Observation, spec: ServiceSpec) -> bool:
+        """The proxy's container; an older hafen's proxy service goes first (it holds the ports)."""
+        if spec.name in obs.services:
+            log.info("edge: replacing the proxy service of an older hafen by a container")
+            self.engine.remove_service(spec.name)
+            return False
+        if any(cid for cid in obs.edge_containers if spec.name not in obs.containers
+               or obs.containers[spec.name].id != cid):
+            return False  # the old service's container is still going
+        current = obs.containers.get(spec.name)
+        changed = self.engine.apply_container(spec, current)
+        return current is not None and current.running and not changed
 
     @staticmethod
     def _answers(instance: Instance) -> bool:

@@ -104,6 +104,18 @@ class TaskState:
 
 
 @dataclass
+class ContainerState:
+    id: str
+    name: str
+    labels: dict[str, str]
+    running: bool
+
+    @property
+    def spec_digest(self) -> str:
+        return self.labels.get(LABEL_SPEC, "")
+
+
+@dataclass
 class NodeState:
     """One machine of the swarm, as the engine reports it."""
 
@@ -193,6 +205,8 @@ class Observation:
     secrets: set[str] = field(default_factory=set)
     # The edge proxy's running containers (by id) and the networks each is attached to.
     edge_containers: dict[str, set[str]] = field(default_factory=dict)
+    # Plain containers hafen runs itself on the controller's node (the edge proxy), by name.
+    containers: dict[str, ContainerState] = field(default_factory=dict)
     nodes: dict[str, NodeState] = field(default_factory=dict)
     local_node: str = ""  # the node whose engine hafen talks to
     _by_instance: dict[str, dict[str, ServiceState]] | None = field(default=None, repr=False, compare=False)
@@ -279,6 +293,15 @@ class Engine(ABC):
 
     @abstractmethod
     def remove_service(self, name: str) -> None: ...
+
+    @abstractmethod
+    def apply_container(self, spec: ServiceSpec, current: ContainerState | None) -> bool:
+        """Run a plain container (not a swarm task) on this engine's own node, as the spec says, restarted
+        by the engine; recreate it when the spec changed. Ports are published on the node, networks
+        (attachable overlays) joined after the default bridge. Return whether anything changed."""
+
+    @abstractmethod
+    def remove_container(self, name: str) -> None: ...
 
     @abstractmethod
     def remove_stopped_containers(self, labels: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from hafen.engine.base import (
     LABEL_SPEC,
     LABEL_TEMPLATE,
     ROLE_EDGE,
+    ContainerState,
     Engine,
     JoinInfo,
     NodeState,
@@ -65,6 +66,8 @@ class FakeEngine(Engine):
     connected: dict[str, set[str]] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     node_states: dict[str, NodeState] = field(default_factory=_default_nodes)
+    # Plain containers by name (the edge proxy), as their spec says; they run once made.
+    containers: dict[str, ServiceSpec] = field(default_factory=dict)
 
     def add_node(self, node_id: str, hostname: str, memory_gib: int = 24, role: str = "worker",
                  labels: dict[str, str] | None = None) -> NodeState:
@@ -118,10 +121,11 @@ class FakeEngine(Engine):
     def edge_containers(self, prefix: str) -> dict[str, set[str]]:
         """The edge proxy's running containers, one per replica, with the networks each is on."""
         result: dict[str, set[str]] = {}
-        for spec in self.services.values():
+        for spec in [*self.services.values(), *self.containers.values()]:
             if spec.labels.get(LABEL_PREFIX) != prefix or spec.labels.get(LABEL_ROLE) != ROLE_EDGE:
                 continue
-            for task in range(self.state_of(spec).running):
+            running = 1 if spec.name in self.containers else self.state_of(spec).running
+            for task in range(running):
                 cid = f"{spec.name}.{task}.{self.generations.get(spec.name, 0)}"
                 result[cid] = {n.name for n in spec.networks} | self.connected.get(cid, set())
         return result
@@ -144,7 +148,23 @@ class FakeEngine(Engine):
             edge_containers=self.edge_containers(prefix),
             nodes=dict(self.node_states),
             local_node="node1",
+            containers={name: ContainerState(f"{name}.0.{self.generations.get(name, 0)}", name,
+                                             {**spec.labels, LABEL_SPEC: spec.digest()}, True)
+                        for name, spec in self.containers.items() if mine(spec.labels)},
         )
+
+    def apply_container(self, spec: ServiceSpec, current: ContainerState | None) -> bool:
+        self._check(f"apply_container {spec.name}")
+        if current is not None and current.spec_digest == spec.digest() and current.running:
+            return False
+        if spec.name in self.containers:
+            self.replace_containers(spec.name)
+        self.containers[spec.name] = spec
+        return True
+
+    def remove_container(self, name: str) -> None:
+        self._check(f"remove_container {name}")
+        self.containers.pop(name, None)
 
     def nodes(self) -> list[NodeState]:
         self._check("nodes")

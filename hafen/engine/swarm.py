@@ -24,6 +24,7 @@ from hafen.engine.base import (
     LABEL_SPEC,
     LABEL_TEMPLATE,
     ROLE_EDGE,
+    ContainerState,
     Engine,
     JoinInfo,
     NodeState,
@@ -178,10 +179,17 @@ class SwarmEngine(Engine):
         secrets = _call("list secrets", lambda: api.secrets(filters=label))
         observation.secrets = {s["Spec"]["Name"] for s in secrets}
         edge = {"label": [f"{LABEL_PREFIX}={prefix}", f"{LABEL_ROLE}={ROLE_EDGE}"]}
-        containers = _call("list containers", lambda: api.containers(filters=edge))
+        containers = _call("list containers", lambda: api.containers(all=True, filters=edge))
         observation.edge_containers = {
             c["Id"]: set((c.get("NetworkSettings") or {}).get("Networks") or {}) for c in containers
+            if c.get("State") == "running"
         }
+        for c in containers:
+            if c.get("Labels", {}).get("com.docker.swarm.task.id"):
+                continue  # a task of a service (an edge of an older hafen), not a container of hafen's own
+            name = (c.get("Names") or ["/"])[0].lstrip("/")
+            observation.containers[name] = ContainerState(c["Id"], name, c.get("Labels") or {},
+                                                          c.get("State") == "running")
         observation.nodes = {node.id: node for node in self.nodes()}
         observation.local_node = self.local_node()
         return observation
@@ -336,6 +344,35 @@ class SwarmEngine(Engine):
             kwargs["force_update"] = spec.force_update
         _call(f"update service {spec.name}", lambda: service.update(**kwargs))
         return True
+
+    def apply_container(self, spec: ServiceSpec, current: ContainerState | None) -> bool:
+        digest = spec.digest()
+        if current is not None and current.spec_digest == digest and current.running:
+            return False
+        if current is not None:
+            self.remove_container(current.name)
+        client = self.client
+        container = _call(f"create container {spec.name}", lambda: client.containers.create(
+            spec.image, spec.command, name=spec.name, labels={**spec.labels, LABEL_SPEC: digest},
+            environment=spec.env,
+            mounts=[dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts],
+            ports={f"{p.target}/tcp": p.published for p in spec.ports},
+            restart_policy={"Name": "always"}, mem_limit=spec.memory_bytes or 0, init=True, detach=True,
+        ))
+        try:
+            for network in spec.networks:
+                _call(f"connect {spec.name} to network {network.name}",
+                      partial(client.api.connect_container_to_network, spec.name, network.name,
+                              aliases=list(network.aliases) or None))
+            _call(f"start container {spec.name}", container.start)
+        except EngineError:
+            self.remove_container(spec.name)  # nothing half-made: the next pass makes it again
+            raise
+        return True
+
+    def remove_container(self, name: str) -> None:
+        with contextlib.suppress(EngineNotFound):
+            _call(f"remove container {name}", lambda: self.client.api.remove_container(name, force=True))
 
     def remove_service(self, name: str) -> None:
         with contextlib.suppress(EngineNotFound):

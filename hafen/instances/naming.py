@@ -51,11 +51,6 @@ def edge_network(prefix: str) -> str:
     return f"{prefix}-edge"
 
 
-def edge_public_network(prefix: str) -> str:
-    """The edge proxy's own way out to the host's published ports; no instance joins it."""
-    return f"{prefix}-edge-public"
-
-
 def edge_service(prefix: str) -> str:
     return f"{prefix}-edge"
 

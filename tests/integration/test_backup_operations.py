@@ -59,8 +59,10 @@ def kill_controller(plane: Plane) -> None:
 
 
 def operation(plane: Plane, name: str, kind: str) -> dict[str, Any]:
+    """The latest operation of that kind; one without steps until it is queued (the command may not have
+    queued it yet)."""
     ops = plane.json("show", name)["operations"]
-    return next(op for op in ops if op["kind"] == kind)
+    return next((op for op in ops if op["kind"] == kind), {"kind": kind, "steps": [], "state": "not queued"})
 
 
 @pytest.fixture

@@ -118,7 +118,8 @@ def test_scale_during_a_create_brings_it_up_scaled(api: httpx.Client, names: lis
     at_a_wait_step(api, create["id"])
     scale = post(api, f"/instances/{name}/scale", {"replicas": 2})
 
-    settles(api, name, "running", timeout=15)
+    # the whole bring-up, scaled: seconds on a quiet machine, more beside other test runs
+    settles(api, name, "running", timeout=90)
     assert operation(api, create["id"])["state"] == "superseded"
     assert operation(api, scale["id"])["state"] == "succeeded"
     data = instance(api, name)
@@ -133,7 +134,7 @@ def test_restart_during_a_start(plane: Plane, api: httpx.Client, names: list[str
     at_a_wait_step(api, start["id"])
     restart = post(api, f"/instances/{name}/restart")
 
-    settles(api, name, "running", timeout=15)
+    settles(api, name, "running", timeout=90)
     assert operation(api, start["id"])["state"] == "superseded"
     assert operation(api, restart["id"])["state"] == "succeeded"
     assert plane.http(f"{name}.localhost").get("/health").status_code == 200

@@ -96,13 +96,11 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert objects["volumes"] == {"unit-eve_db", "unit-eve_media"}
     assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1"}
     # the shared edge
-    assert "unit-edge" in engine.services and "unit-edge" in engine.networks
-    # the shared edge network is internal too (no way off the host for web services);
-    # only the proxy also joins the public one
+    assert "unit-edge" in engine.containers and "unit-edge" in engine.networks
+    # the shared edge network is internal too (no way off the host for web services); the proxy, a
+    # plain container, has its way out through the engine's default bridge, and no service has one
     assert engine.networks["unit-edge"].internal is True
-    assert engine.networks["unit-edge-public"].internal is False
-    public_users = [s.name for s in engine.services.values() if "unit-edge-public" in {n.name for n in s.networks}]
-    assert public_users == ["unit-edge"]
+    assert all(not n.endswith("-public") for n in engine.networks)
 
     # the proxy finds the web service by its alias on the instance's own edge network, which the
     # proxy is attached to at run time; the status server vouches for the domain
@@ -110,7 +108,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert ("unit-eve_edge", ("eve.localhost.unit-route",)) in web_networks
     assert "unit-edge" not in {name for name, _ in web_networks}
     assert [networks for networks in engine.edge_containers("unit").values()] == [
-        {"unit-edge", "unit-edge-public", "unit-eve_edge"}
+        {"unit-edge", "unit-eve_edge"}
     ]
     proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][0]["handle"][0]
     assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}.unit-route."
@@ -288,7 +286,7 @@ def test_erase_removes_everything_of_the_instance(controller, engine, edge, runn
     # the neighbour and the shared edge are untouched
     assert objects_of(engine, "other") == other
     assert edge.probe("other.localhost", "/health") == 200
-    assert "unit-edge" in engine.services and "unit-edge" in engine.networks
+    assert "unit-edge" in engine.containers and "unit-edge" in engine.networks
 
 
 def test_erase_of_a_deleted_instance(controller, engine, running_instance, run):

@@ -209,16 +209,16 @@ def proxy_networks(engine):
 def test_a_replaced_proxy_container_is_attached_again_on_the_next_pass(controller, engine, edge, running_instance):
     running_instance("eve")
     assert edge.probe("eve.localhost", "/health") == 200
-    proxy_spec = engine.services["unit-edge"]
+    proxy_spec = engine.containers["unit-edge"]
 
-    engine.replace_containers("unit-edge")  # say, the proxy's task was rescheduled
-    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public"}]
+    engine.replace_containers("unit-edge")  # say, the proxy container was replaced
+    assert proxy_networks(engine) == [{"unit-edge"}]
     assert edge.probe("eve.localhost", "/health") == 503  # the status server's page: no web reachable
     controller.pass_once()
-    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
+    assert proxy_networks(engine) == [{"unit-edge", "unit-eve_edge"}]
     assert edge.probe("eve.localhost", "/health") == 200
-    # at run time: the proxy's service spec, and so its tasks, never changed
-    assert engine.services["unit-edge"] is proxy_spec
+    # at run time: the proxy container's spec never changed
+    assert engine.containers["unit-edge"] is proxy_spec
 
 
 def test_erase_detaches_the_proxy_before_removing_the_network(controller, engine, edge, running_instance, run):
@@ -232,7 +232,7 @@ def test_erase_detaches_the_proxy_before_removing_the_network(controller, engine
     detach = engine.calls.index(f"disconnect_container unit-eve_edge {container}")
     assert detach < engine.calls.index("remove_network unit-eve_edge")
     assert "unit-eve_edge" not in engine.networks
-    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-other_edge"}]
+    assert proxy_networks(engine) == [{"unit-edge", "unit-other_edge"}]
     assert edge.probe("other.localhost", "/health") == 200
 
 
@@ -283,7 +283,7 @@ def test_the_proxy_is_detached_before_the_web_service_stops(controller, engine, 
     web_calls = [i for i, call in enumerate(engine.calls) if call in ("apply_service unit-eve_web",
                                                                         "remove_service unit-eve_web")]
     assert web_calls and detach < web_calls[0]
-    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public"}]
+    assert proxy_networks(engine) == [{"unit-edge"}]
 
 
 def test_the_web_service_stops_only_once_the_proxy_is_observed_detached(
@@ -319,7 +319,7 @@ def test_the_proxy_is_attached_only_once_the_web_runs(controller, engine, runnin
     # one attempt, once the web ran: the fake refuses an earlier one as Docker does
     [connect] = [c for c in engine.calls if c.startswith("connect_container")]
     assert connect.startswith("connect_container unit-eve_edge")
-    assert proxy_networks(engine) == [{"unit-edge", "unit-edge-public", "unit-eve_edge"}]
+    assert proxy_networks(engine) == [{"unit-edge", "unit-eve_edge"}]
 
 
 @pytest.mark.parametrize("host", ["EVE.localhost", "eve.localhost.", "127.0.0.1", "[::1]", "localhost", "unit-eve_web"])
