@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     def database_display(self) -> str:
         """The control plane's database as users see it: never the password of its URL."""
         if self.database_scheme == "sqlite":
-            return f"SQLite {self.database_url.partition('://')[2] or self.db_path}"
+            # sqlite:////abs/path names /abs/path (dj-database-url's reading)
+            return f"SQLite {self.database_url.partition('://')[2][1:] or self.db_path}"
         url = urlsplit(self.database_url)
         user = f"{url.username}@" if url.username else ""
         port = f":{url.port}" if url.port else ""

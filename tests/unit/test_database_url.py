@@ -25,6 +25,15 @@ def test_unset_is_sqlite_in_the_data_directory_as_before(tmp_path):
     }
 
 
+def test_a_sqlite_url_puts_sqlite_elsewhere_with_the_same_options(tmp_path):
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/elsewhere.db")
+    config = settings.django_database()
+    assert (config["ENGINE"], config["NAME"]) == ("django.db.backends.sqlite3", f"{tmp_path}/elsewhere.db")
+    assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    assert settings.database_display == f"SQLite {tmp_path}/elsewhere.db"
+    assert Settings(data_dir=tmp_path).database_display == f"SQLite {tmp_path}/hafen.sqlite3"
+
+
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
 def test_a_postgresql_url(tmp_path, scheme):
     settings = Settings(data_dir=tmp_path, database_url=f"{scheme}://hafen:{SECRET}@db.example:6432/plane")
