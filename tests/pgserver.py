@@ -9,6 +9,7 @@ Clients log in over TCP as `hafen` with a password, as a control plane on anothe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -18,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
 ROLE = "hafen"
@@ -112,3 +114,12 @@ class PostgresServer:
             with contextlib.suppress(Exception):
                 self._as_owner(str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@cache
+def unit_database() -> str:
+    """The URL of the unit tier's database, on a server started once per process (tests/unit/conftest.py is
+    imported twice when tests import from it) and stopped when the process ends."""
+    server = PostgresServer.start()
+    atexit.register(server.stop)
+    return server.create_database("hafen_unit")

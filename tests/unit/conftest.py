@@ -8,7 +8,6 @@ The environment is set at import time, before anything of hafen is imported, bec
 hafen.config.get_settings() and Django read it once.
 """
 
-import atexit
 import os
 import shutil
 import tempfile
@@ -21,13 +20,10 @@ os.environ["HAFEN_HTTP_PORT"] = "18080"
 os.environ.pop("HAFEN_ACME_EMAIL", None)
 os.environ.pop("HAFEN_DOMAIN_SUFFIX", None)
 os.environ.pop("HAFEN_DATABASE_URL", None)
-POSTGRES = None
 if os.environ.get("HAFEN_TEST_DATABASE", "sqlite") == "postgresql":
-    from tests.pgserver import PostgresServer
+    from tests.pgserver import unit_database
 
-    POSTGRES = PostgresServer.start()
-    atexit.register(POSTGRES.stop)  # also when something below fails
-    os.environ["HAFEN_DATABASE_URL"] = POSTGRES.create_database("hafen_unit")
+    os.environ["HAFEN_DATABASE_URL"] = unit_database()
 
 from hafen.django_setup import setup  # noqa: E402
 
