@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from hafen.config import Settings
-from hafen.errors import InvalidInput
+from hafen.errors import Conflict, InvalidInput
 
 SECRET = "s3cr3t-Pa55"
 
@@ -31,7 +31,7 @@ def test_a_sqlite_url_puts_sqlite_elsewhere_with_the_same_options(tmp_path):
     assert (config["ENGINE"], config["NAME"]) == ("django.db.backends.sqlite3", f"{tmp_path}/elsewhere.db")
     assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     assert settings.database_display == f"SQLite {tmp_path}/elsewhere.db"
-    assert Settings(data_dir=tmp_path).database_display == f"SQLite {tmp_path}/hafen.sqlite3"
+    assert Settings(data_dir=tmp_path, database_url="").database_display == f"SQLite {tmp_path}/hafen.sqlite3"
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
@@ -66,6 +66,19 @@ def test_the_cli_says_so_in_one_line(tmp_path):
                                           "(got mysql://)"]
 
 
+def test_a_database_that_does_not_answer_is_one_line_without_the_password(tmp_path):
+    env = {**os.environ, "HAFEN_ENGINE": "fake", "HAFEN_DATA_DIR": str(tmp_path),
+           "HAFEN_DATABASE_URL": f"postgresql://hafen:{SECRET}@127.0.0.1:9/hafen"}
+    result = subprocess.run([sys.executable, "-m", "hafen", "list"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 5
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: the control plane's database does not answer (PostgreSQL "
+                               "postgresql://hafen@127.0.0.1:9/hafen): ")
+    assert SECRET not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("path", ["/api/v1/instances?q=a%00b", "/api/v1/instances/a%00b", "/instances/a%00b/"])
 def test_a_nul_in_path_or_query_is_a_400(people, path):
     client = Client()
@@ -81,3 +94,18 @@ def test_a_nul_in_a_json_body_is_a_400(people):
                              content_type="application/json", **people.headers("operator"))
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid"
+
+
+def test_one_controller_per_postgresql_database(settings):
+    from hafen.controller import process
+
+    if settings.database_scheme != "postgresql":
+        assert process.database_lock(settings) is None
+        return
+    first = process.database_lock(settings)
+    try:
+        with pytest.raises(Conflict, match="another control plane runs against this database"):
+            process.database_lock(settings)
+    finally:
+        first.close()
+    process.database_lock(settings).close()  # free again once the first has gone
