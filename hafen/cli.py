@@ -172,6 +172,7 @@ def up(detach: bool) -> None:
             built = build_all(Builder.from_env(), report, only_stale=True)
         if built:
             err.print(f"built {len(built)} images")
+    err.print(f"database: {settings.database_display}")
     pid = process.running_pid(settings)
     if pid is not None:
         err.print(f"the control plane runs already (pid {pid})")

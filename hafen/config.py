@@ -5,10 +5,23 @@ import os
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hafen.errors import InvalidInput
+
+# The control plane's own database: SQLite in the data directory (the default), or PostgreSQL.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    # Every transaction takes the write lock when it begins, so the controller and the web never meet in a
+    # lock upgrade; on PostgreSQL, rows are locked where it matters (select_for_update).
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
 
 
 class Settings(BaseSettings):
@@ -30,6 +43,9 @@ class Settings(BaseSettings):
     web_origin: str = ""
     login_rate: str = "10/m"
     advertise_addr: str = "127.0.0.1"
+    # The control plane's own database: empty for SQLite in the data directory, or
+    # postgresql://USER:PASSWORD@HOST:PORT/NAME (also sqlite:////abs/path). Never printed with its password.
+    database_url: str = ""
     # A restic repository URL (a path, sftp:, rest:, s3: ...); empty: a repository in the data directory,
     # which is on this host and so no protection against losing the host.
     backup_repository: str = ""
@@ -46,6 +62,48 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "hafen.sqlite3"
+
+    @property
+    def database_scheme(self) -> str:
+        """sqlite or postgresql; raise InvalidInput, naming the variable but not the URL, for anything else."""
+        if not self.database_url:
+            return "sqlite"
+        scheme = urlsplit(self.database_url).scheme.lower()
+        if scheme not in DATABASE_SCHEMES:
+            shown = f"{scheme}://" if scheme else "a URL without a scheme"
+            raise InvalidInput(f"HAFEN_DATABASE_URL must start with postgresql:// or sqlite:// (got {shown})")
+        return "postgresql" if scheme == "postgres" else scheme
+
+    @property
+    def database_display(self) -> str:
+        """The control plane's database as users see it: never the password of its URL."""
+        if self.database_scheme == "sqlite":
+            # sqlite:////abs/path names /abs/path (dj-database-url's reading)
+            return f"SQLite {self.database_url.partition('://')[2][1:] or self.db_path}"
+        url = urlsplit(self.database_url)
+        user = f"{url.username}@" if url.username else ""
+        port = f":{url.port}" if url.port else ""
+        return f"PostgreSQL {url.scheme}://{user}{url.hostname or ''}{port}{url.path}"
+
+    def django_database(self) -> dict[str, Any]:
+        """Django's DATABASES["default"]: SQLite in the data directory unless database_url says otherwise."""
+        if not self.database_url:
+            return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(self.db_path), "OPTIONS": SQLITE_OPTIONS}
+        scheme = self.database_scheme
+        import dj_database_url
+
+        try:
+            config: dict[str, Any] = dict(dj_database_url.parse(self.database_url))
+        except ValueError as exc:  # never repeat the URL: it may hold a password
+            raise InvalidInput(f"HAFEN_DATABASE_URL is not a valid {scheme} URL") from exc
+        if scheme == "sqlite":
+            config["OPTIONS"] = SQLITE_OPTIONS
+        else:
+            # The web's threads and the controller each keep a connection for a minute, checked before
+            # reuse; a control plane whose database went away reconnects on its next pass.
+            config.update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)
+            config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+        return config
 
     @property
     def key_path(self) -> Path:

@@ -8,6 +8,7 @@
      +-- Forbidden              the user may see it but not do it
      +-- Unauthenticated        no valid session or token (API only)
      +-- ControlPlaneDown       the controller is not running
+     |    +-- DatabaseUnavailable   the control plane's own database does not answer
      +-- OperationFailed        an operation ended in failure
      +-- StillRunning           an operation goes on after the CLI stopped waiting (exit 10; CLI only)
      +-- EngineError            the orchestrator failed; temporary: the operation backs off and retries
@@ -72,6 +73,10 @@ class ControlPlaneDown(HafenError):
     exit_code = 5
     http_status = 503
     code = "control_plane_down"
+
+
+class DatabaseUnavailable(ControlPlaneDown):
+    code = "database_unavailable"
 
 
 class OperationFailed(HafenError):

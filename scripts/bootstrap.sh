@@ -2,7 +2,7 @@
 # Install and start what hafen needs on this machine, idempotently:
 # the Docker engine (when none answers and we are root on Debian), debootstrap,
 # the Python environment in .venv/ with the `hafen` command, and with --test the
-# test tools (Chromium and its driver).
+# test tools (Chromium and its driver, PostgreSQL's server binaries).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,4 +80,6 @@ fi
 # -- test tools ---------------------------------------------------------------------------
 if [ $want_test -eq 1 ]; then
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+    # the server binaries of the tests' throw-away PostgreSQL (tests/pgserver.py); no cluster is started
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
 fi

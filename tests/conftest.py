@@ -37,22 +37,39 @@ BACKUP_TARGET_SIZE = "384m"
 BACKUP_REPOSITORY = f"rest:http://{BACKUP_TARGET}:8000/hafen"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass (HAFEN_TEST_DATABASE=postgresql, scripts/test.sh) only the unit tier runs."""
+    if os.environ.get("HAFEN_TEST_DATABASE", "sqlite") != "postgresql":
+        return
+    unit = ROOT / "tests" / "unit"
+    keep = [item for item in items if unit in item.path.parents]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if unit not in item.path.parents])
+        items[:] = keep
+
+
 class Plane:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, prefix: str = PREFIX, ports: tuple[int, int, int] = (HTTP_PORT, HTTPS_PORT,
+                 WEB_PORT), env: dict[str, str] | None = None) -> None:
+        """The shared plane by default; another prefix and ports (and environment) make a second one."""
         import docker
 
         self.data_dir = data_dir
+        self.prefix = prefix
+        self.http_port = ports[0]
         self.docker = docker.from_env(timeout=120)
         self.env = {
-            **os.environ,
+            # the control plane's database is its data directory's SQLite unless `env` says otherwise
+            **{k: v for k, v in os.environ.items() if k != "HAFEN_DATABASE_URL"},
             "HAFEN_DATA_DIR": str(data_dir),
-            "HAFEN_PREFIX": PREFIX,
+            "HAFEN_PREFIX": prefix,
             "HAFEN_ENGINE": "swarm",
-            "HAFEN_HTTP_PORT": str(HTTP_PORT),
-            "HAFEN_HTTPS_PORT": str(HTTPS_PORT),
-            "HAFEN_WEB_PORT": str(WEB_PORT),
+            "HAFEN_HTTP_PORT": str(ports[0]),
+            "HAFEN_HTTPS_PORT": str(ports[1]),
+            "HAFEN_WEB_PORT": str(ports[2]),
             "HAFEN_BACKUP_REPOSITORY": BACKUP_REPOSITORY,
             "HAFEN_BACKUP_RETRIES": "1",
+            **(env or {}),
         }
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
@@ -76,7 +93,7 @@ class Plane:
         import httpx
 
         # Python's resolver does not map *.localhost to loopback as browsers and curl do.
-        return httpx.Client(base_url=f"http://127.0.0.1:{HTTP_PORT}", headers={"Host": domain}, timeout=15)
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", headers={"Host": domain}, timeout=15)
 
     def start_backup_target(self) -> Any:
         """The REST server the test installation backs up to, on the network its backup jobs join."""
@@ -94,7 +111,7 @@ class Plane:
 
     def labelled(self, instance: str | None = None) -> dict[str, set[str]]:
         """Names of every swarm object of this test installation (or of one instance)."""
-        label = [f"hafen.prefix={PREFIX}"] + ([f"hafen.instance={instance}"] if instance else [])
+        label = [f"hafen.prefix={self.prefix}"] + ([f"hafen.instance={instance}"] if instance else [])
         filters = {"label": label}
         api = self.docker.api
         return {
@@ -121,7 +138,7 @@ class Plane:
     def cleanup(self) -> None:
         """Remove every object labelled with the test prefix, in dependency order."""
         api = self.docker.api
-        label = {"label": f"hafen.prefix={PREFIX}"}
+        label = {"label": f"hafen.prefix={self.prefix}"}
         for service in api.services(filters=label):
             with contextlib.suppress(Exception):
                 api.remove_service(service["ID"])

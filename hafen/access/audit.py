@@ -25,9 +25,10 @@ class Note:
 
 def record(actor: Actor, action: str, result: Result, *, instance_name: str = "", organisation_id: int | None = None,
            message: str = "", detail: dict[str, Any] | None = None, operation_id: int | None = None) -> AuditEntry:
+    # what a caller sent is kept as far as the columns hold it (PostgreSQL refuses longer values)
     return AuditEntry.objects.create(
-        user=actor.user, actor=actor.name, via=actor.via, source=actor.source[:64], action=action,
-        organisation_id=organisation_id, instance_name=instance_name, detail=detail or {}, result=result,
+        user=actor.user, actor=actor.name[:150], via=actor.via, source=actor.source[:64], action=action[:32],
+        organisation_id=organisation_id, instance_name=instance_name[:32], detail=detail or {}, result=result,
         message=message, operation_id=operation_id,
     )
 

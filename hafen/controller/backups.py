@@ -194,7 +194,9 @@ class BackupScheduler:
         repository.maintenance_forget = []
         repository.last_maintenance_at = timezone.now()
         repository.error = error
-        repository.save()
+        # not maintenance_requested: a request made while this maintenance ran stays for the next one
+        repository.save(update_fields=["maintenance_run", "maintenance_forget", "last_maintenance_at", "error",
+                                       "last_prune_at", "last_check_at", "check_ok", "check_message"])
         if error:
             log.warning("backups: repository maintenance failed: %s", error)
 

@@ -13,6 +13,7 @@ import threading
 from functools import cache
 from typing import Any
 
+from django.db import close_old_connections
 from django.utils import timezone
 
 from hafen.catalog import get_app
@@ -227,7 +228,8 @@ class Controller:
 
     def run(self) -> None:
         ControlPlane.objects.update_or_create(pk=1, defaults={"pid": os.getpid(), "started_at": timezone.now()})
-        log.info("controller: started (pid %d, prefix %s)", os.getpid(), self.settings.prefix)
+        log.info("controller: started (pid %d, prefix %s, database %s)", os.getpid(), self.settings.prefix,
+                 self.settings.database_display)
         unavailable = False
         while not self.stopping.is_set():
             try:
@@ -242,6 +244,8 @@ class Controller:
                 busy = False
             except Exception:
                 log.exception("controller: pass failed")
+                # a connection the database dropped (PostgreSQL restarted, say) is replaced on the next pass
+                close_old_connections()
                 busy = False
             self.wake.wait(BUSY_INTERVAL if busy else IDLE_INTERVAL)
             self.wake.clear()

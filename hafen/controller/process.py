@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from hafen import wake
 from hafen.config import Settings
@@ -47,6 +47,28 @@ def _lock(settings: Settings) -> IO[str]:
     return handle
 
 
+# pg_advisory_lock's key of "the controller of this database" (the bytes of "hafenctl")
+CONTROLLER_LOCK_KEY = int.from_bytes(b"hafenctl", "big") >> 1
+
+
+def database_lock(settings: Settings) -> Any:
+    """On PostgreSQL, a connection of its own that holds the database's controller lock for as long as the
+    process lives: a second control plane against the same database (on another host, with another data
+    directory) refuses to start. None on SQLite, where the data directory's lock file is enough."""
+    if settings.database_scheme != "postgresql":
+        return None
+    from django.db import connections
+
+    holder = connections.create_connection("default")
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [CONTROLLER_LOCK_KEY])
+        (taken,) = cursor.fetchone()
+    if not taken:
+        holder.close()
+        raise Conflict(f"another control plane runs against this database ({settings.database_display})")
+    return holder
+
+
 def _serve_web(settings: Settings) -> None:
     from django.core.wsgi import get_wsgi_application
     from waitress import serve  # type: ignore[import-untyped]
@@ -62,6 +84,7 @@ def serve(settings: Settings) -> None:
     from hafen.engine.fake import FakeEngine
 
     lock = _lock(settings)
+    holder = database_lock(settings)
     settings.pid_path.write_text(str(os.getpid()))
     engine = get_engine()
     edge: Edge = (
@@ -77,6 +100,8 @@ def serve(settings: Settings) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             settings.pid_path.unlink()
+        if holder is not None:
+            holder.close()
         lock.close()
 
 

@@ -213,12 +213,18 @@ def _change(actor: Actor, action: Action, name: str, check: Callable[[Instance],
             check(instance)
         require_control_plane()
         with transaction.atomic():
+            # The row is locked until the operation is queued, and checked again as it is now: on
+            # PostgreSQL another writer may have changed it meanwhile (SQLite's IMMEDIATE transactions
+            # serialise anyway). Only the fields of this change are written, never the controller's.
             instance = Instance.objects.select_for_update().get(pk=instance.pk)
+            if check is not None:
+                check(instance)
             if desired is not None:
                 instance.desired_state = desired
             for key, value in fields.items():
                 setattr(instance, key, value)
-            instance.save()
+            changed = [*fields, *(["desired_state"] if desired is not None else [])]
+            instance.save(update_fields=[*changed, "updated_at"])
             operation = _enqueue(instance, action.value)
         note.operation_id = operation.id
         return operation
@@ -271,6 +277,8 @@ def new_admin_password(actor: Actor, name: str) -> tuple[Operation, str]:
         require_control_plane()
         password = crypto.generate_password()
         with transaction.atomic():
+            # locked, so that two new passwords at once cannot both take the next version (PostgreSQL)
+            Instance.objects.select_for_update().filter(pk=instance.pk).first()
             operation = _enqueue(instance, "passwd")
             # A version number is never reused: a Docker secret of a failed version may still exist.
             last = instance.secrets.filter(name=app.admin_password_secret).aggregate(Max("version"))["version__max"]

@@ -1,5 +1,9 @@
 """Unit tier: the fake engine and the fake edge, a throw-away SQLite data directory, no Docker.
 
+With HAFEN_TEST_DATABASE=postgresql (scripts/test.sh's second pass), the control plane's database is
+a throw-away PostgreSQL server instead (tests/pgserver.py), started here and stopped at the end.
+A HAFEN_DATABASE_URL of the caller's is never used: the tests empty the database after each test.
+
 The environment is set at import time, before anything of hafen is imported, because
 hafen.config.get_settings() and Django read it once.
 """
@@ -15,6 +19,11 @@ os.environ["HAFEN_PREFIX"] = "unit"
 os.environ["HAFEN_HTTP_PORT"] = "18080"
 os.environ.pop("HAFEN_ACME_EMAIL", None)
 os.environ.pop("HAFEN_DOMAIN_SUFFIX", None)
+os.environ.pop("HAFEN_DATABASE_URL", None)
+if os.environ.get("HAFEN_TEST_DATABASE", "sqlite") == "postgresql":
+    from tests.pgserver import unit_database
+
+    os.environ["HAFEN_DATABASE_URL"] = unit_database()
 
 from hafen.django_setup import setup  # noqa: E402
 
@@ -54,6 +63,9 @@ LOCAL = Actor.local()
 
 
 def pytest_unconfigure(config):
+    from django.db import connections
+
+    connections.close_all()
     shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
