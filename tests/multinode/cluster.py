@@ -188,6 +188,9 @@ class Node:
             "--bip", f"172.30.{self.index}.1/24",
             "--storage-driver", "overlay2",
             "--cgroup-parent", f"/{self.cgroup_parent}",
+            # The host's name server is out of the nodes' reach: without this, every name the swarm does not
+            # know (Docker's DNS forwards it) takes 10 s to fail; at the node's own address nothing listens.
+            "--dns", self.address,
             "--log-level", "warn",
         ]
 
@@ -251,6 +254,7 @@ class Cluster:
         self.addr_pool = addr_pool
         self.nodes: list[Node] = []
         self.timings: dict[str, float] = {}
+        self.measures: dict[str, Any] = {}  # what a test run measured on this cluster, for its report
 
     # -- names -----------------------------------------------------------------------------------------
     @property
@@ -288,7 +292,7 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, n: int = 3, images: Iterable[str] = ()) -> Cluster:
+    def start(self, n: int = 3, images: Iterable[str] | dict[str, str] = ()) -> Cluster:
         """Clean up leftovers of this prefix, then a swarm of n nodes (node 1 the manager), with the images."""
         if not 1 <= n <= 9:
             raise ValueError("1 to 9 nodes")
@@ -309,7 +313,6 @@ class Cluster:
             mark = time.monotonic()
             self._swarm()
             self.timings["swarm"] = time.monotonic() - mark
-            images = list(images)
             if images:
                 mark = time.monotonic()
                 self.load_images(images)
@@ -376,8 +379,10 @@ class Cluster:
         raise RuntimeError(f"{count} nodes not ready after {timeout} s")
 
     # -- images ----------------------------------------------------------------------------------------
-    def load_images(self, tags: Iterable[str], nodes: Iterable[Node] | None = None) -> None:
-        load_images(list(tags), list(nodes) if nodes is not None else self.nodes)
+    def load_images(self, images: Iterable[str] | dict[str, str], nodes: Iterable[Node] | None = None) -> None:
+        """Tags (or tags mapped to host image ids) from the host's engine into the nodes (default: all)."""
+        load_images(images if isinstance(images, dict) else list(images),
+                    list(nodes) if nodes is not None else self.nodes)
 
     # -- faults and membership -------------------------------------------------------------------------
     def kill(self, node: Node) -> None:
@@ -424,29 +429,33 @@ class Cluster:
 # -- images ---------------------------------------------------------------------------------------------
 
 
-def _saved(tag: str, host: docker.DockerClient) -> Path:
+def _saved(tag: str, image_id: str) -> Path:
     """The image saved from the host's engine once, cached per image id (and tag) in a temp directory."""
-    image_id = host.images.get(tag).id
     key = hashlib.sha256(f"{image_id} {tag}".encode()).hexdigest()[:20]
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
     path = IMAGE_CACHE / f"{key}.tar"
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        _run("docker", "-H", HOST_SOCKET, "save", "-o", str(tmp), tag)
+        # by id: the tag on the host's engine may meanwhile name another build (another checkout's)
+        _run("docker", "-H", HOST_SOCKET, "save", "-o", str(tmp), image_id)
         tmp.replace(path)
     return path
 
 
-def load_images(tags: list[str], nodes: list[Node]) -> None:
+def load_images(images: list[str] | dict[str, str], nodes: list[Node]) -> None:
     """Copy images from the host's engine into each node that lacks them (no registry answers here).
 
-    Kept apart on purpose: a registry in a namespace is meant to replace it."""
-    host = docker.DockerClient(base_url=HOST_SOCKET, timeout=600)
-    try:
-        archives = {tag: _saved(tag, host) for tag in tags}
-        wanted = {tag: host.images.get(tag).id for tag in tags}
-    finally:
-        host.close()
+    `images`: tags, or tags mapped to the id of the host's image to load under that tag. Kept apart on
+    purpose: a registry in a namespace is meant to replace it."""
+    if isinstance(images, dict):
+        wanted = dict(images)
+    else:
+        host = docker.DockerClient(base_url=HOST_SOCKET, timeout=600)
+        try:
+            wanted = {tag: str(host.images.get(tag).id) for tag in images}
+        finally:
+            host.close()
+    archives = {tag: _saved(tag, image_id) for tag, image_id in wanted.items()}
 
     def one(node: Node) -> None:
         for tag, archive in archives.items():
@@ -454,6 +463,7 @@ def load_images(tags: list[str], nodes: list[Node]) -> None:
                 if node.client.images.get(tag).id == wanted[tag]:
                     continue
             node.docker("load", "-q", "-i", str(archive))
+            node.docker("tag", wanted[tag], tag)
 
     with ThreadPoolExecutor(max_workers=len(nodes) or 1) as pool:
         list(pool.map(one, nodes))
@@ -518,7 +528,7 @@ def cleanup(prefix: str = PREFIX) -> None:
 
 
 @contextlib.contextmanager
-def running(n: int = 3, images: Iterable[str] = (), prefix: str = PREFIX) -> Iterator[Cluster]:
+def running(n: int = 3, images: Iterable[str] | dict[str, str] = (), prefix: str = PREFIX) -> Iterator[Cluster]:
     cluster = Cluster(prefix)
     cluster.start(n, images)
     try:

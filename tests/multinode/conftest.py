@@ -25,6 +25,32 @@ NODE_IMAGES = ["hafen/demo:1.0", "hafen/postgres:15", "hafen/redis:7", "hafen/ed
 MEASURES: dict[str, Any] = {}
 
 
+def built_here(tags: list[str]) -> dict[str, str]:
+    """The host's image for each tag as this checkout builds it (the `hafen.context` label `hafen images build`
+    sets), tagged or not: the host's engine is shared, and its tag may name another checkout's build.
+    Were the nodes given another, `hafen up` would find it stale and build it there, with no network."""
+    import docker
+
+    from hafen.images.build import LABEL_CONTEXT, plan
+
+    jobs = {job.tag: job for job in plan()}
+    host = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=120)
+    found = {}
+    try:
+        for tag in tags:
+            job = jobs.get(tag)
+            image = host.images.get(tag)
+            if job is not None and job.context is not None and image.labels.get(LABEL_CONTEXT) != job.digest():
+                same = host.images.list(all=True, filters={"label": f"{LABEL_CONTEXT}={job.digest()}"})
+                if not same:
+                    pytest.fail(f"{tag} as this checkout builds it is not on the host's engine: hafen images build")
+                image = same[0]
+            found[tag] = str(image.id)
+    finally:
+        host.close()
+    return found
+
+
 def _mib(value: int) -> float:
     return round(value / 1024**2, 1)
 
@@ -34,7 +60,9 @@ def cluster() -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("the multinode tier needs root (network namespaces, one dockerd per node)")
     c = Cluster()
-    c.start(3, NODE_IMAGES)
+    c.start(3, built_here(NODE_IMAGES))
+    MEASURES.clear()
+    c.measures = MEASURES  # one dict, whichever module object of this conftest a test imports
     time.sleep(5)  # memory at rest, not while the daemons still settle after the loads
     memory = c.memory()
     MEASURES["bring_up_s"] = {k: round(v, 2) for k, v in c.timings.items()}
