@@ -20,7 +20,7 @@ its swarm, or another run's cluster):
   their own address pool (10.213.0.0/16), apart from the host's engine's.
 
 Nodes start empty and no registry answers: `load_images` copies images from the host's engine
-(`docker save` once per image, cached by image id, `docker load` into each node).
+(`docker save` once per set of images, cached by their ids, `docker load` into each node).
 
 A killed earlier run leaves namespaces, dockerds and mounts behind: `start` first removes whatever
 carries its prefix (`cleanup`), and so does `stop`.
@@ -429,15 +429,22 @@ class Cluster:
 # -- images ---------------------------------------------------------------------------------------------
 
 
-def _saved(tag: str, image_id: str) -> Path:
-    """The image saved from the host's engine once, cached per image id (and tag) in a temp directory."""
-    key = hashlib.sha256(f"{image_id} {tag}".encode()).hexdigest()[:20]
+def _saved(image_ids: list[str]) -> Path:
+    """The images saved from the host's engine in one archive (their shared layers once), cached per set of
+    image ids in a temp directory."""
+    key = hashlib.sha256(" ".join(sorted(set(image_ids))).encode()).hexdigest()[:20]
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    for old in IMAGE_CACHE.glob("*.tar"):  # archives of builds no run has used for two days
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > 2 * 86400:
+                old.unlink()
     path = IMAGE_CACHE / f"{key}.tar"
-    if not path.exists():
+    if path.exists():
+        path.touch()
+    else:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         # by id: the tag on the host's engine may meanwhile name another build (another checkout's)
-        _run("docker", "-H", HOST_SOCKET, "save", "-o", str(tmp), image_id)
+        _run("docker", "-H", HOST_SOCKET, "save", "-o", str(tmp), *sorted(set(image_ids)))
         tmp.replace(path)
     return path
 
@@ -445,8 +452,9 @@ def _saved(tag: str, image_id: str) -> Path:
 def load_images(images: list[str] | dict[str, str], nodes: list[Node]) -> None:
     """Copy images from the host's engine into each node that lacks them (no registry answers here).
 
-    `images`: tags, or tags mapped to the id of the host's image to load under that tag. Kept apart on
-    purpose: a registry in a namespace is meant to replace it."""
+    `images`: tags, or tags mapped to the id of the host's image to load under that tag. Each node loads one
+    archive of what it lacks, the nodes in parallel. Kept apart on purpose: a registry in a namespace is
+    meant to replace it."""
     if isinstance(images, dict):
         wanted = dict(images)
     else:
@@ -455,14 +463,31 @@ def load_images(images: list[str] | dict[str, str], nodes: list[Node]) -> None:
             wanted = {tag: str(host.images.get(tag).id) for tag in images}
         finally:
             host.close()
-    archives = {tag: _saved(tag, image_id) for tag, image_id in wanted.items()}
+
+    def missing(node: Node) -> list[str]:
+        lacking = []
+        for tag, image_id in wanted.items():
+            try:
+                if node.client.images.get(tag).id == image_id:
+                    continue
+            except docker.errors.ImageNotFound:
+                pass
+            lacking.append(tag)
+        return lacking
+
+    todo = {node.name: missing(node) for node in nodes}
+    archives = {}
+    for tags in todo.values():  # saved one after another: `docker save` of the same set once
+        ids = tuple(sorted({wanted[t] for t in tags}))
+        if ids and ids not in archives:
+            archives[ids] = _saved(list(ids))
 
     def one(node: Node) -> None:
-        for tag, archive in archives.items():
-            with contextlib.suppress(docker.errors.ImageNotFound):
-                if node.client.images.get(tag).id == wanted[tag]:
-                    continue
-            node.docker("load", "-q", "-i", str(archive))
+        tags = todo[node.name]
+        if not tags:
+            return
+        node.docker("load", "-q", "-i", str(archives[tuple(sorted({wanted[t] for t in tags}))]))
+        for tag in tags:
             node.docker("tag", wanted[tag], tag)
 
     with ThreadPoolExecutor(max_workers=len(nodes) or 1) as pool:
