@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up, then run every test tier: lint, unit (fake engine), integration (real
-# swarm, demo app) and end to end (real OpenSlides through the edge, Chromium).
-# Pass pytest arguments to narrow it down, e.g. scripts/test.sh -m "not integration and not e2e".
+# swarm, demo app), end to end (real OpenSlides through the edge, Chromium) and
+# multinode (a swarm of three nodes simulated on this machine, root only).
+# Pass pytest arguments to narrow it down, e.g. the unit tier:
+# scripts/test.sh -m "not integration and not e2e and not multinode".
 # The unit tests among those selected run twice: on SQLite, then on a throw-away PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
