@@ -108,7 +108,9 @@ class FakeEngine(Engine):
         tasks: list[TaskState] = []
         node = self._node_of(spec)
         lost = node in self.node_states and not self.node_states[node].ready
-        if spec.name in self.hold or lost:
+        if lost:
+            tasks = [TaskState("lost", template, node=node)] * max(spec.replicas, 1)
+        elif spec.name in self.hold:
             tasks = [TaskState("starting", template, node=node)] * max(spec.replicas, 1)
         elif spec.job:
             failed = spec.name in self.fail_jobs

@@ -192,6 +192,13 @@ class SwarmEngine(Engine):
                                                           c.get("State") == "running")
         observation.nodes = {node.id: node for node in self.nodes()}
         observation.local_node = self.local_node()
+        # A task of a node that does not answer keeps the state the node last reported ("running"); the
+        # swarm starts a new one elsewhere (if it may): the old one counts as lost, not as running.
+        for state in observation.services.values():
+            for task in state.tasks:
+                node = observation.nodes.get(task.node)
+                if node is not None and not node.ready and task.state == "running":
+                    task.state = "lost"
         return observation
 
     def local_node(self) -> str:

@@ -24,9 +24,9 @@ from hafen.engine.base import NodeState
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.images.build import plan as image_plan
 from hafen.instances import placement, services
+from hafen.instances.placement import DRAIN_LABEL
 from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
 
-DRAIN_LABEL = "hafen.drain"  # on a node being drained: "moving" until its instances are off, then "done"
 MOVE_KINDS = ("move", "evacuate")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
@@ -142,7 +142,7 @@ def _enqueue_move(instance: Instance, kind: str, params: dict[str, Any]) -> Oper
 
 def drain(actor: Actor, ref: str) -> dict[str, Any]:
     """Move every instance off the node (back up, restore on another node, switch the edge, empty the old
-    copy), then let the swarm move what is left (caches, jobs). Nothing new lands there meanwhile."""
+    copy), then let the swarm move what is left (caches, jobs). No new instance lands there meanwhile."""
     with audit.audited(actor, "node-drain") as note:
         _operator(actor)
         engine = get_engine()
@@ -171,7 +171,9 @@ def drain(actor: Actor, ref: str) -> dict[str, Any]:
                 ops.append(_enqueue_move(instance, "move", {
                     "snapshot": snapshot.pk, "restore": snapshot.pk, "from": node.id, "from_name": node.hostname}))
             transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
-        engine.update_node(node.id, labels={**node.labels, DRAIN_LABEL: "moving"}, availability="pause")
+        # No new instance lands there (placement skips the label); the swarm itself must still run the
+        # backup jobs there, so the node stays available to it until every instance is off.
+        engine.update_node(node.id, labels={**node.labels, DRAIN_LABEL: "moving"})
         note.detail.update(moves=len(ops), left=left)
     return {"node": node.hostname, "moves": [services.describe_operation(op) for op in ops],
             "queued_behind": sorted(busy & {i.name for i in moving}), "left": left}

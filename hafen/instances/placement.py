@@ -17,6 +17,9 @@ from hafen.instances.models import Instance
 from hafen.instances.stack import memory_bytes
 
 
+DRAIN_LABEL = "hafen.drain"  # on a node being drained: "moving" until its instances are off, then "done"
+
+
 class NoNode(HafenError):
     """No node may take the instance."""
 
@@ -57,9 +60,10 @@ def wanted_labels(instance: Instance) -> dict[str, str]:
 
 def choose(nodes: Iterable[NodeState], reserved: dict[str, int], wanted: dict[str, str],
            avoid: Iterable[str] = ()) -> NodeState:
-    """The node with the most unreserved memory among those that take new tasks and carry `wanted`."""
+    """The node with the most unreserved memory among those that take new tasks, are not being drained and
+    carry `wanted`."""
     avoided = set(avoid)
-    eligible = [n for n in nodes if n.schedulable and n.id not in avoided
+    eligible = [n for n in nodes if n.schedulable and n.id not in avoided and DRAIN_LABEL not in n.labels
                 and all(n.labels.get(key) == value for key, value in wanted.items())]
     if not eligible:
         asked = ", ".join(f"{k}={v}" for k, v in sorted(wanted.items()))

@@ -20,7 +20,7 @@ from tests.conftest import ARTIFACTS
 from tests.multinode.cluster import Cluster
 
 # What the tier's own tests and a demo instance run; every node gets them, as a task may land anywhere.
-NODE_IMAGES = ["hafen/demo:1.0", "hafen/postgres:15", "hafen/redis:7", "hafen/edge:caddy"]
+NODE_IMAGES = ["hafen/demo:1.0", "hafen/postgres:15", "hafen/redis:7", "hafen/edge:caddy", "hafen/backup:1"]
 
 MEASURES: dict[str, Any] = {}
 

@@ -52,7 +52,8 @@ class NodePlane(Plane):
             "HAFEN_HTTPS_PORT": str(ports[1]),
             "HAFEN_WEB_PORT": str(ports[2]),
             "HAFEN_ADVERTISE_ADDR": node.address,
-            "HAFEN_BACKUP_REPOSITORY": "",
+            "HAFEN_BACKUP_REPOSITORY": f"rest:http://{prefix}-backup-target:8000/hafen",
+            "HAFEN_BACKUP_RETRIES": "1",
         })
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
@@ -83,6 +84,7 @@ def control_plane(cluster: Cluster, netns: str | None, prefix: str = PREFIX,
     started = time.monotonic()
     plane.hafen("up", "--detach", timeout=300)
     cluster.measures.setdefault("control_plane_up_s", {})[netns or "host"] = round(time.monotonic() - started, 2)
+    start_backup_target(plane)
     plane.hafen("backup-policy", "--disable")
     try:
         yield plane
@@ -149,6 +151,17 @@ def plane(cluster: Cluster, hafen_images: None) -> Iterator[NodePlane]:
         yield p
 
 
+def start_backup_target(plane: NodePlane) -> None:
+    """The REST server for restic the backups of this plane go to, on the manager, on the backup network
+    (an attachable overlay: the jobs reach it from every node)."""
+    network = f"{plane.prefix}-backup"
+    labels = {"hafen.prefix": plane.prefix}
+    if not plane.docker.networks.list(names=[network]):
+        plane.docker.networks.create(network, driver="overlay", attachable=True, scope="swarm", labels=labels)
+    plane.docker.containers.run("hafen/backup-target:1", name=f"{plane.prefix}-backup-target", network=network,
+                                labels=labels, detach=True, tmpfs={"/data": "size=256m"})
+
+
 def test_demo_instance_on_the_manager(cluster: Cluster, plane: NodePlane) -> None:
     """The control plane on a manager of three nodes, the instance on the manager: as on one node."""
     with only_on(cluster, cluster.manager):
@@ -160,16 +173,90 @@ def test_demo_instance_on_the_manager(cluster: Cluster, plane: NodePlane) -> Non
             plane.hafen("erase", "mnhere", "--yes", "--timeout", "120", check=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The edge proxy (a swarm service task on the manager) joins an instance's edge network with "
-    "`docker network connect` (SwarmEngine.connect_container). Docker refuses that for a task's container "
-    "unless a task on the same node uses the network already ('network ... not found'); and where the network "
-    "is there, the daemon picks the proxy's address itself, not the swarm's allocator, so it may be an address "
-    "the swarm gave a task on another node. So a web service on a worker is never reached: the create waits at "
-    "its last step, the edge answers 503."))
-def test_demo_instance_on_the_workers(cluster: Cluster, plane: NodePlane) -> None:
-    with only_on(cluster, cluster.node(2), cluster.node(3)):
-        try:
-            create_and_ask(cluster, plane, "mnthere")
-        finally:
-            plane.hafen("erase", "mnthere", "--yes", "--timeout", "120", check=False)
+@contextlib.contextmanager
+def note_client(cluster: Cluster, plane: NodePlane, name: str) -> Iterator[httpx.Client]:
+    """Logged in as the instance's admin, through the edge at the manager's address."""
+    password = json.loads(plane.hafen("credentials", name, "--json").stdout)["password"]
+    with httpx.Client(base_url=f"http://{cluster.manager.address}:{HTTP_PORT}",
+                      headers={"Host": f"{name}.localhost"}, timeout=15) as client:
+        response = client.post("/login", json={"username": "admin", "password": password})
+        assert response.status_code == 200, response.text
+        yield client
+
+
+def notes(cluster: Cluster, plane: NodePlane, name: str) -> list[str]:
+    with note_client(cluster, plane, name) as client:
+        return [n["body"] for n in client.get("/notes").json()]
+
+
+def node_of(plane: NodePlane, name: str) -> str:
+    return str(plane.json("show", name)["node"])
+
+
+@pytest.fixture(scope="module")
+def spread(cluster: Cluster, plane: NodePlane) -> Iterator[dict[str, str]]:
+    """Three demo instances made one after another: by the placement rule, one on each node."""
+    names = ["mnone", "mntwo", "mnthree"]
+    try:
+        for name in names:
+            create_and_ask(cluster, plane, name)
+            with note_client(cluster, plane, name) as client:
+                assert client.post("/notes", json={"body": f"note of {name}"}).status_code == 201
+        yield {name: node_of(plane, name) for name in names}
+    finally:
+        for name in names:
+            plane.hafen("erase", name, "--yes", "--timeout", "180", check=False)
+
+
+def test_instances_land_on_different_nodes_with_their_data_beside_them(cluster: Cluster, plane: NodePlane,
+                                                                      spread: dict[str, str]) -> None:
+    assert sorted(spread.values()) == ["hmn-node1", "hmn-node2", "hmn-node3"], spread
+    for name, node in spread.items():
+        placed = where(cluster, name)
+        # what mounts a volume runs where the volumes are; the edge reaches the web on any node
+        assert placed[f"{PREFIX}-{name}_db"] == {node} and placed[f"{PREFIX}-{name}_web"] == {node}, placed
+        assert through_edge(cluster.manager, f"{name}.localhost", "/health").status_code == 200
+    listed = {n["name"]: n for n in plane.json("node", "list")}
+    for name, node in spread.items():
+        assert name in listed[node]["instances"] and listed[node]["reserved_bytes"] > 0
+
+
+def test_a_drain_moves_the_instances_of_a_node_with_their_data(cluster: Cluster, plane: NodePlane,
+                                                               spread: dict[str, str]) -> None:
+    moving = [name for name, node in spread.items() if node == "hmn-node2"]
+    started = time.monotonic()
+    result = plane.hafen("node", "drain", "hmn-node2", "--timeout", "600")
+    cluster.measures["drain"] = {"instances": len(moving), "seconds": round(time.monotonic() - started, 1),
+                                 "output": result.stdout.strip().splitlines()}
+    assert "down for" in result.stdout, result.stdout
+    for name in moving:
+        assert node_of(plane, name) != "hmn-node2"
+        assert notes(cluster, plane, name) == [f"note of {name}"]
+        assert all(nodes != {"hmn-node2"} for nodes in where(cluster, name).values())
+    node = next(n for n in plane.json("node", "list") if n["name"] == "hmn-node2")
+    plane.wait_until(lambda: next(n for n in plane.json("node", "list") if n["name"] == "hmn-node2")
+                     ["availability"] == "drain", timeout=60)
+    assert node["instances"] == []
+    plane.hafen("node", "activate", "hmn-node2")
+
+
+def test_a_lost_node_makes_its_instances_unreachable_and_evacuate_brings_them_back(
+        cluster: Cluster, plane: NodePlane, spread: dict[str, str]) -> None:
+    lost = [name for name in spread if node_of(plane, name) == "hmn-node3"]  # the drain may have moved one there
+    assert lost
+    for name in lost:
+        plane.hafen("backup", name, "--timeout", "300")
+        plane.wait_until(lambda n=name: plane.json("backups", n)["items"][0]["verification"] == "verified",
+                         timeout=300, interval=2)
+    cluster.kill(cluster.node(3))
+    for name in lost:
+        plane.wait_until(lambda n=name: plane.json("show", n)["state"] == "unreachable", timeout=120, interval=2)
+    started = time.monotonic()
+    result = plane.hafen("node", "evacuate", "hmn-node3", "--yes", "--timeout", "600")
+    cluster.measures["evacuate"] = {"instances": len(lost), "seconds": round(time.monotonic() - started, 1)}
+    for name in lost:
+        assert node_of(plane, name) in ("hmn-node1", "hmn-node2"), result.stdout
+        assert plane.json("show", name)["state"] == "running"
+        assert notes(cluster, plane, name) == [f"note of {name}"]
+    plane.hafen("node", "remove", "hmn-node3")
+    assert "hmn-node3" not in {n["name"] for n in plane.json("node", "list")}

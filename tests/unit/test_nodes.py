@@ -38,7 +38,9 @@ def test_a_drain_moves_each_instance_with_its_data_and_drains_the_node(controlle
     old = first.node_id
     result = nodes.drain(LOCAL, first.node_name)
     assert [m["instance"] for m in result["moves"]] == ["aaa"]
-    assert engine.node_states[old].availability == "pause"
+    # no new instance goes there, but the swarm still runs the backup jobs there
+    assert engine.node_states[old].labels[nodes.DRAIN_LABEL] == "moving"
+    assert engine.node_states[old].availability == "active"
     states = set()
     converge(controller, until=lambda: states.add(Instance.objects.get(name="aaa").state)
              or not Operation.objects.filter(state__in=(OpState.PENDING, OpState.RUNNING)).exists())

@@ -30,7 +30,7 @@ def test_the_node_with_the_most_unreserved_memory_wins():
 
 def test_only_ready_active_nodes_with_the_asked_labels_take_instances():
     nodes = [node("a", 64, state="down"), node("b", 64, availability="drain"), node("c", 64, availability="pause"),
-             node("d", 8, tier="large"), node("e", 32)]
+             node("d", 8, tier="large"), node("e", 32), node("f", 64, **{"hafen.drain": "moving"})]
     assert placement.choose(nodes, {}, {}).id == "e"
     assert placement.choose(nodes, {}, {"tier": "large"}).id == "d"
     with pytest.raises(placement.NoNode, match="tier=gold"):
