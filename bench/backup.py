@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -181,6 +182,12 @@ def timed(step: Callable[[], Any]) -> tuple[float, float | None, Any]:
     started = time.monotonic()
     result = step()
     return round(time.monotonic() - started, 3), cpu.share(), result
+
+
+def machine() -> dict[str, Any]:
+    """The load average and other test runs at this moment (the figures mean little on a busy machine)."""
+    others = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True).stdout.split()
+    return {"load": [round(v, 2) for v in os.getloadavg()], "pytest_processes": len(others)}
 
 
 class Bench:
@@ -372,7 +379,7 @@ class Bench:
     # -- one run -------------------------------------------------------------------------------
 
     def run(self, n: int) -> dict[str, Any]:
-        result: dict[str, Any] = {"run": n}
+        result: dict[str, Any] = {"run": n, "machine_at_start": machine()}
         log(f"run {n}: baseline: pg_dump + tar -c")
         result["baseline_backup"] = self.baseline_backup()
         log(f"run {n}: baseline backup {result['baseline_backup']['seconds']:.2f}s "
@@ -433,6 +440,10 @@ class Bench:
                     self.problems.append(f"run {n}: {exc}")
                     log(f"run {n}: {exc}")
                 report["runs"].append(run)
+            report["machine_at_end"] = machine()
+            busy = [r["run"] for r in report["runs"] if r.get("machine_at_start", {}).get("pytest_processes")]
+            if busy:
+                report["notes"].append(f"other test runs (pytest) were running at the start of run(s) {busy}")
             self.summarise()
         finally:
             self.plane.down(report)
