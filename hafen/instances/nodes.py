@@ -24,8 +24,8 @@ from hafen.engine.base import NodeState
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.images.build import plan as image_plan
 from hafen.instances import placement, services
-from hafen.instances.placement import DRAIN_LABEL
 from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
+from hafen.instances.placement import DRAIN_LABEL
 
 MOVE_KINDS = ("move", "evacuate")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")

@@ -16,7 +16,6 @@ from hafen.errors import HafenError
 from hafen.instances.models import Instance
 from hafen.instances.stack import memory_bytes
 
-
 DRAIN_LABEL = "hafen.drain"  # on a node being drained: "moving" until its instances are off, then "done"
 
 
