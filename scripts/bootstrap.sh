@@ -82,4 +82,7 @@ if [ $want_test -eq 1 ]; then
     command -v chromedriver >/dev/null || apt_install chromium chromium-driver
     # the server binaries of the tests' throw-away PostgreSQL (tests/pgserver.py); no cluster is started
     compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
+    # the multinode tier's network namespaces, veth pairs and bridge (tests/multinode/cluster.py)
+    command -v ip >/dev/null || apt_install iproute2
+    command -v nsenter >/dev/null || apt_install util-linux
 fi
