@@ -81,7 +81,7 @@ def test_route_suffix_is_no_network_name():
     """Docker's DNS answers `name.NETWORK` too: the suffix must name none of hafen's networks."""
     suffix = naming.route_suffix("unit")
     assert "." not in suffix
-    assert suffix not in {naming.edge_network("unit"), naming.edge_public_network("unit")}
+    assert suffix not in {naming.edge_network("unit"), naming.backup_network("unit")}
     for instance in ("route", "a", "edge"):
         assert suffix not in {naming.internal_network("unit", instance), naming.instance_edge_network("unit", instance)}
 
