@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.common import conclude, fmt, log, new_report, ratio, stats
+from hafen.images.build import plan
 from tests.multinode.cluster import Cluster
 from tests.multinode.conftest import NODE_IMAGES, built_here
 from tests.multinode.test_hafen import NodePlane, control_plane, only_on, where
@@ -155,7 +156,8 @@ def main() -> int:
         cluster.start(3, built_here(NODE_IMAGES))
         report["cluster_start_s"] = round(time.monotonic() - started, 2)
         try:
-            cluster.load_images(built_here(["hafen/backup-target:1"]), [cluster.manager])
+            # `hafen up` builds what the manager's engine lacks: it gets every image hafen plans
+            cluster.load_images(built_here([job.tag for job in plan()]), [cluster.manager])
             with control_plane(cluster, cluster.manager.namespace, PREFIX, PORTS) as plane:
                 latency(cluster, plane, args.rounds, report)
                 drain(cluster, plane, args.drain, report)
