@@ -67,7 +67,9 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         ],
         mounts=[naming.volume_mount(data.prefix, data.name, v, target, data.node) for v, target in tpl.volumes.items()],
         networks=networks,
-        constraints=naming.pinned_to(data.node) if tpl.volumes else [],
+        # everything of a placed instance runs on its node (a cache left elsewhere would move, and blink,
+        # when that node is drained); only a web service that mounts no volume may spread
+        constraints=naming.pinned_to(data.node) if tpl.volumes or svc != data.app.web_service else [],
         # a job's spec does not follow the running state, so a queued stop leaves a running job (passwd) be
         replicas=replicas if data.running or tpl.job else 0,
         job=tpl.job,
