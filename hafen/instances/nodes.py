@@ -140,15 +140,20 @@ def _enqueue_move(instance: Instance, kind: str, params: dict[str, Any]) -> Oper
                                     organisation_id=instance.organisation_id, kind=kind, params=params)
 
 
-def drain(actor: Actor, ref: str) -> dict[str, Any]:
+def drain(actor: Actor, ref: str, confirm: str | None = None) -> dict[str, Any]:
     """Move every instance off the node (back up, restore on another node, switch the edge, empty the old
-    copy), then let the swarm move what is left (caches, jobs). No new instance lands there meanwhile."""
+    copy), then let the swarm move what is left (jobs). No new instance lands there meanwhile.
+
+    `confirm`: the node's name as the user typed it (UI); None where it was not asked (CLI, API).
+    """
     with audit.audited(actor, "node-drain") as note:
         _operator(actor)
         engine = get_engine()
         nodes = engine.nodes()
         node = find(nodes, ref)
         note.detail["node"] = node.hostname
+        if confirm is not None and confirm.strip() not in (node.hostname, ref):
+            raise InvalidInput(f"type the node's name {node.hostname} to drain it; nothing was changed")
         if not node.ready:
             raise Conflict(f"{node.hostname} does not answer ({node.state}): nothing can be backed up there; "
                            f"use `hafen node evacuate {node.hostname}` to restore its instances elsewhere")
@@ -161,6 +166,9 @@ def drain(actor: Actor, ref: str) -> dict[str, Any]:
         moving = [i for i in placed if i.desired_state == Desired.RUNNING and i.state == State.RUNNING]
         left = sorted(i.name for i in placed if i not in moving)
         with transaction.atomic():
+            # two drains at once: the second sees the first's moves (the rows are locked on PostgreSQL;
+            # SQLite's transactions take the write lock when they begin)
+            list(Instance.objects.select_for_update().filter(pk__in=[i.pk for i in moving]))
             ops = []
             for instance in moving:
                 if Operation.objects.filter(moves_off(node.id), instance=instance).exists():
@@ -214,6 +222,7 @@ def evacuate(actor: Actor, ref: str, confirm: str | None = None) -> dict[str, An
         services.require_control_plane()
         ops, skipped = [], []
         with transaction.atomic():
+            list(Instance.objects.select_for_update().filter(node_id=plan["node_id"]))  # as in `drain`
             for item in plan["instances"]:
                 instance = Instance.objects.get(name=item["instance"])
                 if item["snapshot"] is None:
