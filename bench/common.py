@@ -169,7 +169,7 @@ class BenchPlane:
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"hafen-{prefix}-"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("HAFEN_")}
         self.env.update(HAFEN_DATA_DIR=str(self.data_dir), HAFEN_PREFIX=prefix, HAFEN_HTTP_PORT=str(http_port),
-                        HAFEN_HTTPS_PORT=str(https_port), HAFEN_WEB_PORT=str(web_port))
+                        HAFEN_HTTPS_PORT=str(https_port), HAFEN_WEB_PORT=str(web_port), HAFEN_REGISTRY_PORT="0")
         if hafen_root != REPO:
             self.env["PYTHONPATH"] = str(hafen_root)
 

@@ -172,6 +172,8 @@ def up(detach: bool) -> None:
             built = build_all(Builder.from_env(), report, only_stale=True)
         if built:
             err.print(f"built {len(built)} images")
+        if settings.registry_port:
+            _push_images(wait=60.0)
     err.print(f"database: {settings.database_display}")
     pid = process.running_pid(settings)
     if pid is not None:
@@ -520,7 +522,7 @@ def user_passwd(username: str) -> None:
 
 @cli.group()
 def images() -> None:
-    """Build the images hafen runs."""
+    """Build the images hafen runs, and push them into the installation's registry."""
 
 
 @images.command()
@@ -537,6 +539,39 @@ def build(ca_bundle: Path | None, index_url: str | None, stale: bool) -> None:
     with progress:
         built = build_all(Builder(ca_bundle, index_url), report, only_stale=stale)
     err.print(f"{len(built)} images built" if built else "all images are up to date")
+
+
+def _push_images(wait: float) -> None:
+    """Start the installation's registry if it is not running, wait for it, push what it lacks."""
+    from hafen.controller import registry
+    from hafen.engine import get_engine
+    from hafen.images.registry import answers, push_missing
+
+    settings = get_settings()
+    if not settings.registry_port:
+        raise InvalidInput("no registry: HAFEN_REGISTRY_PORT is 0")
+    if not answers(settings.registry):
+        engine = get_engine()
+        with err.status(f"starting the image registry on port {settings.registry_port}"):
+            registry.ensure(engine, settings, engine.observe(settings.prefix))
+            deadline = time.monotonic() + wait
+            while not answers(settings.registry):
+                if time.monotonic() > deadline:
+                    raise HafenError(f"the image registry {settings.registry} did not answer within {wait:.0f} s; "
+                                     f"see `docker service ps {settings.prefix}-registry`")
+                time.sleep(1)
+    progress, report = _build_progress()
+    with progress:
+        pushed = push_missing(settings.registry, report)
+    if pushed:
+        err.print(f"pushed {len(pushed)} images into the registry {settings.registry}")
+
+
+@images.command()
+def push() -> None:
+    """Push the images hafen deploys into the installation's registry (the control plane does it too)."""
+    _local_only()
+    _push_images(wait=60.0)
 
 
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)

@@ -43,12 +43,12 @@ def node_list(as_json: bool) -> None:
 @node.command(name="join-command")
 @click.option("--json", "as_json", is_flag=True)
 def node_join_command(as_json: bool) -> None:
-    """What to run to add a machine: copy hafen's images to it, then join the swarm as a worker."""
+    """What to run to add a machine: copy the images it cannot pull to it, then join the swarm as a worker."""
     data = _backend().node_join()
     if as_json:
         _emit(data)
         return
-    out.print("# 1. copy the images hafen runs to the new machine (no registry serves them):")
+    out.print(f"# 1. copy to the new machine {data['load_why']}:")
     out.print(data["load"], soft_wrap=True)
     out.print("# 2. on the new machine, join the swarm:")
     out.print(data["join"], soft_wrap=True)

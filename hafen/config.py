@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     backup_concurrency: int = Field(default=1, ge=1, le=16)
     # instances a drain moves at once (each is a backup and a restore: CPU and disk bound)
     move_concurrency: int = Field(default=1, ge=1, le=16)
+    # The installation's image registry: its port on every node of the swarm (the controller's node holds
+    # the images, the others a pull-through mirror); services name images by digest there. 0: no registry,
+    # services name images by tag (enough for a swarm of one node; each node then needs every image).
+    registry_port: int = Field(default=5000, ge=0, le=65535)
     # How often a job retries a repository that does not answer (with backoff) before it fails.
     backup_retries: int = Field(default=4, ge=0, le=20)
 
@@ -104,6 +108,11 @@ class Settings(BaseSettings):
             config.update(CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True)
             config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
         return config
+
+    @property
+    def registry(self) -> str:
+        """The registry as every node's engine names it (it is published on each node), or empty."""
+        return f"127.0.0.1:{self.registry_port}" if self.registry_port else ""
 
     @property
     def key_path(self) -> Path:

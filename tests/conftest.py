@@ -69,6 +69,8 @@ class Plane:
             "HAFEN_WEB_PORT": str(ports[2]),
             "HAFEN_BACKUP_REPOSITORY": BACKUP_REPOSITORY,
             "HAFEN_BACKUP_RETRIES": "1",
+            # one node: no registry (the multinode tier has one, see tests/multinode/conftest.py)
+            "HAFEN_REGISTRY_PORT": "0",
             **(env or {}),
         }
 

@@ -55,9 +55,11 @@ class Repository:
 
     settings: Settings
     secrets: list[SecretRef] = field(default_factory=list)
+    image: str = BACKUP_IMAGE
 
     def ensure(self, engine: Engine, obs: Observation) -> None:
         prefix = self.settings.prefix
+        self.image = engine.image_ref(BACKUP_IMAGE)
         labels = naming.labels(prefix)
         if naming.backup_network(prefix) not in obs.networks:
             engine.create_network(naming.backup_network(prefix), labels, internal=False)
@@ -93,7 +95,7 @@ class Repository:
             constraints.append("node.role == manager")  # the repository is a directory of this host
         return ServiceSpec(
             name=name,
-            image=BACKUP_IMAGE,
+            image=self.image,
             labels=labels,
             command=command,
             env={"RESTIC_REPOSITORY": repository_url(self.settings),

@@ -372,7 +372,7 @@ def _wipe_job(ctx: Context, node: str) -> ServiceSpec:
     prefix, name = ctx.settings.prefix, ctx.instance.name
     return ServiceSpec(
         name=naming.backup_service(prefix, name, "wipe"),
-        image=BACKUP_IMAGE,
+        image=ctx.engine.image_ref(BACKUP_IMAGE),
         labels=_labels(ctx, "wipe"),
         command=["hafen-backup", "wipe", *volumes],
         mounts=[naming.volume_mount(prefix, name, v, f"/volumes/{v}", node) for v in volumes],

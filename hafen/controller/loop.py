@@ -22,6 +22,7 @@ from hafen.controller import moves
 from hafen.controller import operations as ops
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
+from hafen.controller.registry import RegistryReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
 from hafen.errors import EngineError, EngineUnavailable, HafenError
@@ -72,6 +73,7 @@ class Controller:
         self.edge = edge
         self.settings = settings
         self.edge_state = EdgeReconciler(engine, edge, settings)
+        self.registry_state = RegistryReconciler(engine, settings)
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
@@ -104,8 +106,11 @@ class Controller:
         self.backups.tick(obs, active)
         moves.finish_drains(self.engine, obs)
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
+        pushed = self.registry_state.reconcile(obs)
+        if pushed:
+            self.specs_checked = False  # new digests in the registry: running instances roll over to them
         self.heartbeat()
-        return bool(active) or bool(self.edge_state.problem)
+        return bool(active) or bool(self.edge_state.problem) or pushed
 
     def _record_observation(self, obs: Observation, instances: dict[str, Instance]) -> None:
         changed = []
@@ -208,7 +213,8 @@ class Controller:
                 continue
             if instance.sandbox:
                 continue
-            specs, _ = render(ops.stack_input(self.settings, instance, instance.secret_versions(), running=True))
+            specs, _ = render(ops.stack_input(self.settings, self.engine, instance, instance.secret_versions(),
+                                              running=True))
             current = obs.services_of(instance.name)
             outdated = sorted(svc for svc, spec in specs.items()
                               if not spec.job and svc in current and current[svc].spec_digest != spec.digest())

@@ -76,7 +76,7 @@ def repin(ctx: Context) -> bool:
     instance.node_id, instance.node_name = node.id, node.hostname
     Instance.objects.filter(pk=instance.pk).update(node_id=node.id, node_name=node.hostname)
     params["to"], params["to_name"] = node.id, node.hostname
-    ctx.specs, ctx.waves = render(stack_input(ctx.settings, instance, ctx.versions, ctx.running,
+    ctx.specs, ctx.waves = render(stack_input(ctx.settings, ctx.engine, instance, ctx.versions, ctx.running,
                                               job_run=str(ctx.op.pk)))
     return True
 

@@ -47,8 +47,8 @@ class Fail(HafenError):
     """A permanent problem: the operation fails with this message."""
 
 
-def stack_input(settings: Settings, instance: Instance, versions: dict[str, int], running: bool,
-                job_run: str = "") -> StackInput:
+def stack_input(settings: Settings, engine: Engine, instance: Instance, versions: dict[str, int],
+                running: bool, job_run: str = "") -> StackInput:
     """What the instance's stack template is rendered from."""
     return StackInput(
         prefix=settings.prefix,
@@ -64,6 +64,7 @@ def stack_input(settings: Settings, instance: Instance, versions: dict[str, int]
         job_run=job_run,
         edge=not instance.sandbox,
         node=instance.node_id,
+        image_ref=engine.image_ref,
     )
 
 
@@ -88,8 +89,8 @@ class Context:
         self.running = self.instance.desired_state == Desired.RUNNING \
             and self.op.kind not in ("stop", "delete", "erase")
         self.versions = self.instance.secret_versions(self.op)
-        self.specs, self.waves = render(stack_input(self.settings, self.instance, self.versions, self.running,
-                                                    job_run=str(self.op.pk)))
+        self.specs, self.waves = render(stack_input(self.settings, self.engine, self.instance, self.versions,
+                                                    self.running, job_run=str(self.op.pk)))
 
     @property
     def services(self) -> dict[str, ServiceState]:
@@ -141,7 +142,7 @@ def place(ctx: Context) -> None:
                             placement.wanted_labels(instance))
     instance.node_id, instance.node_name = node.id, node.hostname
     Instance.objects.filter(pk=instance.pk).update(node_id=node.id, node_name=node.hostname)
-    ctx.specs, ctx.waves = render(stack_input(ctx.settings, instance, ctx.versions, ctx.running,
+    ctx.specs, ctx.waves = render(stack_input(ctx.settings, ctx.engine, instance, ctx.versions, ctx.running,
                                               job_run=str(ctx.op.pk)))
     log.info("%s: placed on node %s", instance.name, node.hostname)
 

@@ -8,11 +8,12 @@ from hafen.engine.base import Engine
 
 @cache
 def get_engine() -> Engine:
-    kind = get_settings().engine
+    settings = get_settings()
+    kind = settings.engine
     if kind == "fake":
         from hafen.engine.fake import FakeEngine
 
         return FakeEngine()
     from hafen.engine.swarm import SwarmEngine
 
-    return SwarmEngine()
+    return SwarmEngine(registry=settings.registry)

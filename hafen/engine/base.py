@@ -69,11 +69,15 @@ class ServiceSpec:
     memory_bytes: int | None = None
     nano_cpus: int | None = None
     force_update: int = 0
+    # one task on every node the constraints allow (the registry's mirrors), not `replicas`
+    global_mode: bool = False
 
     def _data(self) -> dict[str, object]:
         """The spec as digested; a field added later is left out at its default, so that adding it
         does not change the digest of every existing service (and roll them all over)."""
         data = asdict(self)
+        if not data["global_mode"]:
+            del data["global_mode"]
         for mount in data["mounts"]:
             for key in ("read_only", "labels"):
                 if not mount[key]:
@@ -314,3 +318,9 @@ class Engine(ABC):
 
     @abstractmethod
     def image_exists(self, tag: str) -> bool: ...
+
+    def image_ref(self, tag: str) -> str:
+        """What a service names to run the locally built image `tag`: by digest in the installation's
+        registry once the image is pushed there (every node can pull it, and a rebuilt image is a new
+        digest, so its services roll over), else the tag (a swarm of one node, or not pushed yet)."""
+        return tag

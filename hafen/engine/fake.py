@@ -49,6 +49,8 @@ class FakeEngine(Engine):
     volumes: dict[str, _Object] = field(default_factory=dict)
     secrets: dict[str, _Object] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
+    # tag: reference in the registry, for the images "pushed" there (image_ref)
+    pushed: dict[str, str] = field(default_factory=dict)
     logs: dict[str, list[str]] = field(default_factory=dict)
     fail_jobs: set[str] = field(default_factory=set)
     hold: set[str] = field(default_factory=set)
@@ -288,6 +290,9 @@ class FakeEngine(Engine):
             raise EngineNotFound(f"no service {name}")
         lines = self.logs.get(name, [])
         yield from (lines[-tail:] if tail else lines)
+
+    def image_ref(self, tag: str) -> str:
+        return self.pushed.get(tag, tag)
 
     def image_exists(self, tag: str) -> bool:
         self._check(f"image_exists {tag}")

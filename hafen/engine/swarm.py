@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -47,6 +48,9 @@ API request that pings the engine, for a minute on a hung engine before anyone l
 SDK lifts the socket's timeout, so `--follow` may stay silent for as long as it likes.
 """
 
+IMAGE_REF_TTL = 10.0
+"""Seconds an image's digest in the registry is taken as known: a push is seen this much later."""
+
 UNAVAILABLE = "the Docker engine does not answer; is it installed and started? (scripts/bootstrap.sh starts it)"
 
 SDK_ERRORS: tuple[type[BaseException], ...] = (
@@ -58,6 +62,13 @@ SDK_ERRORS: tuple[type[BaseException], ...] = (
 """What a call into the SDK may raise: its own errors, and those of the HTTP stack and socket under it."""
 
 _IN_USE = re.compile(r"\bin use\b|active endpoints", re.IGNORECASE)
+
+
+def pushed_ref(repo_digests: list[str], registry: str, tag: str) -> str:
+    """`registry/repo@sha256:...` among an image's RepoDigests, for the tag `repo:tag`; empty if not pushed."""
+    repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+    wanted = f"{registry}/{repo}@"
+    return next((d for d in repo_digests if d.startswith(wanted)), "")
 
 
 def translate(action: str, exc: BaseException) -> EngineError:
@@ -117,9 +128,12 @@ def _node(data: dict[str, Any]) -> NodeState:
 
 
 class SwarmEngine(Engine):
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, client: docker.DockerClient | None = None, registry: str = "") -> None:
         self._client = client
         self._local_node = ""
+        # the installation's registry as the engines name it (127.0.0.1:PORT), empty: none
+        self.registry = registry
+        self._refs: dict[str, tuple[float, str]] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -291,11 +305,12 @@ class SwarmEngine(Engine):
             raise EngineError(f"secrets missing for {spec.name}: {', '.join(missing)}")
         template = spec.template_digest()
         container_labels = {**spec.labels, LABEL_TEMPLATE: template}
-        mode = (
-            dt.ServiceMode("replicated-job", replicas=1, concurrency=1)
-            if spec.job
-            else dt.ServiceMode("replicated", replicas=spec.replicas)
-        )
+        if spec.job:
+            mode = dt.ServiceMode("replicated-job", replicas=1, concurrency=1)
+        elif spec.global_mode:
+            mode = dt.ServiceMode("global")
+        else:
+            mode = dt.ServiceMode("replicated", replicas=spec.replicas)
         ports = [
             {"Protocol": "tcp", "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": "host"}
             for p in spec.ports
@@ -420,6 +435,21 @@ class SwarmEngine(Engine):
                     yield line.decode(errors="replace")
         if buffer:
             yield buffer.decode(errors="replace")
+
+    def image_ref(self, tag: str) -> str:
+        """The image's digest in the registry (see Engine.image_ref), looked up at most every few seconds."""
+        if not self.registry:
+            return tag
+        cached = self._refs.get(tag)
+        if cached is not None and time.monotonic() - cached[0] < IMAGE_REF_TTL:
+            return cached[1]
+        try:
+            image = _call(f"inspect image {tag}", lambda: self.client.api.inspect_image(tag))
+        except EngineNotFound:
+            return tag
+        ref = pushed_ref(image.get("RepoDigests") or [], self.registry, tag) or tag
+        self._refs[tag] = (time.monotonic(), ref)
+        return ref
 
     def image_exists(self, tag: str) -> bool:
         try:

@@ -58,6 +58,7 @@ def plan() -> list[ImageJob]:
         ImageJob("hafen/backup:1", PACKAGE_DIR / "images/backup"),
         ImageJob("hafen/backup-target:1", PACKAGE_DIR / "images/backup-target"),
         ImageJob("hafen/edge:caddy", PACKAGE_DIR / "edge/image"),
+        ImageJob("hafen/registry:2", PACKAGE_DIR / "images/registry"),
     ]
     for app in apps().values():
         for version in app.versions:

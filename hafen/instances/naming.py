@@ -101,3 +101,15 @@ def volume_mount(prefix: str, instance: str, vol: str, target: str, node: str, r
     wherever it is first used (the controller creates volumes only on its own node)."""
     created_with = tuple(sorted(labels(prefix, instance).items())) if node else ()
     return Mount(volume(prefix, instance, vol), target, read_only=read_only, labels=created_with)
+
+
+def registry_service(prefix: str) -> str:
+    return f"{prefix}-registry"
+
+
+def registry_mirror_service(prefix: str) -> str:
+    return f"{prefix}-registry-mirror"
+
+
+def registry_volume(prefix: str) -> str:
+    return f"{prefix}-registry"

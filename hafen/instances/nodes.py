@@ -23,6 +23,7 @@ from hafen.engine import get_engine
 from hafen.engine.base import NodeState
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.images.build import plan as image_plan
+from hafen.images.registry import REGISTRY_IMAGE
 from hafen.instances import placement, services
 from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
 from hafen.instances.placement import DRAIN_LABEL
@@ -263,16 +264,22 @@ def remove(actor: Actor, ref: str, force: bool = False) -> None:
 
 
 def join_command(actor: Actor) -> dict[str, Any]:
-    """What to run on a new machine: load hafen's images (no registry), then join the swarm as a worker."""
+    """What to run on a new machine: load the images it cannot pull, then join the swarm as a worker.
+
+    With the installation's registry that is the registry's own image (its mirror on the new node serves
+    every other image); without it, every image hafen deploys."""
     _operator(actor)
     info = get_engine().join_info()
     if not info.managers:
         raise Conflict("no manager of the swarm answers with an address")
-    images = sorted(job.tag for job in image_plan() if job.context is not None)
+    images = [REGISTRY_IMAGE] if get_settings().registry_port else sorted(
+        job.tag for job in image_plan() if job.context is not None)
     return {
         "join": f"docker swarm join --token {info.worker_token} {info.managers[0]}",
         "images": images,
         "load": f"docker save {' '.join(images)} | ssh NEW-MACHINE docker load",
+        "load_why": "the registry's image: its mirror on the new machine serves every other image"
+        if get_settings().registry_port else "every image hafen runs (no registry: HAFEN_REGISTRY_PORT is 0)",
     }
 
 

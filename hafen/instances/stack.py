@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hafen.catalog import App, ServiceTemplate
@@ -37,6 +38,8 @@ class StackInput:
     edge: bool = True
     # the node that holds the instance's volumes: services that mount one are pinned there
     node: str = ""
+    # what a service names for an image tag: its digest in the installation's registry (Engine.image_ref)
+    image_ref: Callable[[str], str] | None = None
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -58,7 +61,7 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     replicas = data.replicas if svc == data.app.web_service else tpl.replicas
     return ServiceSpec(
         name=naming.service(data.prefix, data.name, svc),
-        image=tpl.image,
+        image=data.image_ref(tpl.image) if data.image_ref else tpl.image,
         labels=labels,
         command=tpl.command,
         env=dict(tpl.environment),

@@ -33,13 +33,15 @@ pytestmark = pytest.mark.multinode
 
 PREFIX = "hmn"
 HTTP_PORT, HTTPS_PORT, WEB_PORT = 27080, 27443, 27765
+REGISTRY_PORT = 27500
 
 
 class NodePlane(Plane):
     """A control plane whose engine is a node of the cluster; run in a network namespace unless netns is None."""
 
     def __init__(self, data_dir: Path, node: Node, netns: str | None, prefix: str = PREFIX,
-                 ports: tuple[int, int, int] = (HTTP_PORT, HTTPS_PORT, WEB_PORT)) -> None:
+                 ports: tuple[int, int, int] = (HTTP_PORT, HTTPS_PORT, WEB_PORT),
+                 registry_port: int = REGISTRY_PORT) -> None:
         super().__init__(data_dir)
         self.docker = node.client
         self.netns = netns
@@ -54,6 +56,7 @@ class NodePlane(Plane):
             "HAFEN_ADVERTISE_ADDR": node.address,
             "HAFEN_BACKUP_REPOSITORY": f"rest:http://{prefix}-backup-target:8000/hafen",
             "HAFEN_BACKUP_RETRIES": "1",
+            "HAFEN_REGISTRY_PORT": str(registry_port),
         })
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None

@@ -17,6 +17,7 @@ os.environ["HAFEN_DATA_DIR"] = DATA_DIR
 os.environ["HAFEN_ENGINE"] = "fake"
 os.environ["HAFEN_PREFIX"] = "unit"
 os.environ["HAFEN_HTTP_PORT"] = "18080"
+os.environ["HAFEN_REGISTRY_PORT"] = "0"  # no registry but in its own tests (test_registry.py)
 os.environ.pop("HAFEN_ACME_EMAIL", None)
 os.environ.pop("HAFEN_DOMAIN_SUFFIX", None)
 os.environ.pop("HAFEN_DATABASE_URL", None)
