@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,10 @@ from hafen.instances.stack import StackInput, render
 log = logging.getLogger("hafen.controller")
 
 MAX_TASK_FAILURES = 3
+# A node that cannot pull an image yet (its registry mirror starts, right after it joined) is given this long
+# before its tasks' pull failures count as failures of the service.
+PULL_GRACE = timedelta(minutes=2)
+_PULL_FAILED = re.compile(r"No such image|pull access denied|manifest unknown", re.IGNORECASE)
 STEP_TIMEOUT = timedelta(minutes=10)
 MAX_ATTEMPTS = 8
 
@@ -193,6 +198,12 @@ def deploy(services: list[str]) -> StepFn:
     return run
 
 
+def _past(ctx: Context, grace: timedelta) -> bool:
+    """Whether the operation's running step started more than `grace` ago."""
+    record = next((r for r in ctx.op.steps if r.get("state") == "running" and r.get("started_at")), None)
+    return record is None or timezone.now() - datetime.fromisoformat(record["started_at"]) > grace
+
+
 def wait_for(services: list[str]) -> StepFn:
     def run(ctx: Context) -> bool:
         current = ctx.services
@@ -202,7 +213,9 @@ def wait_for(services: list[str]) -> StepFn:
             if state is None or state.spec_digest != spec.digest():
                 ready = False
                 continue
-            if len(state.failures) >= (1 if spec.job else MAX_TASK_FAILURES):
+            failures = state.failures if spec.job or _past(ctx, PULL_GRACE) else [
+                t for t in state.failures if not _PULL_FAILED.search(t.error)]
+            if len(failures) >= (1 if spec.job else MAX_TASK_FAILURES):
                 what = "setup job" if spec.job else "service"
                 reason = state.last_error or "exited with an error"
                 tail = _tail(ctx, svc)

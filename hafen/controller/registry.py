@@ -32,6 +32,8 @@ def specs(settings: Settings, obs: Observation) -> list[ServiceSpec]:
     prefix, port, local = settings.prefix, settings.registry_port, obs.local_node
     node = obs.nodes.get(local)
     address = node.address if node is not None and node.address else settings.advertise_addr
+    if address.count(":") == 1:  # a manager's address comes with the swarm's port
+        address = address.split(":")[0]
     labels = {**naming.labels(prefix), LABEL_ROLE: ROLE_REGISTRY}
     common = {"image": images.REGISTRY_IMAGE, "labels": labels, "ports": [PublishedPort(5000, port)],
               "memory_bytes": 256 * 1024**2}

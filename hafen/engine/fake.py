@@ -54,6 +54,8 @@ class FakeEngine(Engine):
     logs: dict[str, list[str]] = field(default_factory=dict)
     fail_jobs: set[str] = field(default_factory=set)
     hold: set[str] = field(default_factory=set)
+    # service name: the error its tasks are rejected with (three of them, as a swarm retrying them)
+    task_errors: dict[str, str] = field(default_factory=dict)
     down: bool = False
     swarm: bool = True
     calls: list[str] = field(default_factory=list)
@@ -112,6 +114,8 @@ class FakeEngine(Engine):
         lost = node in self.node_states and not self.node_states[node].ready
         if lost:
             tasks = [TaskState("lost", template, node=node)] * max(spec.replicas, 1)
+        elif spec.name in self.task_errors:
+            tasks = [TaskState("rejected", template, self.task_errors[spec.name], node=node)] * 3
         elif spec.name in self.hold:
             tasks = [TaskState("starting", template, node=node)] * max(spec.replicas, 1)
         elif spec.job:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Plane
+from tests.openslides import add_motion, login, titles
 
 pytestmark = pytest.mark.e2e
 
@@ -27,25 +28,7 @@ ATTACHMENT_NAME = "minutes.bin"
 
 
 def session(plane: Plane, domain: str, password: str) -> httpx.Client:
-    """A logged-in admin session through the edge (OpenSlides sets its CSRF cookie at the login)."""
-    client: httpx.Client = plane.http(domain)
-    response = client.post("/apps/users/login/", json={"username": "admin", "password": password})
-    assert response.status_code == 200, response.text
-    token = client.cookies.get("OpenSlidesCsrfToken")
-    if token:
-        client.headers["X-CSRFToken"] = token
-    return client
-
-
-def add_motion(client: httpx.Client, title: str) -> None:
-    created = client.post("/rest/motions/motion/", json={"title": title, "text": "<p>hafen</p>", "workflow_id": 1})
-    assert created.status_code == 201, created.text
-
-
-def titles(client: httpx.Client) -> list[str]:
-    response = client.get("/rest/motions/motion/")
-    assert response.status_code == 200, response.text
-    return sorted(m["title"] for m in response.json())
+    return login(plane.http(domain), password)
 
 
 def attachment(client: httpx.Client) -> bytes:

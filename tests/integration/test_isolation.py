@@ -12,39 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import PREFIX, Plane
+from tests.probes import HTTP, POSTGRES, REDIS, ROUTES, run_in
 
 pytestmark = pytest.mark.integration
-
-# Speaks the first bytes of PostgreSQL's protocol (an SSLRequest), so that a connection
-# accepted by anything other than a PostgreSQL server does not count as reaching one.
-POSTGRES = (
-    "import socket, struct, sys\n"
-    "s = socket.create_connection((sys.argv[1], 5432), timeout=3)\n"
-    "s.sendall(struct.pack('!ii', 8, 80877103))\n"
-    "answer = s.recv(1)\n"
-    "assert answer in (b'N', b'S'), answer\n"
-    "print('postgres answered')\n"
-)
-ROUTES = "print(open('/proc/net/route').read())"
-# An HTTP request; only an answer that starts like HTTP counts (this sandbox accepts TCP connects to
-# any 10.x address, so a bare connect proves nothing).
-HTTP = (
-    "import socket, sys\n"
-    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)\n"
-    "s.sendall(b'GET /health HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n"
-    "answer = s.recv(12)\n"
-    "assert answer.startswith(b'HTTP/'), answer\n"
-    "print('http answered', answer)\n"
-)
-REDIS = (
-    "import socket, sys\n"
-    "s = socket.create_connection((sys.argv[1], 6379), timeout=3)\n"
-    "s.sendall(b'PING\\r\\n')\n"
-    "answer = s.recv(7)\n"
-    "assert answer == b'+PONG\\r\\n', answer\n"
-    "print('redis answered')\n"
-)
-
 
 @pytest.fixture(scope="module")
 def pair(plane: Plane) -> Iterator[tuple[str, str]]:
@@ -56,27 +26,22 @@ def pair(plane: Plane) -> Iterator[tuple[str, str]]:
         plane.hafen("erase", name, "--yes", check=False)
 
 
-def _exec(container: object, *cmd: str) -> tuple[int, str]:
-    code, output = container.exec_run(list(cmd))  # type: ignore[attr-defined]
-    return code, output.decode(errors="replace")
-
-
 def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple[str, str]) -> None:
     a, b = pair
     web_a = plane.containers(f"{PREFIX}-{a}_web")[0]
     db_b = plane.containers(f"{PREFIX}-{b}_db")[0]
     db_b_ip = db_b.attrs["NetworkSettings"]["Networks"][f"{PREFIX}-{b}_internal"]["IPAddress"]
 
-    code, output = _exec(web_a, "python3", "-c", POSTGRES, "db")
+    code, output = run_in(web_a, "python3", "-c", POSTGRES, "db")
     assert code == 0 and "postgres answered" in output, output
     # B's database is on B's network alone: A has no route to it and cannot resolve its name
-    code, output = _exec(web_a, "python3", "-c", POSTGRES, db_b_ip)
+    code, output = run_in(web_a, "python3", "-c", POSTGRES, db_b_ip)
     assert code != 0, f"A's web reached B's database at {db_b_ip}: {output}"
     assert "unreachable" in output.lower(), output
-    code, output = _exec(web_a, "python3", "-c", POSTGRES, f"{PREFIX}-{b}_db")
+    code, output = run_in(web_a, "python3", "-c", POSTGRES, f"{PREFIX}-{b}_db")
     assert code != 0 and "gaierror" in output, output
     # and no default route at all: a web service has no way off the host
-    code, output = _exec(web_a, "python3", "-c", ROUTES)
+    code, output = run_in(web_a, "python3", "-c", ROUTES)
     assert code == 0
     assert not [line for line in output.splitlines()[1:] if line.split()[1:2] == ["00000000"]], output
 
@@ -99,7 +64,7 @@ def test_web_services_of_different_instances_cannot_reach_each_other(plane: Plan
 
     # A's own services answer: the probes below can tell an answer from none
     for script, host, port in ((HTTP, "127.0.0.1", "8000"), (POSTGRES, "db", ""), (REDIS, "redis", "")):
-        code, output = _exec(web_a, "python3", "-c", script, host, *([port] if port else []))
+        code, output = run_in(web_a, "python3", "-c", script, host, *([port] if port else []))
         assert code == 0 and "answered" in output, output
 
     # B's web, by its addresses on B's edge and internal networks and by every name it has
@@ -108,13 +73,13 @@ def test_web_services_of_different_instances_cannot_reach_each_other(plane: Plan
         f"tasks.{PREFIX}-{b}_web", f"{b}.localhost.{PREFIX}-route", f"{b}.localhost",
     ]
     for target in targets:
-        code, output = _exec(web_a, "python3", "-c", HTTP, target, "8000")
+        code, output = run_in(web_a, "python3", "-c", HTTP, target, "8000")
         assert code != 0 and "http answered" not in output, f"A's web got an HTTP answer from {target}: {output}"
     for target in (_ip(db_b, f"{PREFIX}-{b}_internal"), f"{PREFIX}-{b}_db"):
-        code, output = _exec(web_a, "python3", "-c", POSTGRES, target)
+        code, output = run_in(web_a, "python3", "-c", POSTGRES, target)
         assert code != 0 and "postgres answered" not in output, output
     for target in (_ip(redis_b, f"{PREFIX}-{b}_internal"), f"{PREFIX}-{b}_redis"):
-        code, output = _exec(web_a, "python3", "-c", REDIS, target)
+        code, output = run_in(web_a, "python3", "-c", REDIS, target)
         assert code != 0 and "redis answered" not in output, output
     # (A's web reaches the proxy's port 80 on A's edge network, as any client on the internet does)
 
@@ -191,7 +156,7 @@ def test_no_secret_in_inspect_output_or_logs(plane: Plane, pair: tuple[str, str]
     a, _ = pair
     web = plane.containers(f"{PREFIX}-{a}_web")[0]
     values = [plane.json("credentials", a)["password"]]
-    code, output = _exec(web, "cat", "/run/secrets/db_password")
+    code, output = run_in(web, "cat", "/run/secrets/db_password")
     assert code == 0
     values.append(output.strip())
     assert all(len(v) >= 16 for v in values)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +30,8 @@ from hafen.images.build import plan
 from tests.conftest import ARTIFACTS, Plane
 from tests.multinode.cluster import Cluster, Node
 from tests.multinode.conftest import built_here
+from tests.openslides import add_motion, login, titles
+from tests.probes import HTTP, POSTGRES, REDIS, ROUTES, run_in
 
 pytestmark = pytest.mark.multinode
 
@@ -57,6 +61,7 @@ class NodePlane(Plane):
             "HAFEN_BACKUP_REPOSITORY": f"rest:http://{prefix}-backup-target:8000/hafen",
             "HAFEN_BACKUP_RETRIES": "1",
             "HAFEN_REGISTRY_PORT": str(registry_port),
+            "HAFEN_MOVE_CONCURRENCY": "2",
         })
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
@@ -133,10 +138,10 @@ def only_on(cluster: Cluster, *nodes: Node) -> Iterator[None]:
             cluster.set_availability(node, "active")
 
 
-def create_and_ask(cluster: Cluster, plane: NodePlane, name: str) -> None:
+def create_and_ask(cluster: Cluster, plane: NodePlane, name: str, *extra: str) -> None:
     """Create a demo instance; it runs, and answers through the edge at the manager's address, from the host."""
     started = time.monotonic()
-    result = plane.hafen("create", name, "--app", "demo", "--json", "--timeout", "90", check=False)
+    result = plane.hafen("create", name, "--app", "demo", "--json", "--timeout", "120", *extra, check=False)
     placement = {k: sorted(v) for k, v in where(cluster, name).items()}
     cluster.measures.setdefault("demo", {})[name] = {"create_s": round(time.monotonic() - started, 2),
                                              "exit": result.returncode, "placement": placement}
@@ -224,21 +229,122 @@ def test_instances_land_on_different_nodes_with_their_data_beside_them(cluster: 
         assert name in listed[node]["instances"] and listed[node]["reserved_bytes"] > 0
 
 
+def test_the_images_reach_the_other_nodes_through_the_registry_by_digest(cluster: Cluster, plane: NodePlane,
+                                                                         spread: dict[str, str]) -> None:
+    """The workers were given only the registry's image (and the demo app's, for test_cluster.py): PostgreSQL's
+    and Redis' images came from the manager through their node's mirror, named by digest."""
+    registry = f"127.0.0.1:{REGISTRY_PORT}"
+    specs = {s.name: s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+             for s in cluster.manager.client.services.list(filters={"label": f"hafen.prefix={PREFIX}"})}
+    for name in spread:
+        for svc in ("db", "redis", "web"):
+            assert specs[f"{PREFIX}-{name}_{svc}"].startswith(f"{registry}/hafen/"), specs
+            assert "@sha256:" in specs[f"{PREFIX}-{name}_{svc}"], specs
+    for node in cluster.nodes[1:]:
+        assert not node.client.images.list(name="hafen/postgres"), f"{node.name} was given PostgreSQL's image"
+        pulled = {d.split("@")[0] for image in node.client.images.list()
+                  for d in image.attrs.get("RepoDigests") or []}
+        assert {f"{registry}/hafen/postgres", f"{registry}/hafen/redis"} <= pulled, (node.name, pulled)
+    cluster.measures["registry_pushes"] = [line for line in (plane.data_dir / "controller.log").read_text()
+                                           .splitlines() if "registry:" in line][-12:]
+
+
+def _task_container(node: Node, service: str) -> Any:
+    found = node.client.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"})
+    assert found, f"no container of {service} on {node.name}"
+    return found[0]
+
+
+def test_instances_on_different_nodes_cannot_reach_each_other(cluster: Cluster, plane: NodePlane,
+                                                              spread: dict[str, str]) -> None:
+    """The isolation probes of the single-node tier, with A on node 2 and B on node 3 (overlays span nodes)."""
+    a = next(name for name, node in spread.items() if node == "hmn-node2")
+    b = next(name for name, node in spread.items() if node == "hmn-node3")
+    node_a, node_b = cluster.node("hmn-node2"), cluster.node("hmn-node3")
+    web_a = _task_container(node_a, f"{PREFIX}-{a}_web")
+    web_b, db_b, redis_b = (_task_container(node_b, f"{PREFIX}-{b}_{svc}") for svc in ("web", "db", "redis"))
+
+    def ip(container: Any, network: str) -> str:
+        return str(container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+    # A's own services answer: the probes can tell an answer from none
+    for script, host, port in ((HTTP, "127.0.0.1", "8000"), (POSTGRES, "db", ""), (REDIS, "redis", "")):
+        code, output = run_in(web_a, "python3", "-c", script, host, *([port] if port else []))
+        assert code == 0 and "answered" in output, output
+    http_targets = [(ip(web_b, f"{PREFIX}-{b}_edge"), "8000"), (ip(web_b, f"{PREFIX}-{b}_internal"), "8000"),
+                    (f"{PREFIX}-{b}_web", "8000"), (f"tasks.{PREFIX}-{b}_web", "8000"),
+                    # node 3 itself: its registry mirror answers HTTP to anyone with a route there
+                    (node_b.address, str(REGISTRY_PORT))]
+    for target, port in http_targets:
+        code, output = run_in(web_a, "python3", "-c", HTTP, target, port)
+        assert code != 0 and "http answered" not in output, f"A's web got an HTTP answer from {target}: {output}"
+    for script, target in ((POSTGRES, ip(db_b, f"{PREFIX}-{b}_internal")), (POSTGRES, f"{PREFIX}-{b}_db"),
+                           (REDIS, ip(redis_b, f"{PREFIX}-{b}_internal")), (REDIS, f"{PREFIX}-{b}_redis")):
+        code, output = run_in(web_a, "python3", "-c", script, target)
+        assert code != 0 and "answered" not in output, f"A's web reached {target}: {output}"
+    code, output = run_in(web_a, "python3", "-c", ROUTES)
+    assert code == 0 and not [line for line in output.splitlines()[1:] if line.split()[1:2] == ["00000000"]], output
+    for name in (a, b):
+        assert through_edge(cluster.manager, f"{name}.localhost", "/health").status_code == 200
+
+
+CROWD = "mncrowd"  # an organisation whose placement labels only node 2 has, while its instances are made
+MOTION = "Survives the drain"
+
+
+def openslides_client(cluster: Cluster, name: str) -> httpx.Client:
+    return httpx.Client(base_url=f"http://{cluster.manager.address}:{HTTP_PORT}",
+                        headers={"Host": f"{name}.localhost"}, timeout=30)
+
+
+@pytest.fixture
+def crowd(cluster: Cluster, plane: NodePlane, spread: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """Beside the spread instance on node 2: two more demo instances with a note each, and an OpenSlides
+    instance with a motion, all put there by their organisation's placement labels (then lifted)."""
+    demos, slides = ["mnfour", "mnfive"], "mnslides"
+    plane.hafen("org", "create", CROWD)
+    plane.hafen("node", "label", "hmn-node2", f"{CROWD}=yes")
+    plane.hafen("org", "label", CROWD, f"{CROWD}=yes")
+    try:
+        for name in demos:
+            create_and_ask(cluster, plane, name, "--org", CROWD)
+            with note_client(cluster, plane, name) as client:
+                assert client.post("/notes", json={"body": f"note of {name}"}).status_code == 201
+        started = time.monotonic()
+        data = plane.json("create", slides, "--app", "openslides", "--org", CROWD, "--timeout", "600")
+        cluster.measures["openslides_create_on_a_worker_s"] = round(time.monotonic() - started, 1)
+        with openslides_client(cluster, slides) as client:
+            add_motion(login(client, data["password"]), MOTION)
+        plane.hafen("org", "label", CROWD, f"{CROWD}-")  # the drain places them by the rule alone
+        yield {"demos": demos, "openslides": slides, "password": data["password"]}
+    finally:
+        for name in [*demos, slides]:
+            plane.hafen("erase", name, "--yes", "--timeout", "300", check=False)
+        plane.hafen("node", "label", "hmn-node2", f"{CROWD}-", check=False)
+
+
 def test_a_drain_moves_the_instances_of_a_node_with_their_data(cluster: Cluster, plane: NodePlane,
-                                                               spread: dict[str, str]) -> None:
-    moving = [name for name, node in spread.items() if node == "hmn-node2"]
+                                                               spread: dict[str, str], crowd: dict[str, Any]) -> None:
+    """Three demo instances and an OpenSlides instance on node 2, moved two at a time with their data."""
+    demos = [name for name, node in spread.items() if node == "hmn-node2"] + crowd["demos"]
+    moving = [*demos, crowd["openslides"]]
+    assert len(demos) == 3 and all(node_of(plane, name) == "hmn-node2" for name in moving)
     started = time.monotonic()
-    result = plane.hafen("node", "drain", "hmn-node2", "--timeout", "600")
+    result = plane.hafen("node", "drain", "hmn-node2", "--timeout", "900", timeout=960)
+    downtimes = [float(m) for m in re.findall(r"down for ([0-9.]+) s", result.stdout)]
     cluster.measures["drain"] = {"instances": len(moving), "seconds": round(time.monotonic() - started, 1),
-                                 "output": result.stdout.strip().splitlines()}
-    assert "down for" in result.stdout, result.stdout
+                                 "downtime_s": downtimes, "output": result.stdout.strip().splitlines()}
+    assert len(downtimes) == len(moving), result.stdout
     for name in moving:
         assert node_of(plane, name) != "hmn-node2"
-        assert notes(cluster, plane, name) == [f"note of {name}"]
         assert all(nodes != {"hmn-node2"} for nodes in where(cluster, name).values())
-    node = next(n for n in plane.json("node", "list") if n["name"] == "hmn-node2")
+    for name in demos:
+        assert notes(cluster, plane, name) == [f"note of {name}"]
+    with openslides_client(cluster, crowd["openslides"]) as client:
+        assert titles(login(client, crowd["password"])) == [MOTION]
     plane.wait_until(lambda: next(n for n in plane.json("node", "list") if n["name"] == "hmn-node2")
                      ["availability"] == "drain", timeout=60)
+    node = next(n for n in plane.json("node", "list") if n["name"] == "hmn-node2")
     assert node["instances"] == []
     plane.hafen("node", "activate", "hmn-node2")
 

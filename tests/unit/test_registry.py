@@ -32,7 +32,7 @@ def test_the_primary_is_pinned_to_the_controllers_node_and_a_mirror_runs_on_ever
     primary, mirror = engine.services["unit-registry"], engine.services["unit-registry-mirror"]
     assert primary.constraints == ["node.id == node1"] and not primary.global_mode
     assert mirror.constraints == ["node.id != node1"] and mirror.global_mode
-    manager = engine.node_states["node1"].address
+    manager = engine.node_states["node1"].address.split(":")[0]
     assert mirror.env == {"REGISTRY_PROXY_REMOTEURL": f"http://{manager}:5123"}
     assert [(p.target, p.published) for p in primary.ports] == [(5000, 5123)] == \
         [(p.target, p.published) for p in mirror.ports]
@@ -69,3 +69,36 @@ def test_the_join_command_loads_only_the_registrys_image(engine, with_registry):
     join = nodes.join_command(LOCAL)
     assert join["images"] == ["hafen/registry:2"]
     assert "mirror" in join["load_why"]
+
+
+def test_a_node_that_cannot_pull_yet_is_given_time_before_the_create_fails(controller, engine, monkeypatch):
+    from datetime import timedelta
+
+    from hafen.controller import operations
+    from hafen.instances import services
+    from hafen.instances.models import Operation, OpState
+
+    engine.task_errors["unit-slow_db"] = "No such image: 127.0.0.1:5000/hafen/postgres@sha256:00"
+    op = services.create_instance(LOCAL, "slow", "demo")
+    for _ in range(5):
+        controller.pass_once()
+    assert Operation.objects.get(pk=op.pk).state == OpState.RUNNING  # within the grace: the swarm retries
+    del engine.task_errors["unit-slow_db"]
+    converge(controller)
+    assert Operation.objects.get(pk=op.pk).state == OpState.SUCCEEDED
+
+    engine.task_errors["unit-late_db"] = "No such image: 127.0.0.1:5000/hafen/postgres@sha256:00"
+    monkeypatch.setattr(operations, "PULL_GRACE", timedelta(0))
+    op = services.create_instance(LOCAL, "late", "demo")
+    converge(controller)
+    failed = Operation.objects.get(pk=op.pk)
+    assert failed.state == OpState.FAILED and "No such image" in failed.error
+
+
+def test_the_mirrors_reach_the_primary_at_the_managers_address_without_the_swarm_port(
+        controller, engine, with_registry):
+    from dataclasses import replace
+
+    engine.node_states["node1"] = replace(engine.node_states["node1"], address="192.0.2.7:2377")
+    converge(controller)
+    assert engine.services["unit-registry-mirror"].env == {"REGISTRY_PROXY_REMOTEURL": "http://192.0.2.7:5123"}
