@@ -1,7 +1,8 @@
 """Labels of swarm nodes as people write them, on the command line, in the API and in the UI.
 
-`KEY=VALUE` sets a label, `KEY-` removes one (as `kubectl label` does). Keys under `hafen.` are hafen's
-own (a drain marks its node with one).
+`KEY=VALUE` sets a label, `KEY-` removes one (as `kubectl label` does). A node carries labels (hafen/
+instances/nodes.py), and an organisation asks for them (hafen/access/services.py): its new instances go only
+to nodes that carry all of its labels. Keys under `hafen.` are hafen's own (a drain marks its node with one).
 """
 
 from __future__ import annotations
