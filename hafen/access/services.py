@@ -61,7 +61,7 @@ def create_organisation(actor: Actor, slug: str, name: str = "") -> Organisation
 
 def describe_organisation(organisation: Organisation) -> dict[str, Any]:
     return {"slug": organisation.slug, "name": organisation.name, "node_labels": dict(organisation.node_labels or {}),
-            "created_at": organisation.created_at}
+            "created_at": organisation.created_at.isoformat()}
 
 
 def set_node_labels(actor: Actor, slug: str, changes: list[str]) -> Organisation:
