@@ -457,6 +457,44 @@ def org_create(slug: str, name: str) -> None:
     out.print(f"organisation {slug} created")
 
 
+@org.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+def org_list(as_json: bool) -> None:
+    """Organisations with their members, instances and the node labels their new instances ask for."""
+    _local_only()
+    _django()
+    from django.db.models import Count
+
+    from hafen.access import services as access
+    from hafen.access.policy import Actor
+
+    organisations = access.list_organisations(Actor.local()).annotate(
+        member_count=Count("memberships", distinct=True), instance_count=Count("instances", distinct=True))
+    if as_json:
+        _emit([access.describe_organisation(o) for o in organisations])
+        return
+    table = _table("SLUG", "NAME", "MEMBERS", "INSTANCES", "NODE LABELS")
+    for o in organisations:
+        labels = ", ".join(f"{k}={v}" for k, v in sorted((o.node_labels or {}).items()))
+        table.add_row(o.slug, o.name, str(o.member_count), str(o.instance_count), labels or "any node")
+    out.print(table if organisations else "no organisations")
+
+
+@org.command(name="label")
+@click.argument("slug")
+@click.argument("changes", nargs=-1, required=True, metavar="KEY=VALUE|KEY-...")
+def org_label(slug: str, changes: tuple[str, ...]) -> None:
+    """Set (KEY=VALUE) or remove (KEY-) the labels a node must carry to take the organisation's new instances."""
+    _local_only()
+    _django()
+    from hafen.access import services as access
+    from hafen.access.policy import Actor
+
+    organisation = access.set_node_labels(Actor.local(), slug, list(changes))
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(organisation.node_labels.items()))
+    out.print(f"{slug}: node labels {labels or 'none (any node)'}")
+
+
 @org.command(name="add-member")
 @click.argument("slug")
 @click.argument("username")

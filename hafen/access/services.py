@@ -6,6 +6,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -17,6 +18,7 @@ from hafen.access import audit, policy
 from hafen.access.models import ApiToken, Membership, Organisation, Role, Scope
 from hafen.access.policy import Action, Actor
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from hafen.labels import parse_changes
 
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@+-]{2,150}$")
@@ -54,6 +56,33 @@ def create_organisation(actor: Actor, slug: str, name: str = "") -> Organisation
         except IntegrityError:
             raise Conflict(f"an organisation {slug!r} exists already") from None
         note.organisation_id = organisation.id
+        return organisation
+
+
+def describe_organisation(organisation: Organisation) -> dict[str, Any]:
+    return {"slug": organisation.slug, "name": organisation.name, "node_labels": dict(organisation.node_labels or {}),
+            "created_at": organisation.created_at.isoformat()}
+
+
+def set_node_labels(actor: Actor, slug: str, changes: list[str]) -> Organisation:
+    """Set (KEY=VALUE) or remove (KEY-) the labels a node must carry to take the organisation's new instances.
+
+    Operators only: the labels choose the machines a customer's data lives on. Instances placed already
+    stay where they are; the labels apply to the next ones (and to a move's new node).
+    """
+    with audit.audited(actor, "label-organisation", organisation=slug, changes=list(changes)) as note:
+        organisation = get_organisation(actor, slug)  # outsiders: not found
+        note.organisation_id = organisation.id
+        if not actor.is_operator:
+            raise Forbidden("only operators set an organisation's node labels")
+        policy.check(actor, Action.MANAGE_ORGANISATIONS, organisation.id, f"organisation {slug!r}")  # read scope
+        set_, remove = parse_changes(list(changes))
+        with transaction.atomic():
+            organisation = Organisation.objects.select_for_update().get(pk=organisation.pk)
+            current = organisation.node_labels or {}
+            organisation.node_labels = {k: v for k, v in current.items() if k not in remove} | set_
+            organisation.save(update_fields=["node_labels"])
+        note.detail.update(before=current, after=organisation.node_labels)
         return organisation
 
 

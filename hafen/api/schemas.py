@@ -243,6 +243,8 @@ class OrganisationIn(Schema):
 class OrganisationOut(Schema):
     slug: str
     name: str
+    node_labels: dict[str, str] = Field(description="The labels a node must carry to take the organisation's new "
+                                                    "instances ({}: any node)")
     created_at: datetime
 
 
@@ -313,6 +315,8 @@ class NodeOut(Schema):
 
 
 class NodeLabelsIn(Schema):
+    """Of a node, or of an organisation (the labels its instances' nodes must carry)."""
+
     changes: list[str] = Field(description="KEY=VALUE sets a label, KEY- removes one", min_length=1, max_length=32)
 
 

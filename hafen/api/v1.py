@@ -12,7 +12,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from hafen.access import audit
 from hafen.access import services as access
-from hafen.access.models import Membership, Organisation
+from hafen.access.models import Membership
 from hafen.access.policy import Actor
 from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
@@ -363,10 +363,6 @@ def audit_log(request: HttpRequest, filters: Query[AuditFilter]) -> dict[str, An
 # -- organisations and members ---------------------------------------------------------------------------
 
 
-def _org_out(organisation: Organisation) -> dict[str, Any]:
-    return {"slug": organisation.slug, "name": organisation.name, "created_at": organisation.created_at}
-
-
 def _member_out(membership: Membership) -> dict[str, Any]:
     return {"username": membership.user.get_username(), "role": membership.role,
             "can_read_credentials": membership.can_read_credentials}
@@ -374,18 +370,25 @@ def _member_out(membership: Membership) -> dict[str, Any]:
 
 @api.get("/organisations", response={200: list[s.OrganisationOut], **ERRORS}, tags=["organisations"])
 def list_organisations(request: HttpRequest) -> list[dict[str, Any]]:
-    return [_org_out(o) for o in access.list_organisations(_actor(request))]
+    return [access.describe_organisation(o) for o in access.list_organisations(_actor(request))]
 
 
 @api.post("/organisations", response={201: s.OrganisationOut, **ERRORS}, tags=["organisations"])
 def create_organisation(request: HttpRequest, body: s.OrganisationIn) -> Status[dict[str, Any]]:
     """Operators only."""
-    return Status(201, _org_out(access.create_organisation(_actor(request), body.slug, body.name)))
+    return Status(201, access.describe_organisation(access.create_organisation(_actor(request), body.slug, body.name)))
 
 
 @api.get("/organisations/{slug}", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
 def get_organisation(request: HttpRequest, slug: str) -> dict[str, Any]:
-    return _org_out(access.get_organisation(_actor(request), slug))
+    return access.describe_organisation(access.get_organisation(_actor(request), slug))
+
+
+@api.post("/organisations/{slug}/labels", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
+def label_organisation(request: HttpRequest, slug: str, body: s.NodeLabelsIn) -> dict[str, Any]:
+    """Operators only: set (KEY=VALUE) or remove (KEY-) the labels a node must carry to take the
+    organisation's new instances."""
+    return access.describe_organisation(access.set_node_labels(_actor(request), slug, body.changes))
 
 
 @api.get("/organisations/{slug}/members", response={200: list[s.MemberOut], **ERRORS}, tags=["organisations"])

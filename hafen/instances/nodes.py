@@ -8,7 +8,6 @@ written through the engine.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.db import transaction
@@ -27,10 +26,9 @@ from hafen.images.registry import REGISTRY_IMAGE
 from hafen.instances import placement, services
 from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
 from hafen.instances.placement import DRAIN_LABEL
+from hafen.labels import parse_changes
 
 MOVE_KINDS = ("move", "evacuate")
-_LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
-_LABEL_VALUE = re.compile(r"[A-Za-z0-9._:/@-]{0,128}")
 
 
 def _operator(actor: Actor) -> None:
@@ -83,33 +81,10 @@ def list_nodes(actor: Actor) -> list[dict[str, Any]]:
     return [describe(n, by_node.get(n.id, []), moving.get(n.id, 0)) for n in ordered]
 
 
-def _parse_labels(changes: list[str]) -> tuple[dict[str, str], list[str]]:
-    """`KEY=VALUE` sets a label, `KEY-` removes one."""
-    if not changes:
-        raise InvalidInput("give at least one KEY=VALUE (or KEY- to remove a label)")
-    set_, remove = {}, []
-    for change in changes:
-        if change.endswith("-") and "=" not in change:
-            key, value = change[:-1], None
-        elif "=" in change:
-            key, value = change.split("=", 1)
-        else:
-            raise InvalidInput(f"not KEY=VALUE or KEY-: {change!r}")
-        if not _LABEL_KEY.fullmatch(key) or key.startswith("hafen."):
-            raise InvalidInput(f"not a label key: {key!r} (letters, digits, '.', '_', '-'; not hafen.*)")
-        if value is None:
-            remove.append(key)
-        elif not _LABEL_VALUE.fullmatch(value):
-            raise InvalidInput(f"not a label value: {value!r}")
-        else:
-            set_[key] = value
-    return set_, remove
-
-
 def label(actor: Actor, ref: str, changes: list[str]) -> dict[str, Any]:
     with audit.audited(actor, "node-label", changes=changes) as note:
         _operator(actor)
-        set_, remove = _parse_labels(changes)
+        set_, remove = parse_changes(changes)
         engine = get_engine()
         node = find(engine.nodes(), ref)
         note.detail["node"] = node.hostname

@@ -45,6 +45,7 @@ urlpatterns = [
     path("operations/<int:operation_id>/progress", operations.progress, name="operation-progress"),
     path("orgs", organisations.index, name="organisations"),
     path("orgs/<slug:slug>", organisations.detail, name="organisation"),
+    path("orgs/<slug:slug>/labels", organisations.label, name="organisation-labels"),
     path("orgs/<slug:slug>/members", organisations.add_member, name="organisation-member-add"),
     path("orgs/<slug:slug>/members/<str:username>", organisations.change_member, name="organisation-member-change"),
     path("orgs/<slug:slug>/members/<str:username>/remove", organisations.remove_member,

@@ -83,3 +83,70 @@ def test_each_call_writes_one_audit_entry(people, running_instance, controller):
         services.scale(people.actor("admin"), "eve", -1)
     entries = [(e.action, e.result) for e in AuditEntry.objects.filter(action="scale").order_by("id")]
     assert entries == [("scale", "ok"), ("scale", "refused")]
+
+
+def test_operators_set_and_remove_an_organisations_node_labels_as_on_a_node(people):
+    acme = access.set_node_labels(people.actor("operator"), "acme", ["customer=acme", "zone=a"])
+    assert acme.node_labels == {"customer": "acme", "zone": "a"}
+    access.set_node_labels(people.actor("operator"), "acme", ["zone-", "tier=dedicated"])
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme", "tier": "dedicated"}
+    assert access.describe_organisation(people.acme)["node_labels"] == {"customer": "acme", "tier": "dedicated"}
+    entry = AuditEntry.objects.filter(action="label-organisation", result="ok").order_by("id").last()
+    assert (entry.actor, entry.organisation_id) == ("olga", people.acme.id)
+    assert entry.detail["changes"] == ["zone-", "tier=dedicated"]
+    assert entry.detail["before"] == {"customer": "acme", "zone": "a"}
+    assert entry.detail["after"] == {"customer": "acme", "tier": "dedicated"}
+
+
+@pytest.mark.parametrize("changes,match", [
+    ([], "at least one KEY=VALUE"),
+    (["novalue"], "not KEY=VALUE or KEY-"),
+    (["hafen.drain=moving"], "not a label key: 'hafen.drain'"),
+    (["=acme"], "not a label key: ''"),
+    (["customer=a b"], "not a label value: 'a b'"),
+    (["ok=1", "bad key=1"], "not a label key: 'bad key'"),
+])
+def test_bad_node_labels_of_an_organisation_are_refused_with_one_line_and_change_nothing(people, changes, match):
+    access.set_node_labels(people.actor("operator"), "acme", ["customer=acme"])
+    with pytest.raises(InvalidInput, match=match) as refused:
+        access.set_node_labels(people.actor("operator"), "acme", changes)
+    assert "\n" not in str(refused.value)
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme"}
+    assert AuditEntry.objects.filter(action="label-organisation", result="refused").count() == 1
+
+
+def test_only_operators_set_node_labels_and_outsiders_learn_nothing(people):
+    for role in ("admin", "member"):
+        with pytest.raises(Forbidden, match="only operators"):
+            access.set_node_labels(people.actor(role), "acme", ["customer=acme"])
+    with pytest.raises(NotFound):
+        access.set_node_labels(people.actor("outsider"), "acme", ["customer=acme"])
+    with pytest.raises(NotFound):
+        access.set_node_labels(people.actor("operator"), "nosuch", ["customer=acme"])
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {}
+    refusals = [(e.actor, e.organisation_id) for e in
+                AuditEntry.objects.filter(action="label-organisation", result="refused").order_by("id")]
+    assert refusals == [("alice", people.acme.id), ("bob", people.acme.id), ("mallory", None), ("olga", None)]
+
+
+def test_a_read_token_of_an_operator_does_not_set_node_labels(people):
+    from hafen.access.policy import Actor
+
+    reading = Actor(user=people.users["operator"], via="api", source="127.0.0.1", scope="read")
+    with pytest.raises(Forbidden, match="read scope"):
+        access.set_node_labels(reading, "acme", ["customer=acme"])
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {}
+
+
+def test_an_organisations_new_instances_go_to_the_nodes_its_labels_name(people, engine, controller, converge):
+    engine.add_node("node2", "host2", memory_gib=4, labels={"customer": "acme"})  # the emptier node is host1
+    access.set_node_labels(people.actor("operator"), "acme", ["customer=acme"])
+    services.create_instance(people.actor("admin"), "neu", "demo")
+    services.create_instance(people.actor("outsider"), "other", "demo")
+    converge(controller)
+    assert Instance.objects.get(name="neu").node_name == "host2"
+    assert Instance.objects.get(name="other").node_name == "host1"

@@ -40,6 +40,7 @@ MATRIX = [
     ("patch", "/organisations/acme/members/bob", {"role": "admin"}, ("ok", "ok", 403, 404, 403)),
     ("delete", "/organisations/acme/members/bob", None, ("ok", "ok", 403, 404, 403)),
     ("post", "/organisations", {"slug": "initech"}, ("ok", 403, 403, 403, 403)),
+    ("post", "/organisations/acme/labels", {"changes": ["customer=acme"]}, ("ok", 403, 403, 404, 403)),
 ]
 
 
@@ -240,3 +241,50 @@ def test_reserved_names_are_refused(world):
                              **world.headers("operator"))
     assert response.status_code == 400
     assert "reserved" in response.json()["error"]["message"]
+
+
+def test_organisations_show_their_node_labels_and_operators_change_them(world):
+    client = Client()
+    post = {"content_type": "application/json", **world.headers("operator")}
+    assert client.get("/api/v1/organisations/acme", **world.headers("member")).json()["node_labels"] == {}
+    changed = client.post("/api/v1/organisations/acme/labels", {"changes": ["customer=acme", "zone=a"]}, **post)
+    assert changed.status_code == 200
+    assert changed.json()["node_labels"] == {"customer": "acme", "zone": "a"}
+    changed = client.post("/api/v1/organisations/acme/labels", {"changes": ["zone-"]}, **post)
+    assert changed.json()["node_labels"] == {"customer": "acme"}
+    shown = client.get("/api/v1/organisations/acme", **world.headers("admin")).json()
+    assert shown["node_labels"] == {"customer": "acme"}
+    organisations = client.get("/api/v1/organisations", **world.headers("operator")).json()
+    listed = {o["slug"]: o["node_labels"] for o in organisations}
+    assert listed == {"acme": {"customer": "acme"}, "globex": {}}
+    entry = AuditEntry.objects.get(action="label-organisation", result="ok", detail__changes=["zone-"])
+    assert (entry.actor, entry.via) == ("olga", "api")
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"changes": ["hafen.drain=moving"]}, "not a label key: 'hafen.drain'"),
+    ({"changes": ["novalue"]}, "not KEY=VALUE or KEY-: 'novalue'"),
+    ({"changes": ["customer=a b"]}, "not a label value: 'a b'"),
+    ({"changes": []}, "changes: "),
+    ({"changes": "customer=acme"}, "changes: "),
+    ({}, "changes: "),
+])
+def test_bad_node_labels_are_a_400_with_one_message_and_change_nothing(world, body, message):
+    answer = Client().post("/api/v1/organisations/acme/labels", body, content_type="application/json",
+                           **world.headers("operator"))
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"]["code"] == "invalid"
+    assert answer.json()["error"]["message"].startswith(message)
+    world.acme.refresh_from_db()
+    assert world.acme.node_labels == {}
+
+
+def test_non_operators_are_refused_node_labels_with_a_json_403(world):
+    for role, status, message in (("admin", 403, "only operators"), ("member", 403, "only operators"),
+                                  ("read", 403, "only operators"), ("outsider", 404, "no organisation")):
+        answer = Client().post("/api/v1/organisations/acme/labels", {"changes": ["customer=acme"]},
+                               content_type="application/json", **world.headers(role))
+        assert answer.status_code == status, (role, answer.content)
+        assert answer.json()["error"]["message"].startswith(message), role
+    world.acme.refresh_from_db()
+    assert world.acme.node_labels == {}

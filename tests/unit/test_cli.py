@@ -1,6 +1,7 @@
 """The CLI: its error path run as a real process (one clear line on stderr, never a traceback); in process, on
 the local backend, what it prints of what others wrote, and how long it waits."""
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,8 @@ CASES = {
     "remote-local-only": (["--url", "http://127.0.0.1:9", "--token", "t", "org", "create", "x"], 2, "host"),
     "org-bad-slug": (["org", "create", "Not A Slug"], 2, "invalid organisation"),
     "member-unknown-org": (["org", "add-member", "nosuch", "alice"], 3, "no organisation 'nosuch'"),
+    "org-label-unknown-org": (["org", "label", "nosuch", "customer=acme"], 3, "no organisation 'nosuch'"),
+    "org-label-remote": (["--url", "http://127.0.0.1:9", "--token", "t", "org", "label", "x", "a=b"], 2, "host"),
     "lock-unknown-action": (["lock", "nosuch", "-a", "fly", "--reason", "x"], 3, "no instance named"),
     "node-unknown": (["node", "drain", "nosuch"], 3, "no node 'nosuch'"),
     "node-bad-label": (["node", "label", "host1", "novalue"], 2, "not KEY=VALUE"),
@@ -182,6 +185,46 @@ def test_hafens_own_words_keep_their_style(capsys, monkeypatch, controller):
     Instance.objects.filter(name="abc").update(error="[red]not red[/red]")
     code, out, err = hafen(capsys, monkeypatch, "show", "abc")
     assert "\x1b[31m[red]not red[/red]\x1b[0m" in out
+
+
+def test_org_label_sets_and_removes_labels_and_org_list_shows_them(capsys, monkeypatch, running_instance):
+    from hafen.access.models import Organisation
+
+    Organisation.objects.create(slug="acme", name="Acme")
+    Organisation.objects.create(slug="globex", name="Globex")
+    running_instance("eve", organisation="acme")
+    code, out, err = hafen(capsys, monkeypatch, "org", "label", "acme", "customer=acme", "zone=a")
+    assert (code, out) == (0, "acme: node labels customer=acme, zone=a\n"), err
+    code, out, err = hafen(capsys, monkeypatch, "org", "label", "acme", "zone-")
+    assert (code, out) == (0, "acme: node labels customer=acme\n"), err
+    assert Organisation.objects.get(slug="acme").node_labels == {"customer": "acme"}
+    code, out, err = hafen(capsys, monkeypatch, "org", "list")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
+    assert rows == {"acme": ["Acme", "0", "1", "customer=acme"], "globex": ["Globex", "0", "0", "any", "node"]}
+    code, out, err = hafen(capsys, monkeypatch, "org", "list", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert [(o["slug"], o["node_labels"]) for o in listed] == [("acme", {"customer": "acme"}), ("globex", {})]
+    assert AuditEntry.objects.filter(action="label-organisation", result="ok", via="cli").count() == 2
+
+
+def test_org_label_refuses_bad_labels_with_one_line_and_changes_nothing(capsys, monkeypatch):
+    from hafen.access.models import Organisation
+
+    Organisation.objects.create(slug="acme", name="Acme", node_labels={"customer": "acme"})
+    for bad, message in ((["novalue"], "not KEY=VALUE or KEY-: 'novalue'"),
+                         (["hafen.drain=moving"], "not a label key: 'hafen.drain'")):
+        code, out, err = hafen(capsys, monkeypatch, "org", "label", "acme", *bad)
+        assert (code, out) == (2, ""), err
+        assert err.splitlines() == [f"error: {message} (letters, digits, '.', '_', '-'; not hafen.*)"
+                                    if "key" in message else f"error: {message}"]
+    assert Organisation.objects.get(slug="acme").node_labels == {"customer": "acme"}
+
+
+def test_org_list_without_organisations(capsys, monkeypatch):
+    code, out, err = hafen(capsys, monkeypatch, "org", "list")
+    assert (code, out) == (0, "no organisations\n"), err
 
 
 # -- waiting ----------------------------------------------------------------------------------------------

@@ -405,6 +405,67 @@ def test_admin_manages_members_and_a_new_password_is_shown_once(people):
     assert "is taken" in " ".join(messages_of(taken))
 
 
+def test_operators_set_an_organisations_node_labels_on_its_page_and_the_list_shows_them(people):
+    client = client_for(people, "operator")
+    text = page(client.get("/orgs/acme"))
+    assert "New instances go to any node." in text
+    assert 'action="/orgs/acme/labels"' in text and 'name="changes"' in text
+    response = client.post("/orgs/acme/labels", {"changes": "customer=acme zone=a items=x"}, follow=True)
+    assert response.redirect_chain == [("/orgs/acme", 302)]
+    assert "Node labels of acme changed." in messages_of(response)
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme", "items": "x", "zone": "a"}
+    assert "New instances go only to nodes labelled <code>customer=acme</code> <code>items=x</code> " \
+           "<code>zone=a</code>" in page(response)
+    client.post("/orgs/acme/labels", {"changes": "zone- items-"})
+    listing = page(client.get("/orgs"))
+    assert "<code>customer=acme</code>" in listing and "zone=a" not in listing
+    assert listing.count("any node") == 1  # globex
+    entry = AuditEntry.objects.filter(action="label-organisation", result="ok").order_by("id").last()
+    assert (entry.actor, entry.via, entry.detail["changes"]) == ("olga", "ui", ["zone-", "items-"])
+
+
+@pytest.mark.parametrize("changes,message", [
+    ("hafen.drain=moving", "not a label key: 'hafen.drain'"),
+    ("novalue", "not KEY=VALUE or KEY-: 'novalue'"),
+    ("", "give at least one KEY=VALUE"),
+])
+def test_bad_node_labels_on_the_page_get_one_line_and_change_nothing(people, changes, message):
+    people.acme.node_labels = {"customer": "acme"}
+    people.acme.save()
+    response = client_for(people, "operator").post("/orgs/acme/labels", {"changes": changes}, follow=True)
+    shown = messages_of(response)
+    assert len(shown) == 1 and shown[0].startswith(message), shown
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme"}
+
+
+def test_only_operators_see_the_label_form_and_may_set_labels(people):
+    people.acme.node_labels = {"customer": "acme"}
+    people.acme.save()
+    for role in ("admin", "member"):
+        client = client_for(people, role)
+        text = page(client.get("/orgs/acme"))
+        assert "<code>customer=acme</code>" in text and 'action="/orgs/acme/labels"' not in text
+        response = client.post("/orgs/acme/labels", {"changes": "customer=globex"}, follow=True)
+        assert any("only operators" in m for m in messages_of(response)), role
+    assert "Placement" not in page(client_for(people, "outsider").get("/orgs/globex"))  # no labels, no form
+    assert client_for(people, "outsider").post("/orgs/acme/labels", {"changes": "customer=x"}).status_code == 404
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme"}
+
+
+def test_the_label_form_needs_its_csrf_token(people):
+    client = client_for(people, "operator", enforce_csrf_checks=True)
+    assert client.post("/orgs/acme/labels", {"changes": "customer=acme"}).status_code == 403
+    text = page(client.get("/orgs/acme"))
+    token = text.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+    response = client.post("/orgs/acme/labels", {"changes": "customer=acme", "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    people.acme.refresh_from_db()
+    assert people.acme.node_labels == {"customer": "acme"}
+
+
 def test_members_see_but_do_not_manage_and_outsiders_get_404(people):
     member = client_for(people, "member")
     text = page(member.get("/orgs/acme"))

@@ -24,3 +24,9 @@ def when(value: str | datetime | None) -> str:
 def size(value: int | None) -> str:
     """A number of bytes as people read it ("50.0 MB"); a dash when not known yet."""
     return "—" if value is None else human_bytes(value)
+
+
+@register.filter
+def labels(value: dict[str, str] | None) -> list[str]:
+    """Labels as KEY=VALUE, sorted (a template's `.items` would look up a label called "items" instead)."""
+    return [f"{key}={text}" for key, text in sorted((value or {}).items())]

@@ -48,7 +48,20 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
         "may_manage": may_manage,
         "form": MemberForm() if may_manage else None,
         "roles": Role.choices,
+        "may_label": who.is_operator,
     })
+
+
+@require_POST
+@ui_view
+def label(request: HttpRequest, slug: str) -> HttpResponse:
+    """Operators: set or remove the node labels the organisation's new instances ask for."""
+    try:
+        access.set_node_labels(actor(request), slug, request.POST.get("changes", "").split())
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    messages.success(request, f"Node labels of {slug} changed.")
+    return redirect("organisation", slug)
 
 
 @require_POST
