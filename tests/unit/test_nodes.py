@@ -7,6 +7,8 @@ import pytest
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.instances import backups, nodes
 from hafen.instances.models import Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
+from hafen.controller.loop import Controller
+from hafen.edge.client import FakeEdge
 from tests.unit.conftest import LOCAL, converge
 from tests.unit.test_backups import Restic
 
@@ -198,3 +200,30 @@ def test_the_node_list_shows_resources_reservations_and_instances(two_nodes, run
     holder = Instance.objects.get(name="aaa").node_name
     assert listed[holder]["instances"] == ["aaa"] and listed[holder]["reserved_bytes"] > 0
     assert listed["host1"]["role"] == "manager" and listed["host1"]["memory_bytes"] == 24 * 1024**3
+
+
+@pytest.mark.parametrize("passes_with_a", [2, 4, 6, 9])
+def test_a_move_cut_off_by_a_controller_crash_is_finished_by_the_next_one_once(
+        controller, engine, edge, settings, two_nodes, running_instance, restic, passes_with_a):
+    """The first controller dies after some passes of the move (its in-memory state is lost); a new one
+    picks the move up at its recorded step: one backup, one restore, the data on the new node."""
+    first = running_instance("aaa")
+    running_instance("bbb")
+    restic.data["aaa"] = {"tables": {"notes": 7}, "schema": "0042", "volumes": {}}
+    nodes.drain(LOCAL, first.node_name)
+    for _ in range(passes_with_a):
+        controller.pass_once()
+    op = Operation.objects.get(kind="move")
+    assert op.state in (OpState.PENDING, OpState.RUNNING)  # really cut off in the middle
+
+    second = Controller(engine, FakeEdge(engine), settings)
+    second.heartbeat()
+    converge(second)
+    op.refresh_from_db()
+    assert op.state == OpState.SUCCEEDED, op.error
+    moved = Instance.objects.get(name="aaa")
+    assert moved.node_id != first.node_id and moved.state == State.RUNNING
+    assert restic.commands.count("backup aaa") == 1 and restic.commands.count("restore aaa") == 1
+    assert restic.data["aaa"]["tables"] == {"notes": 7}
+    assert Operation.objects.filter(kind="move").count() == 1
+    assert Snapshot.objects.filter(reason="move").count() == 1
