@@ -37,7 +37,15 @@ from hafen.controller.backup_jobs import (
     backup_spec,
     outcome,
 )
-from hafen.engine.base import NetworkRef, SecretRef, ServiceSpec
+from hafen.engine.base import (
+    LABEL_INSTANCE,
+    LABEL_SERVICE,
+    LABEL_SPEC,
+    NetworkRef,
+    SecretRef,
+    ServiceSpec,
+    ServiceState,
+)
 from hafen.errors import EngineConflict
 from hafen.instances import naming
 from hafen.instances.models import Operation, SecretStatus, Snapshot, SnapshotStatus, Verification
@@ -86,6 +94,21 @@ def _held_by_maintenance(ctx: Context, job: str) -> bool:
     return True
 
 
+def _held_by_first_backup(ctx: Context) -> bool:
+    """Whether a backup that has not started yet must wait: the repository may not exist yet and another
+    instance's backup runs, which may be creating it. Two jobs that both find no repository would each
+    make one (restic init writes the key and the config; on a REST server the second overwrites the
+    first's config), and one of them would then find the repository "damaged"."""
+    if "backup" in ctx.services or RepositoryState.objects.filter(pk=1, initialised_at__isnull=False).exists():
+        return False
+    others = [s for s in ctx.obs.services.values() if s.labels.get(LABEL_SERVICE) == "backup"
+              and s.labels.get(LABEL_INSTANCE) != ctx.instance.name and not s.complete]
+    if not others:
+        return False
+    ctx.op.error = "waiting for the first backup into the new repository to finish"
+    return True
+
+
 def _secret(ctx: Context, name: str, target: str | None = None) -> SecretRef:
     version = ctx.versions[name]
     return SecretRef(naming.secret(ctx.settings.prefix, ctx.instance.name, name, version), target or name)
@@ -106,6 +129,8 @@ def _job(ctx: Context, job: str, spec: ServiceSpec) -> dict[str, Any] | None:
     state = ctx.services.get(job)
     if state is None or state.spec_digest != spec.digest():
         ctx.engine.apply_service(spec, state)
+        # what this pass started counts as observed for the operations after this one in the pass
+        ctx.obs.services[spec.name] = ServiceState(spec.name, {**spec.labels, LABEL_SPEC: spec.digest()}, 1, True)
         return None
     result = outcome(ctx.engine, state, spec)
     if not result.done:
@@ -158,7 +183,7 @@ def back_up(key: str) -> StepFn:
             return True
         if snapshot.status == SnapshotStatus.FAILED:
             raise _fail(f"backup failed: {snapshot.error}")
-        if _held_by_maintenance(ctx, "backup"):
+        if _held_by_maintenance(ctx, "backup") or _held_by_first_backup(ctx):
             return False
         try:
             result = _job(ctx, "backup", _backup_job(ctx, snapshot))

@@ -400,3 +400,26 @@ def test_two_clones_of_one_instance_at_once(controller, engine, demo, restic):
     assert finished(second).state == OpState.SUCCEEDED, second.error
     assert Snapshot.objects.filter(reason="clone", status=SnapshotStatus.OK).count() == 2
     assert {i.name for i in services.list_instances(LOCAL)} == {"eve", "eve-a", "eve-b"}
+
+
+def test_two_first_backups_into_a_new_repository_do_not_both_create_it(controller, engine, running_instance,
+                                                                       restic):
+    """Two jobs that both find no repository would both `restic init` it (and one would then find it damaged):
+    while the repository is new, a backup waits for another instance's running one, even in the same pass."""
+    from hafen.instances.models import Repository as RepositoryState
+
+    running_instance("aaa")
+    running_instance("bbb")
+    started = []
+    real_apply = engine.apply_service
+
+    def apply(spec, current):
+        if spec.name.endswith("_backup"):
+            started.append((spec.name, RepositoryState.objects.filter(initialised_at__isnull=False).exists()))
+        return real_apply(spec, current)
+
+    engine.apply_service = apply
+    ops = [backups.backup(LOCAL, "aaa"), backups.backup(LOCAL, "bbb")]
+    converge(controller)
+    assert all(finished(op).state == OpState.SUCCEEDED for op in ops)
+    assert [known for _, known in started] == [False, True], started

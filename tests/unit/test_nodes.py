@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from hafen.controller.loop import Controller
+from hafen.edge.client import FakeEdge
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.instances import backups, nodes
 from hafen.instances.models import Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
-from hafen.controller.loop import Controller
-from hafen.edge.client import FakeEdge
 from tests.unit.conftest import LOCAL, converge
 from tests.unit.test_backups import Restic
 
