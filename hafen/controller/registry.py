@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from hafen.config import Settings
 from hafen.engine.base import LABEL_ROLE, Engine, Mount, Observation, PublishedPort, ServiceSpec
@@ -35,16 +36,16 @@ def specs(settings: Settings, obs: Observation) -> list[ServiceSpec]:
     if address.count(":") == 1:  # a manager's address comes with the swarm's port
         address = address.split(":")[0]
     labels = {**naming.labels(prefix), LABEL_ROLE: ROLE_REGISTRY}
-    common = {"image": images.REGISTRY_IMAGE, "labels": labels, "ports": [PublishedPort(5000, port)],
+    common: dict[str, Any] = {"image": images.REGISTRY_IMAGE, "labels": labels, "ports": [PublishedPort(5000, port)],
               "memory_bytes": 256 * 1024**2}
     return [
         ServiceSpec(name=naming.registry_service(prefix), constraints=[f"node.id == {local}"],
-                    mounts=[Mount(naming.registry_volume(prefix), STORAGE)], **common),  # type: ignore[arg-type]
+                    mounts=[Mount(naming.registry_volume(prefix), STORAGE)], **common),
         ServiceSpec(name=naming.registry_mirror_service(prefix), constraints=[f"node.id != {local}"],
                     env={"REGISTRY_PROXY_REMOTEURL": f"http://{address}:{port}"}, global_mode=True,
                     mounts=[Mount(naming.registry_volume(prefix), STORAGE,
                                   labels=tuple(sorted(naming.labels(prefix).items())))],
-                    **common),  # type: ignore[arg-type]
+                    **common),
     ]
 
 
@@ -65,7 +66,6 @@ class RegistryReconciler:
         self._pusher: threading.Thread | None = None
         self._checked_at = -CHECK_EVERY
         self._pushed = False  # set by the pusher's thread, read (and reset) by the controller's
-        self.problem = ""
 
     def reconcile(self, obs: Observation) -> bool:
         """Return whether images were pushed since the last call (services may name new digests)."""
@@ -79,9 +79,7 @@ class RegistryReconciler:
         ensure(self.engine, self.settings, obs)
         primary = obs.services.get(naming.registry_service(prefix))
         if primary is None or primary.running == 0:
-            self.problem = "the image registry is not running yet"
             return pushed
-        self.problem = ""
         pushing = self._pusher is not None and self._pusher.is_alive()
         due = time.monotonic() - self._checked_at >= CHECK_EVERY
         if due and not pushing and self.settings.engine == "swarm":

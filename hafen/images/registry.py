@@ -74,9 +74,14 @@ def push(client: docker.DockerClient, registry: str, tag: str, progress: Progres
 def push_missing(registry: str, progress: Progress, client: docker.DockerClient | None = None) -> list[str]:
     """Push every image hafen deploys that this engine has and the registry lacks; return the references
     pushed. Raise HafenError if the registry does not answer while there is something to push."""
+    own = client is None
     with engine_errors("connect"):
         client = client or docker.from_env(timeout=600)  # a push may stay silent for minutes
-    todo = unpushed(client, registry, pushable())
-    if todo and not answers(registry):
-        raise HafenError(f"the image registry {registry} does not answer (is the control plane running?)")
-    return [push(client, registry, tag, progress) for tag in todo]
+    try:
+        todo = unpushed(client, registry, pushable())
+        if todo and not answers(registry):
+            raise HafenError(f"the image registry {registry} does not answer (is the control plane running?)")
+        return [push(client, registry, tag, progress) for tag in todo]
+    finally:
+        if own:
+            client.close()
