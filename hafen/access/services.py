@@ -47,6 +47,7 @@ def create_organisation(actor: Actor, slug: str, name: str = "") -> Organisation
     with audit.audited(actor, "create-organisation", organisation=slug) as note:
         if not actor.is_operator:
             raise Forbidden("only operators create organisations")
+        policy.check(actor, Action.MANAGE_ORGANISATIONS, None, "organisation")  # a read-scope token may not
         if not isinstance(slug, str) or not _SLUG.fullmatch(slug) or "--" in slug:
             raise InvalidInput(f"invalid organisation {slug!r}: use 3 to 32 lowercase letters, digits and hyphens")
         name = " ".join(str(name or slug).split())[:100]

@@ -150,3 +150,13 @@ def test_an_organisations_new_instances_go_to_the_nodes_its_labels_name(people, 
     converge(controller)
     assert Instance.objects.get(name="neu").node_name == "host2"
     assert Instance.objects.get(name="other").node_name == "host1"
+
+
+def test_a_read_token_of_an_operator_does_not_create_organisations(people):
+    from hafen.access.models import Organisation
+    from hafen.access.policy import Actor
+
+    reading = Actor(user=people.users["operator"], via="api", source="127.0.0.1", scope="read")
+    with pytest.raises(Forbidden, match="read scope"):
+        access.create_organisation(reading, "readco")
+    assert not Organisation.objects.filter(slug="readco").exists()
