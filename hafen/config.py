@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # the images, the others a pull-through mirror); services name images by digest there. 0: no registry,
     # services name images by tag (enough for a swarm of one node; each node then needs every image).
     registry_port: int = Field(default=5000, ge=0, le=65535)
+    # The Docker socket on every node, as the edge agents there mount it (a swarm template may name the node).
+    node_docker_socket: str = "/var/run/docker.sock"
     # How often a job retries a repository that does not answer (with backoff) before it fails.
     backup_retries: int = Field(default=4, ge=0, le=20)
 

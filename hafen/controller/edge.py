@@ -29,6 +29,9 @@ from hafen.instances.models import Desired, Instance
 log = logging.getLogger("hafen.edge")
 
 EDGE_IMAGE = "hafen/edge:caddy"
+AGENT_IMAGE = "hafen/edge-agent:1"
+# The node label that asks for an edge proxy on a node (the controller's node has one anyway).
+EDGE_LABEL = "edge"
 CONFIG_FILES: dict[Server, str] = {"proxy": "caddy.json", "status": "status.json"}
 # Connecting a container to a network takes a fraction of a second; a pass that has many to
 # connect (a new proxy container, many new instances) does the rest on the next passes.
@@ -205,10 +208,48 @@ class EdgeReconciler:
                 log.info("edge: proxy %s attached to %s in %.3fs", container[:12], network, time.monotonic() - started)
         return problems
 
+    def _agent_spec(self, obs: Observation, proxy_config: dict[str, Any], instances: list[Instance]) -> ServiceSpec:
+        """The edge agents: one on every node but the controller's, keeping a proxy there (see
+        hafen/edge/agent/hafen-edge-agent) on the nodes labelled for the edge, attached to the edge network
+        of every instance that should answer. A change here restarts the agents, not their proxies."""
+        prefix = self.settings.prefix
+        networks = sorted({naming.instance_edge_network(prefix, i.name) for i in instances if self._answers(i)}
+                          & obs.networks)
+        edge_nodes = sorted(n.id for n in obs.nodes.values()
+                            if n.labels.get(EDGE_LABEL) == "true" and n.id != obs.local_node)
+        labels = {**naming.labels(prefix), LABEL_ROLE: ROLE_EDGE}
+        return ServiceSpec(
+            name=naming.edge_agent_service(prefix),
+            image=self.engine.image_ref(AGENT_IMAGE),
+            labels={**naming.labels(prefix), LABEL_ROLE: f"{ROLE_EDGE}-agent"},
+            env={
+                "HAFEN_NODE_ID": "{{.Node.ID}}",
+                "HAFEN_EDGE_NODES": ",".join(edge_nodes),
+                "HAFEN_EDGE_NAME": naming.edge_service(prefix),
+                "HAFEN_EDGE_IMAGE": self.engine.image_ref(EDGE_IMAGE),
+                "HAFEN_EDGE_CONFIG": json.dumps(proxy_config, indent=1),
+                "HAFEN_EDGE_PORTS": json.dumps({"80": self.settings.http_port, "443": self.settings.https_port}),
+                "HAFEN_EDGE_SHARED": naming.edge_network(prefix),
+                "HAFEN_EDGE_NETWORKS": ",".join(networks),
+                "HAFEN_EDGE_LABELS": json.dumps(labels),
+                "HAFEN_EDGE_VOLUMES": json.dumps({"conf": naming.edge_agent_volume(prefix),
+                                                  "data": naming.edge_volume(prefix)}),
+            },
+            mounts=[Mount(self.settings.node_docker_socket, "/var/run/docker.sock", kind="bind"),
+                    Mount(naming.edge_agent_volume(prefix), "/etc/hafen-edge",
+                          labels=tuple(sorted(naming.labels(prefix).items())))],
+            constraints=[f"node.id != {obs.local_node}"],
+            global_mode=True,
+            memory_bytes=64 * 1024**2,
+        )
+
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
         configs, routes = self._configs(instances)
         try:
             running = self._ensure_infrastructure(obs, configs)
+            if len(obs.nodes) > 1 or naming.edge_agent_service(self.settings.prefix) in obs.services:
+                agent = self._agent_spec(obs, configs["proxy"], instances)
+                self.engine.apply_service(agent, obs.services.get(agent.name))
             problems = self._attach(obs, instances)
             if problems:
                 self.problem = "; ".join([self.problem, *problems] if self.problem else problems)

@@ -59,6 +59,16 @@ def edge_status_service(prefix: str) -> str:
     return f"{prefix}-edge-status"
 
 
+def edge_agent_service(prefix: str) -> str:
+    """The edge agents, which keep a proxy on each node labelled for the edge other than the controller's."""
+    return f"{prefix}-edge-agent"
+
+
+def edge_agent_volume(prefix: str) -> str:
+    """The proxy's configuration on a node of an edge agent (the controller's node has a directory)."""
+    return f"{prefix}-edge-conf"
+
+
 def edge_volume(prefix: str) -> str:
     return f"{prefix}-edge-data"
 

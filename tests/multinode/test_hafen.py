@@ -28,7 +28,7 @@ import pytest
 
 from hafen.images.build import plan
 from tests.conftest import ARTIFACTS, Plane
-from tests.multinode.cluster import Cluster, Node
+from tests.multinode.cluster import RUN_DIR, Cluster, Node
 from tests.multinode.conftest import built_here
 from tests.openslides import add_motion, login, titles
 from tests.probes import HTTP, POSTGRES, REDIS, ROUTES, run_in
@@ -62,6 +62,8 @@ class NodePlane(Plane):
             "HAFEN_BACKUP_RETRIES": "1",
             "HAFEN_REGISTRY_PORT": str(registry_port),
             "HAFEN_MOVE_CONCURRENCY": "2",
+            # each node's engine has its own socket here (the edge agents mount it)
+            "HAFEN_NODE_DOCKER_SOCKET": str(RUN_DIR / "{{.Node.Hostname}}" / "docker.sock"),
         })
 
     def hafen(self, *args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
@@ -286,6 +288,38 @@ def test_instances_on_different_nodes_cannot_reach_each_other(cluster: Cluster, 
     assert code == 0 and not [line for line in output.splitlines()[1:] if line.split()[1:2] == ["00000000"]], output
     for name in (a, b):
         assert through_edge(cluster.manager, f"{name}.localhost", "/health").status_code == 200
+
+
+def test_a_proxy_runs_on_every_node_labelled_for_the_edge(cluster: Cluster, plane: NodePlane,
+                                                         spread: dict[str, str]) -> None:
+    """Node 3 labelled for the edge gets a proxy of its own (its edge agent's), which answers for every
+    instance wherever its web runs; a new instance reaches it without a restart of that proxy; without the
+    label, the proxy goes."""
+    node3 = cluster.node("hmn-node3")
+    proxy = f"{PREFIX}-edge"
+
+    def answers(name: str) -> bool:
+        try:
+            return through_edge(node3, f"{name}.localhost", "/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    plane.hafen("node", "label", "hmn-node3", "edge=true")
+    try:
+        started = time.monotonic()
+        plane.wait_until(lambda: all(answers(name) for name in spread), timeout=180, interval=1)
+        cluster.measures["edge_agent_first_proxy_s"] = round(time.monotonic() - started, 1)
+        began = node3.client.containers.get(proxy).attrs["State"]["StartedAt"]
+        try:
+            create_and_ask(cluster, plane, "mnedge")
+            plane.wait_until(lambda: answers("mnedge"), timeout=60, interval=0.5)
+            assert node3.client.containers.get(proxy).attrs["State"]["StartedAt"] == began  # not restarted
+            assert answers(next(iter(spread)))
+        finally:
+            plane.hafen("erase", "mnedge", "--yes", "--timeout", "180")
+    finally:
+        plane.hafen("node", "label", "hmn-node3", "edge-")
+    plane.wait_until(lambda: not node3.client.containers.list(all=True, filters={"name": proxy}), timeout=90)
 
 
 CROWD = "mncrowd"  # an organisation whose placement labels only node 2 has, while its instances are made

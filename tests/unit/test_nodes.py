@@ -7,7 +7,7 @@ import pytest
 from hafen.controller.loop import Controller
 from hafen.edge.client import FakeEdge
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
-from hafen.instances import backups, nodes
+from hafen.instances import backups, nodes, services
 from hafen.instances.models import Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
 from tests.unit.conftest import LOCAL, converge
 from tests.unit.test_backups import Restic
@@ -227,3 +227,26 @@ def test_a_move_cut_off_by_a_controller_crash_is_finished_by_the_next_one_once(
     assert restic.data["aaa"]["tables"] == {"notes": 7}
     assert Operation.objects.filter(kind="move").count() == 1
     assert Snapshot.objects.filter(reason="move").count() == 1
+
+
+def test_edge_agents_run_on_the_other_nodes_and_name_the_edge_nodes_and_networks(controller, two_nodes,
+                                                                                 running_instance, settings):
+    import json
+
+    engine = two_nodes
+    running_instance("aaa")
+    nodes.label(LOCAL, "host2", ["edge=true"])
+    controller.pass_once()
+    agent = engine.services["unit-edge-agent"]
+    assert agent.global_mode and agent.constraints == ["node.id != node1"]
+    assert agent.env["HAFEN_NODE_ID"] == "{{.Node.ID}}" and agent.env["HAFEN_EDGE_NODES"] == "node2"
+    assert agent.env["HAFEN_EDGE_NETWORKS"] == "unit-aaa_edge"
+    assert json.loads(agent.env["HAFEN_EDGE_PORTS"]) == {"80": settings.http_port, "443": settings.https_port}
+    assert json.loads(agent.env["HAFEN_EDGE_CONFIG"])["apps"]["http"]  # the proxy's own (static) configuration
+    assert agent.mounts[0].source == settings.node_docker_socket
+    services.stop(LOCAL, "aaa")
+    converge(controller)
+    assert engine.services["unit-edge-agent"].env["HAFEN_EDGE_NETWORKS"] == ""  # a stopped one answers nowhere
+    nodes.label(LOCAL, "host2", ["edge-"])
+    controller.pass_once()
+    assert engine.services["unit-edge-agent"].env["HAFEN_EDGE_NODES"] == ""  # its agent removes the proxy
