@@ -319,7 +319,7 @@ def test_a_proxy_runs_on_every_node_labelled_for_the_edge(cluster: Cluster, plan
             plane.hafen("erase", "mnedge", "--yes", "--timeout", "180")
     finally:
         plane.hafen("node", "label", "hmn-node3", "edge-")
-    plane.wait_until(lambda: not node3.client.containers.list(all=True, filters={"name": proxy}), timeout=90)
+    plane.wait_until(lambda: not node3.client.api.containers(all=True, filters={"name": proxy}), timeout=90)
 
 
 CROWD = "mncrowd"  # an organisation whose placement labels only node 2 has, while its instances are made
