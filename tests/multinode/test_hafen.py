@@ -319,7 +319,10 @@ def test_a_proxy_runs_on_every_node_labelled_for_the_edge(cluster: Cluster, plan
             plane.hafen("erase", "mnedge", "--yes", "--timeout", "180")
     finally:
         plane.hafen("node", "label", "hmn-node3", "edge-")
-    plane.wait_until(lambda: not node3.client.api.containers(all=True, filters={"name": proxy}), timeout=90)
+    # (the low-level list: the SDK's inspects each container, and one may go between; the name filter would
+    # match the agent's own container too)
+    plane.wait_until(lambda: not [c for c in node3.client.api.containers(all=True) if f"/{proxy}" in c["Names"]],
+                     timeout=90)
 
 
 CROWD = "mncrowd"  # an organisation whose placement labels only node 2 has, while its instances are made
