@@ -173,7 +173,10 @@ def up(detach: bool) -> None:
         if built:
             err.print(f"built {len(built)} images")
         if settings.registry_port:
-            _push_images(wait=60.0)
+            try:
+                _push_images(wait=60.0)
+            except HafenError as exc:  # one node runs without it; the controller tries again every 30 s
+                err.print(f"warning: {exc}; services name images by tag until it answers")
     err.print(f"database: {settings.database_display}")
     pid = process.running_pid(settings)
     if pid is not None:
