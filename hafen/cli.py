@@ -466,13 +466,10 @@ def org_list(as_json: bool) -> None:
     """Organisations with their members, instances and the node labels their new instances ask for."""
     _local_only()
     _django()
-    from django.db.models import Count
-
     from hafen.access import services as access
     from hafen.access.policy import Actor
 
-    organisations = access.list_organisations(Actor.local()).annotate(
-        member_count=Count("memberships", distinct=True), instance_count=Count("instances", distinct=True))
+    organisations = access.organisations_with_counts(Actor.local())
     if as_json:
         _emit([access.describe_organisation(o) for o in organisations])
         return

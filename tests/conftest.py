@@ -48,6 +48,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def wait_until(predicate: Any, timeout: float = 60, interval: float = 0.5) -> Any:
+    """The predicate's first true value, asked every `interval` seconds; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s")
+
+
 class Plane:
     def __init__(self, data_dir: Path, prefix: str = PREFIX, ports: tuple[int, int, int] = (HTTP_PORT, HTTPS_PORT,
                  WEB_PORT), env: dict[str, str] | None = None) -> None:
@@ -129,13 +140,7 @@ class Plane:
         return tasks or [c for c in self.docker.containers.list(filters={"name": service}) if c.name == service]
 
     def wait_until(self, predicate: Any, timeout: float = 60, interval: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"condition not met in {timeout}s")
+        return wait_until(predicate, timeout, interval)
 
     def cleanup(self) -> None:
         """Remove every object labelled with the test prefix, in dependency order."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from hafen import crypto
@@ -33,6 +33,13 @@ class NewAccount:
 
 def list_organisations(actor: Actor) -> QuerySet[Organisation]:
     return Organisation.objects.filter(policy.organisation_filter(actor))
+
+
+def organisations_with_counts(actor: Actor) -> QuerySet[Any]:
+    """The organisations the actor sees, each with `member_count` and `instance_count` (for lists; typed
+    loosely: the annotations are not attributes of the model)."""
+    return list_organisations(actor).annotate(
+        member_count=Count("memberships", distinct=True), instance_count=Count("instances", distinct=True))
 
 
 def get_organisation(actor: Actor, slug: str, action: Action = Action.VIEW) -> Organisation:

@@ -4,30 +4,20 @@ moves tasks. No hafen here: what hafen's tests on several nodes stand on."""
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import docker.types as dt
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from tests.multinode.cluster import Cluster, Node
 
 pytestmark = pytest.mark.multinode
 
 IMAGE = "hafen/demo:1.0"  # has python3; its http.server answers with a page that names the node it runs on
 PORT = 27100
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s")
 
 
 def web_service(cluster: Cluster, name: str, network: str, node: Node | None = None,

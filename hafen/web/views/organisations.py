@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -30,9 +29,7 @@ def index(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Organisation {created.slug} created.")
             return redirect("organisation", created.slug)
-    organisations = access.list_organisations(who).annotate(
-        member_count=Count("memberships", distinct=True), instance_count=Count("instances", distinct=True)
-    )
+    organisations = access.organisations_with_counts(who)
     return render(request, "web/organisations.html",
                   {"organisations": organisations, "form": form if who.is_operator else None})
 
