@@ -338,10 +338,12 @@ def test_due_backups_are_queued_at_most_concurrency_at_once(controller, running_
     Instance.objects.update(created_at=timezone.now() - timedelta(days=2))
     BackupPolicy.objects.create(schedule="* * * * *")  # the installation's: every minute
     real_slot = schedule.current_slot
-    # every instance's backup is due; the repository's maintenance keeps its own schedule (04:30), else a
-    # pass that takes longer than a second would start it between two backups and hold the third
+    slot = timezone.now() - timedelta(seconds=1)
+    # every instance's backup is due once (a slot that moved with the clock made them due again on a slow
+    # machine); the repository's maintenance keeps its own schedule (04:30), else a pass that takes longer
+    # than a second would start it between two backups and hold the third
     monkeypatch.setattr("hafen.backup.schedule.current_slot", lambda expr, name, now: real_slot(expr, name, now)
-                        if name == "repository" else now - timedelta(seconds=1))
+                        if name == "repository" else slot)
     controller.pass_once()
     assert Operation.objects.filter(kind="backup", state__in=(OpState.PENDING, OpState.RUNNING)).count() == 1
     converge(controller)
