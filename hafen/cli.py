@@ -102,6 +102,8 @@ def _wait(backend: Backend, op: dict[str, Any], quiet: bool, timeout: float) -> 
         raise OperationFailed(f"{op['kind']} of {op['instance']} failed: {op['error']}")
     if op["state"] == "superseded":
         raise Conflict(f"{op['kind']} of {op['instance']} did not finish: {op['error']}")
+    if op["state"] == "rolled back":
+        raise OperationFailed(f"{op['kind']} of {op['instance']} rolled back: {op['error']}")
     return op
 
 
@@ -254,9 +256,21 @@ def list_(q: str, state: str, app: str, organisation: str, as_json: bool) -> Non
                    "LAST VERIFIED BACKUP")
     for row in rows:
         replicas = f"{row['replicas']['running']}/{row['replicas']['desired']}"
-        table.add_row(row["name"], row["app"], row["version"], row["state"], replicas, row["organisation"] or "-",
-                      row.get("node") or "-", row["url"], _backup_cell(row.get("backups") or {}))
+        table.add_row(row["name"], row["app"], _version_cell(row), row["state"], replicas,
+                      row["organisation"] or "-", row.get("node") or "-", row["url"],
+                      _backup_cell(row.get("backups") or {}))
     out.print(table if rows else "no instances")
+
+
+def _version_cell(row: dict[str, Any]) -> Text:
+    """The version it runs, and what it can be updated to."""
+    offer = row.get("update") or {}
+    text = Text(row["version"])
+    if offer.get("versions"):
+        text.append(f" ({offer['versions'][-1]} available)", "yellow")
+    elif offer.get("rebuilt"):
+        text.append(" (new build available)", "yellow")
+    return text
 
 
 def _backup_cell(backups: dict[str, Any]) -> Text:
@@ -277,7 +291,7 @@ def show(name: str, as_json: bool) -> None:
         _emit(data)
         return
     for key in ("name", "app", "version", "domain", "url", "size", "organisation", "state", "node", "created_at"):
-        out.print(f"{key:<13} {data[key] or '-'}")
+        out.print(f"{key:<13} {data[key] or '-'}" if key != "version" else Text(f"{key:<13} ") + _version_cell(data))
     out.print(f"{'replicas':<13} {data['replicas']['running']}/{data['replicas']['desired']}")
     # Lines that carry what someone wrote are soft-wrapped: the terminal wraps them, no newline is added.
     if data["error"]:
@@ -361,6 +375,35 @@ def scale(name: str, replicas: int, timeout: float) -> None:
     backend = _backend()
     _wait(backend, backend.scale(name, replicas), quiet=False, timeout=timeout)
     out.print(f"{name}: {replicas} replicas")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--version", "version", default=None, metavar="V",
+              help="The app version to go to (default: the newest; the same version: its newest build).")
+@click.option("--restore", default=None, metavar="SNAPSHOT",
+              help="Going back to an older version: a backup taken on it, whose data replaces the current data.")
+@click.option("--detach", is_flag=True, help="Queue the update and return at once.")
+@click.option("--json", "as_json", is_flag=True)
+@_timeout
+def update(name: str, version: str | None, restore: str | None, detach: bool, as_json: bool, timeout: float) -> None:
+    """Update NAME to another version of its app, or to a newer build of the version it runs.
+
+    A new version: a backup, the "updating" page, the migration once, the new version checked, then traffic;
+    if any of it fails, the backup is restored and the old version runs again (the update ends "rolled
+    back"). A newer build of the same version rolls over without downtime.
+    """
+    backend = _backend()
+    op = backend.update(name, version, restore)
+    if detach:
+        _emit(op) if as_json else out.print(f"{name}: update {op['id']} queued")
+        return
+    op = _wait(backend, op, quiet=as_json, timeout=timeout)
+    if as_json:
+        _emit(op)
+        return
+    plan = op.get("update") or {}
+    out.print(f"{name}: updated from {plan.get('from_version')} to {plan.get('to_version')} ({plan.get('plan')})")
 
 
 @cli.command()

@@ -54,6 +54,18 @@ class InstanceBackupsOut(BackupStatusOut):
     off_host: bool = Field(description="false: backups are written to this host only")
 
 
+class UpdateOfferOut(Schema):
+    available: bool = Field(description="A newer version, or a newer build of the version it runs")
+    versions: list[str] = Field(description="The newer versions of its app, oldest first")
+    rebuilt: bool = Field(description="An image of the version it runs was rebuilt since it was pinned")
+
+
+class UpdatePlanOut(Schema):
+    from_version: str
+    to_version: str
+    plan: str = Field(description="rolling (a new build, start-first) or migrating (backup, migration, switch)")
+
+
 class InstanceOut(Schema):
     name: str
     app: str
@@ -70,6 +82,7 @@ class InstanceOut(Schema):
     error: str
     node: str | None = Field(default=None, description="The swarm node that holds its data (null: not placed)")
     backups: BackupStatusOut
+    update: UpdateOfferOut
 
 
 class StepOut(Schema):
@@ -91,14 +104,16 @@ class OperationOut(Schema):
     id: int
     kind: str
     instance: str
-    state: str = Field(description="pending, running, succeeded, failed, or superseded (a newer operation "
-                                   "took over before it finished; `error` names it)")
+    state: str = Field(description="pending, running, succeeded, failed, superseded (a newer operation "
+                                   "took over before it finished; `error` names it), or rolled back (an update "
+                                   "that failed and put the instance back as it was)")
     steps: list[StepOut]
     progress: float
     error: str
     created_at: str
     finished_at: str | None
     move: MoveOut | None = Field(default=None, description="Of a move or an evacuation to another node")
+    update: UpdatePlanOut | None = Field(default=None, description="Of an update")
 
 
 class LockOut(Schema):
@@ -183,6 +198,13 @@ class RestoreIn(Schema):
                                      description="The new instance's organisation (with `into`)")
     confirm: str | None = Field(default=None, max_length=64,
                                 description="In place: the instance's name, typed again")
+
+
+class UpdateIn(Schema):
+    version: str | None = Field(default=None, max_length=32, description="The app version to go to; default the "
+                                "newest (the version it runs: its newest build)")
+    restore: str | None = Field(default=None, max_length=64, description="Going back to an older version: a backup "
+                                "taken on it, whose data replaces the current data")
 
 
 class CloneIn(Schema):

@@ -18,7 +18,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, nodes, services
+from hafen.instances import backups, nodes, services, updates
 
 api = NinjaAPI(
     title="hafen",
@@ -245,6 +245,13 @@ def restore_instance(request: HttpRequest, name: str, body: s.RestoreIn) -> Stat
             raise InvalidInput("`domain` and `organisation` go with `into`")
         op = backups.restore(actor, name, body.snapshot, confirm=body.confirm or "")
     return Status(202, services.describe_operation(op))
+
+
+@api.post("/instances/{name}/update", response={202: s.OperationOut, **ACTING}, tags=["instances"])
+def update_instance(request: HttpRequest, name: str, body: s.UpdateIn) -> Status[dict[str, Any]]:
+    """Update to another version of the app (a backup first, the migration once, back on failure) or to a
+    newer build of the same version (a rolling update). Returns the update."""
+    return Status(202, services.describe_operation(updates.update(_actor(request), name, body.version, body.restore)))
 
 
 @api.post("/instances/{name}/clone", response={202: s.OperationOut, **ACTING}, tags=["backups"])

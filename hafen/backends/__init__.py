@@ -53,6 +53,10 @@ class Backend(Protocol):
 
     def clone(self, name: str, new: str, domain: str | None, organisation: str | None) -> dict[str, Any]: ...
 
+    def update(self, name: str, version: str | None, restore: str | None) -> dict[str, Any]:
+        """Queue an update to `version` (default: the newest) or to a newer build; returns the operation."""
+        ...
+
     def verify(self, name: str, snapshot: str) -> dict[str, Any]: ...
 
     def backup_policy(self, name: str | None, organisation: str | None, changes: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
-from hafen.instances import backups, nodes, services
+from hafen.instances import backups, nodes, services, updates
 
 
 class LocalBackend:
@@ -79,6 +79,9 @@ class LocalBackend:
 
     def clone(self, name: str, new: str, domain: str | None, organisation: str | None) -> dict[str, Any]:
         return services.describe_operation(backups.clone(self.actor, name, new, domain, organisation))
+
+    def update(self, name: str, version: str | None, restore: str | None) -> dict[str, Any]:
+        return services.describe_operation(updates.update(self.actor, name, version, restore))
 
     def verify(self, name: str, snapshot: str) -> dict[str, Any]:
         return services.describe_operation(backups.verify(self.actor, name, snapshot))

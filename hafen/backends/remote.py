@@ -148,6 +148,11 @@ class RemoteBackend:
         result: dict[str, Any] = self._call("POST", f"/instances/{name}/restore", json=body)
         return result
 
+    def update(self, name: str, version: str | None, restore: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/update",
+                                            json={"version": version, "restore": restore})
+        return result
+
     def clone(self, name: str, new: str, domain: str | None, organisation: str | None) -> dict[str, Any]:
         body = {"name": new, "domain": domain, "organisation": organisation}
         result: dict[str, Any] = self._call("POST", f"/instances/{name}/clone", json=body)

@@ -12,6 +12,7 @@ a number; the models below turn the strings into the numbers they stand for.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from functools import cache
@@ -20,7 +21,8 @@ from typing import Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from hafen.errors import InvalidInput
 
@@ -46,6 +48,11 @@ class ImageDef(_Strict):
     tag: str
     context: str
     args: dict[str, str] = {}
+    # build arguments of one version only, on top of `args` (a version built differently)
+    version_args: dict[str, dict[str, str]] = {}
+
+    def build_args(self, version: str) -> dict[str, str]:
+        return {k: v.format(version=version) for k, v in {**self.args, **self.version_args.get(version, {})}.items()}
 
 
 class ServiceTemplate(_Strict):
@@ -113,6 +120,9 @@ class App(_Strict):
     web_service: str
     web_port: int
     health_path: str
+    # where the running app says its version (a JSON object, the field `version_field`): an update's check
+    version_path: str = ""
+    version_field: str = "version"
     login_path: str
     admin_username: str
     secrets: list[str]
@@ -127,6 +137,17 @@ class App(_Strict):
         """The volumes a backup copies as files: all but the database's, which it dumps."""
         return [v for v in self.volumes if v != self.backup.database_volume]
 
+    @field_validator("versions")
+    @classmethod
+    def _comparable(cls, value: list[str]) -> list[str]:
+        """Versions are ordered (an update goes to a newer one): each must read as a version number."""
+        for version in value:
+            try:
+                Version(version)
+            except InvalidVersion:
+                raise ValueError(f"{version!r} is not a version number (e.g. 3.3 or 2.1.4)") from None
+        return value
+
     @field_validator("web_port")
     @classmethod
     def _edge_port(cls, value: int) -> int:
@@ -134,9 +155,11 @@ class App(_Strict):
             raise ValueError("the edge proxies every app's web service on port 8000")
         return value
 
+    _directory: Path | None = PrivateAttr(default=None)
+
     @property
     def directory(self) -> Path:
-        return CATALOG_DIR / self.name
+        return self._directory or CATALOG_DIR / self.name
 
     def render(self, **context: object) -> StackTemplate:
         try:
@@ -147,6 +170,17 @@ class App(_Strict):
 
     def image_tags(self, version: str) -> list[str]:
         return [image.tag.format(version=version) for image in self.images]
+
+    @property
+    def newest_version(self) -> str:
+        return max(self.versions, key=Version)
+
+    def newer_versions(self, version: str) -> list[str]:
+        """The versions an instance on `version` can be updated to, oldest first."""
+        return sorted((v for v in self.versions if Version(v) > Version(version)), key=Version)
+
+    def is_downgrade(self, current: str, target: str) -> bool:
+        return Version(target) < Version(current)
 
 
 # A line with an interpolation: `key: {{ ... }}` or `- {{ ... }}`, the interpolation the whole value.
@@ -172,15 +206,25 @@ def compile_template(text: str, where: str) -> jinja2.Template:
 @cache
 def _template(app: str) -> jinja2.Template:
     """The app's compiled stack template; compiled once, rendered on every controller pass."""
-    path = CATALOG_DIR / app / "stack.yaml.j2"
+    path = apps()[app].directory / "stack.yaml.j2"
     return compile_template(path.read_text(), str(path))
+
+
+def catalog_dirs() -> list[Path]:
+    """hafen's catalogue, then the folder $HAFEN_CATALOG_EXTRA names (its apps replace those of the same
+    name: the tests' catalogue adds versions of the demo app that fail on purpose)."""
+    extra = os.environ.get("HAFEN_CATALOG_EXTRA", "")
+    return [CATALOG_DIR, *([Path(extra).resolve()] if extra else [])]
 
 
 @cache
 def apps() -> dict[str, App]:
     found: dict[str, App] = {}
-    for path in sorted(CATALOG_DIR.glob("*/app.toml")):
-        found[path.parent.name] = App.model_validate(tomllib.loads(path.read_text()))
+    for folder in catalog_dirs():
+        for path in sorted(folder.glob("*/app.toml")):
+            app = App.model_validate(tomllib.loads(path.read_text()))
+            app._directory = path.parent
+            found[path.parent.name] = app
     return found
 
 

@@ -76,7 +76,7 @@ def _run(ctx: Context, job: str) -> str:
     return f"{ctx.op.pk}.{ctx.op.params.get(f'{job}_run', 0)}"
 
 
-def _labels(ctx: Context, job: str) -> dict[str, str]:
+def job_labels(ctx: Context, job: str) -> dict[str, str]:
     return {**naming.labels(ctx.settings.prefix, ctx.instance.name, job), LABEL_RUN: _run(ctx, job)}
 
 
@@ -109,7 +109,7 @@ def _held_by_first_backup(ctx: Context) -> bool:
     return True
 
 
-def _secret(ctx: Context, name: str, target: str | None = None) -> SecretRef:
+def instance_secret(ctx: Context, name: str, target: str | None = None) -> SecretRef:
     version = ctx.versions[name]
     return SecretRef(naming.secret(ctx.settings.prefix, ctx.instance.name, name, version), target or name)
 
@@ -124,7 +124,7 @@ def _progress(ctx: Context, text: str) -> None:
         step["detail"] = text
 
 
-def _job(ctx: Context, job: str, spec: ServiceSpec) -> dict[str, Any] | None:
+def run_job(ctx: Context, job: str, spec: ServiceSpec) -> dict[str, Any] | None:
     """Start the job if it is not there (or is another run), and return its result once it has one."""
     state = ctx.services.get(job)
     if state is None or state.spec_digest != spec.digest():
@@ -164,10 +164,10 @@ def _backup_job(ctx: Context, snapshot: Snapshot) -> ServiceSpec:
         "reason": snapshot.reason, "hafen_version": hafen.__version__, "snapshot": snapshot.pk,
     }
     return _repository(ctx).spec(
-        naming.backup_service(prefix, name, "backup"), _labels(ctx, "backup"), ["hafen-backup", "backup"],
+        naming.backup_service(prefix, name, "backup"), job_labels(ctx, "backup"), ["hafen-backup", "backup"],
         env={"HAFEN_INSTANCE": name, "HAFEN_BACKUP_ID": f"{prefix}-{snapshot.pk}",
              "HAFEN_MANIFEST": json.dumps(manifest), **_database_env(ctx)},
-        secrets=[_secret(ctx, app.backup.password_secret, "db_password"), _bundle(ctx)],
+        secrets=[instance_secret(ctx, app.backup.password_secret, "db_password"), _bundle(ctx)],
         mounts=[ctx.volume_mount(v, f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
         constraints=ctx.pinned,
@@ -186,7 +186,7 @@ def back_up(key: str) -> StepFn:
         if _held_by_maintenance(ctx, "backup") or _held_by_first_backup(ctx):
             return False
         try:
-            result = _job(ctx, "backup", _backup_job(ctx, snapshot))
+            result = run_job(ctx, "backup", _backup_job(ctx, snapshot))
         except JobFailed as exc:
             Snapshot.objects.filter(pk=snapshot.pk).update(status=SnapshotStatus.FAILED, error=str(exc),
                                                           finished_at=timezone.now())
@@ -251,9 +251,9 @@ def _restore_job(ctx: Context, snapshot: Snapshot) -> ServiceSpec:
     prefix, name, app = ctx.settings.prefix, ctx.instance.name, ctx.app
     volumes = [v for v in app.backup_volumes if v in snapshot.manifest.get("volumes", app.backup_volumes)]
     return _repository(ctx).spec(
-        naming.backup_service(prefix, name, "restore"), _labels(ctx, "restore"), ["hafen-backup", "restore"],
+        naming.backup_service(prefix, name, "restore"), job_labels(ctx, "restore"), ["hafen-backup", "restore"],
         env={"HAFEN_SNAPSHOT": snapshot.restic_id, "HAFEN_VOLUMES": json.dumps(volumes), **_database_env(ctx)},
-        secrets=[_secret(ctx, app.backup.password_secret, "db_password")],
+        secrets=[instance_secret(ctx, app.backup.password_secret, "db_password")],
         mounts=[ctx.volume_mount(v, f"/volumes/{v}") for v in volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
         constraints=ctx.pinned,
@@ -281,7 +281,7 @@ def restore(ctx: Context) -> bool:
     if _held_by_maintenance(ctx, "restore"):
         return False
     try:
-        result = _job(ctx, "restore", _restore_job(ctx, snapshot))
+        result = run_job(ctx, "restore", _restore_job(ctx, snapshot))
         if result is None:
             return False
         differences = _differences(snapshot, result.get("fingerprint") or {})
@@ -337,11 +337,11 @@ def stop_web(ctx: Context) -> bool:
 def _check_job(ctx: Context) -> ServiceSpec:
     prefix, name, app = ctx.settings.prefix, ctx.instance.name, ctx.app
     return _repository(ctx).spec(
-        naming.backup_service(prefix, name, "check"), _labels(ctx, "check"), ["hafen-backup", "check-instance"],
+        naming.backup_service(prefix, name, "check"), job_labels(ctx, "check"), ["hafen-backup", "check-instance"],
         env={"HAFEN_LOGIN_URL": f"http://{app.web_service}:{app.web_port}{app.login_path}",
              "HAFEN_ADMIN_USER": app.admin_username, **_database_env(ctx)},
-        secrets=[_secret(ctx, app.backup.password_secret, "db_password"),
-                 _secret(ctx, app.admin_password_secret, "admin_password")],
+        secrets=[instance_secret(ctx, app.backup.password_secret, "db_password"),
+                 instance_secret(ctx, app.admin_password_secret, "admin_password")],
         mounts=[ctx.volume_mount(v, f"/volumes/{v}", read_only=True) for v in app.backup_volumes],
         networks=[NetworkRef(naming.internal_network(prefix, name))],
         constraints=ctx.pinned,
@@ -352,7 +352,7 @@ def check(ctx: Context) -> bool:
     """The restored sandbox: its data has the snapshot's fingerprint, and its admin can log in."""
     snapshot = _snapshot(ctx, "restore")
     try:
-        result = _job(ctx, "check", _check_job(ctx))
+        result = run_job(ctx, "check", _check_job(ctx))
     except JobFailed as exc:
         raise _fail(f"check of the restored instance failed: {exc}") from exc
     if result is None:
@@ -398,7 +398,7 @@ def _wipe_job(ctx: Context, node: str) -> ServiceSpec:
     return ServiceSpec(
         name=naming.backup_service(prefix, name, "wipe"),
         image=ctx.engine.image_ref(BACKUP_IMAGE),
-        labels=_labels(ctx, "wipe"),
+        labels=job_labels(ctx, "wipe"),
         command=["hafen-backup", "wipe", *volumes],
         mounts=[naming.volume_mount(prefix, name, v, f"/volumes/{v}", node) for v in volumes],
         constraints=naming.pinned_to(node),
@@ -409,7 +409,7 @@ def _wipe_job(ctx: Context, node: str) -> ServiceSpec:
 
 def run_wipe(ctx: Context, node: str) -> dict[str, Any] | None:
     """Run the job that empties the instance's volumes on `node`; its result once it is done."""
-    return _job(ctx, "wipe", _wipe_job(ctx, node))
+    return run_job(ctx, "wipe", _wipe_job(ctx, node))
 
 
 def wipe(ctx: Context) -> bool:

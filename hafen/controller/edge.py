@@ -44,7 +44,8 @@ def route_for(instance: Instance) -> caddy.Route | None:
     if instance.desired_state == Desired.STOPPED or scaled_to_zero:
         return caddy.Route(instance.domain, instance.name, "stopped")
     if instance.desired_state == Desired.RUNNING:
-        return caddy.Route(instance.domain, instance.name, "starting")
+        updating = instance.maintenance and instance.notice == "updating"
+        return caddy.Route(instance.domain, instance.name, "updating" if updating else "starting")
     return None
 
 
@@ -161,7 +162,7 @@ class EdgeReconciler:
         """Whether the instance's web service should answer now (the proxy may be attached): not
         while its data is being replaced (the status server's "starting" page answers then)."""
         route = route_for(instance)
-        return route is not None and route.mode == "starting" and not instance.maintenance
+        return route is not None and route.mode != "stopped" and not instance.maintenance
 
     def _should_attach(self, obs: Observation, instance: Instance) -> bool:
         """Whether the proxy should be on the instance's edge network now: the web should answer

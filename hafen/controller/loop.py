@@ -185,9 +185,11 @@ class Controller:
             self._fail(op, instance, f"internal error: {exc}")
 
     def _fail(self, op: Operation, instance: Instance, error: str) -> None:
-        steps = op.steps  # the failed pass was not saved; keep its record of which step failed
+        # the failed pass was not saved; keep its record of which step failed, and what the steps noted
+        # (an update's rollback ran to its end in it, say)
+        steps, params = op.steps, op.params
         op.refresh_from_db()
-        op.steps = steps
+        op.steps, op.params = steps, params
         instance.refresh_from_db()
         ops.finish(op, instance, error)
 

@@ -22,14 +22,14 @@ from django.utils import timezone
 from hafen import crypto
 from hafen.catalog import App, get_app
 from hafen.config import Settings
-from hafen.controller import moves
+from hafen.controller import moves, updates
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Mount, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
 from hafen.instances import naming, placement
 from hafen.instances.models import Desired, Instance, Operation, OpState, SecretStatus, State
-from hafen.instances.stack import StackInput, render
+from hafen.instances.stack import StackInput, image_tags, render
 
 log = logging.getLogger("hafen.controller")
 
@@ -69,8 +69,20 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         job_run=job_run,
         edge=not instance.sandbox,
         node=instance.node_id,
+        images=instance.images,
         image_ref=engine.image_ref,
     )
+
+
+def pin_images(settings: Settings, engine: Engine, instance: Instance) -> None:
+    """Pin each image tag of the instance's stack that is not pinned yet to its current build; an image
+    rebuilt later reaches the instance only through an update."""
+    tags = image_tags(stack_input(settings, engine, instance, instance.secret_versions(), running=True))
+    found = {tag: engine.image_id(tag) for tag in sorted(tags - set(instance.images))}
+    found = {tag: image for tag, image in found.items() if image}
+    if found:
+        instance.images = {**instance.images, **found}
+        Instance.objects.filter(pk=instance.pk).update(images=instance.images)
 
 
 @dataclass
@@ -94,6 +106,8 @@ class Context:
         self.running = self.instance.desired_state == Desired.RUNNING \
             and self.op.kind not in ("stop", "delete", "erase")
         self.versions = self.instance.secret_versions(self.op)
+        if self.op.kind not in ("delete", "erase", "stop"):
+            pin_images(self.settings, self.engine, self.instance)
         self.specs, self.waves = render(stack_input(self.settings, self.engine, self.instance, self.versions,
                                                     self.running, job_run=str(self.op.pk)))
 
@@ -129,6 +143,8 @@ class Step:
     run: StepFn
     # runs even after an earlier step failed (clean-up, teardown); the operation fails afterwards
     always: bool = False
+    # runs only after an earlier step failed (an update's way back); skipped when all went well
+    rollback: bool = False
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -425,6 +441,8 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
         return _backup_plan(ctx, kind)
     if kind in moves.MOVE_KINDS:
         return moves.plan(ctx, kind)
+    if kind == "update":
+        return updates.plan(ctx)
     if kind in ("restart", "scale"):
         update = [Step(f"deploy:{web}", f"update {web}", deploy([web])),
                   Step(f"wait:{web}", f"wait for {web}", wait_for([web]))]
@@ -457,7 +475,7 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
 
 
 _START_STATE = {"create": State.CREATING, "start": State.CREATING, "repair": State.CREATING,
-                "restore": State.RESTORING, "move": State.MOVING, "evacuate": State.MOVING,
+                "restore": State.RESTORING, "move": State.MOVING, "evacuate": State.MOVING, "update": State.UPDATING,
                 "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING}
 _END_STATE = {"stop": State.STOPPED, "delete": State.DELETED}
 
@@ -500,7 +518,7 @@ def advance(ctx: Context) -> bool:
         step = by_name.get(record["name"])
         if step is None:
             raise Fail(f"step {record['name']} no longer exists in the plan of {op.kind}")
-        if op.params.get("failure") and not step.always:
+        if (op.params.get("failure") and not step.always) or (step.rollback and not op.params.get("failure")):
             record["state"] = "skipped"
             continue
         if record["state"] != "running":
@@ -536,6 +554,8 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
     with transaction.atomic():
         if op.kind in ("backup", "verify", "restore", *moves.MOVE_KINDS):
             error = _finish_backup_kind(op, instance, error)
+        if op.kind == "update" and error:
+            error = _finish_failed_update(op, instance, error)
         if op.kind in ("backup", "verify") or (op.kind == "restore" and error and not op.params.get("touched")):
             # the instance is as it was: only the operation (and its snapshot) record the outcome
             op.state = OpState.FAILED if error else OpState.SUCCEEDED
@@ -545,6 +565,8 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
                 op.instance = None
             elif op.kind == "restore":
                 _settle(instance)
+        elif op.kind == "update" and op.params.get("rolled_back"):
+            pass  # see _finish_failed_update
         elif error:
             op.state = OpState.FAILED
             for record in op.steps:
@@ -573,6 +595,29 @@ def finish(op: Operation, instance: Instance, error: str = "") -> None:
                 instance.save(update_fields=["state", "error", "updated_at"])
         op.save()
     log.info("%s %s: %s%s", op.kind, op.instance_name, op.state, f" ({op.error})" if error else "")
+
+
+def _finish_failed_update(op: Operation, instance: Instance, error: str) -> str:
+    """A failed update: its backup, if unfinished, failed too; if the rollback ran to its end the instance
+    runs as before, and the operation says what failed and what it went back to."""
+    from hafen.instances.models import Snapshot, SnapshotStatus
+
+    Snapshot.objects.filter(pk=op.params.get("backup"), status__in=(SnapshotStatus.PENDING, SnapshotStatus.RUNNING)) \
+        .update(status=SnapshotStatus.FAILED, error=error, finished_at=timezone.now())
+    if not op.params.get("rolled_back"):
+        return error
+    params = op.params
+    back = params["from_version"]
+    if params.get("switched"):
+        op.state = OpState.ROLLED_BACK
+        restored = " and the data of the backup taken before it" if params.get("plan") == updates.MIGRATING else ""
+        error = f"update to {params['to_version']} failed: {error}; rolled back to {back}{restored}"
+    else:
+        op.state = OpState.FAILED
+        error = f"update to {params['to_version']} did not start: {error}; {instance.name} runs {back} as before"
+    op.error = error
+    _settle(instance)
+    return error
 
 
 def _settle(instance: Instance) -> None:

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Mode = Literal["starting", "stopped"]
+Mode = Literal["starting", "stopped", "updating"]
 
 # One admin socket per container (Caddy fills in {env.HOSTNAME}, the container's id): a container
 # that is still going away after its replacement started unlinks only its own socket on exit.
@@ -51,23 +51,28 @@ class Route:
 _MESSAGES = {
     "starting": "is starting or restarting. Please try again in a moment.",
     "stopped": "is stopped. Its organiser can start it again.",
+    "updating": "is being updated to a new version. This page reloads itself when it is back.",
 }
+# Seconds after which a person's browser reloads the page (and an API client may try again): pages of a
+# state that ends by itself.
+RETRY_AFTER = 10
 
 
-def _page(title: str, text: str) -> str:
+def _page(title: str, text: str, reload: bool = False) -> str:
+    refresh = f"<meta http-equiv=refresh content={RETRY_AFTER}>" if reload else ""
     return (
-        "<!doctype html><html><head><meta charset=utf-8><title>" + html.escape(title) + "</title></head>"
+        "<!doctype html><html><head><meta charset=utf-8>" + refresh + "<title>" + html.escape(title) + "</title></head>"
         "<body style='font-family:sans-serif;margin:4em'><h1>" + html.escape(title) + "</h1><p>"
         + html.escape(text) + "</p></body></html>\n"
     )
 
 
-def _static(status: int, title: str, text: str) -> dict[str, Any]:
+def _static(status: int, title: str, text: str, reload: bool = False) -> dict[str, Any]:
     return {
         "handler": "static_response",
         "status_code": status,
         "headers": {"Content-Type": ["text/html; charset=utf-8"], "Cache-Control": ["no-store"]},
-        "body": _page(title, text),
+        "body": _page(title, text, reload),
     }
 
 
@@ -76,8 +81,9 @@ def _not_found() -> dict[str, Any]:
 
 
 def _unavailable(route: Route) -> dict[str, Any]:
-    handler = _static(503, f"{route.name} is unavailable", f"The instance {route.name} {_MESSAGES[route.mode]}")
-    handler["headers"]["Retry-After"] = ["10"]
+    handler = _static(503, f"{route.name} is unavailable", f"The instance {route.name} {_MESSAGES[route.mode]}",
+                      reload=route.mode != "stopped")
+    handler["headers"]["Retry-After"] = [str(RETRY_AFTER)]
     return handler
 
 

@@ -319,8 +319,13 @@ class Engine(ABC):
     @abstractmethod
     def image_exists(self, tag: str) -> bool: ...
 
-    def image_ref(self, tag: str) -> str:
-        """What a service names to run the locally built image `tag`: by digest in the installation's
-        registry once the image is pushed there (every node can pull it, and a rebuilt image is a new
-        digest, so its services roll over), else the tag (a swarm of one node, or not pushed yet)."""
-        return tag
+    @abstractmethod
+    def image_id(self, tag: str) -> str:
+        """The id ("sha256:...") of the image the tag names now; "" if there is none."""
+
+    def image_ref(self, tag: str, image_id: str = "") -> str:
+        """What a service names to run the locally built image `tag` (the build `image_id` of it, if
+        given, else the tag's current one): by digest in the installation's registry once the image is
+        pushed there (every node can pull it), else by id (Docker runs an image named by id without
+        pulling it) or, without an id, by tag."""
+        return image_id or tag

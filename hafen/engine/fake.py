@@ -7,6 +7,7 @@ with `fail`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -51,9 +52,14 @@ class FakeEngine(Engine):
     images: set[str] = field(default_factory=set)
     # tag: reference in the registry, for the images "pushed" there (image_ref)
     pushed: dict[str, str] = field(default_factory=dict)
+    # tag: its image id, for tags "rebuilt" (others have one derived from the tag)
+    image_ids: dict[str, str] = field(default_factory=dict)
     logs: dict[str, list[str]] = field(default_factory=dict)
     fail_jobs: set[str] = field(default_factory=set)
     hold: set[str] = field(default_factory=set)
+    # image (as a spec names it): what of it fails, "job" (its jobs exit with an error) or "service" (its
+    # services' tasks exit as they start): a build broken on purpose
+    broken_images: dict[str, str] = field(default_factory=dict)
     # service name: the error its tasks are rejected with (three of them, as a swarm retrying them)
     task_errors: dict[str, str] = field(default_factory=dict)
     down: bool = False
@@ -118,6 +124,8 @@ class FakeEngine(Engine):
             tasks = [TaskState("rejected", template, self.task_errors[spec.name], node=node)] * 3
         elif spec.name in self.hold:
             tasks = [TaskState("starting", template, node=node)] * max(spec.replicas, 1)
+        elif self.broken_images.get(spec.image) == ("job" if spec.job else "service"):
+            tasks = [TaskState("failed", template, "task: non-zero exit (1)", node=node)] * 3
         elif spec.job:
             failed = spec.name in self.fail_jobs
             tasks = [TaskState("failed" if failed else "complete", template,
@@ -295,8 +303,15 @@ class FakeEngine(Engine):
         lines = self.logs.get(name, [])
         yield from (lines[-tail:] if tail else lines)
 
-    def image_ref(self, tag: str) -> str:
-        return self.pushed.get(tag, tag)
+    def image_id(self, tag: str) -> str:
+        if tag not in self.images:
+            return ""
+        return self.image_ids.get(tag) or "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
+
+    def image_ref(self, tag: str, image_id: str = "") -> str:
+        if image_id and image_id != self.image_id(tag):
+            return image_id  # an older build of the tag: never pushed here
+        return self.pushed.get(tag) or image_id or tag
 
     def image_exists(self, tag: str) -> bool:
         self._check(f"image_exists {tag}")

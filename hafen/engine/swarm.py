@@ -133,7 +133,7 @@ class SwarmEngine(Engine):
         self._local_node = ""
         # the installation's registry as the engines name it (127.0.0.1:PORT), empty: none
         self.registry = registry
-        self._refs: dict[str, tuple[float, str]] = {}
+        self._images: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     @property
     def client(self) -> docker.DockerClient:
@@ -436,20 +436,28 @@ class SwarmEngine(Engine):
         if buffer:
             yield buffer.decode(errors="replace")
 
-    def image_ref(self, tag: str) -> str:
-        """The image's digest in the registry (see Engine.image_ref), looked up at most every few seconds."""
-        if not self.registry:
-            return tag
-        cached = self._refs.get(tag)
+    def _inspect_image(self, name: str) -> dict[str, Any] | None:
+        """An image's inspection, looked up at most every few seconds (every pass renders every stack)."""
+        cached = self._images.get(name)
         if cached is not None and time.monotonic() - cached[0] < IMAGE_REF_TTL:
             return cached[1]
         try:
-            image = _call(f"inspect image {tag}", lambda: self.client.api.inspect_image(tag))
+            image: dict[str, Any] | None = _call(f"inspect image {name}", lambda: self.client.api.inspect_image(name))
         except EngineNotFound:
-            return tag
-        ref = pushed_ref(image.get("RepoDigests") or [], self.registry, tag) or tag
-        self._refs[tag] = (time.monotonic(), ref)
-        return ref
+            image = None
+        self._images[name] = (time.monotonic(), image)
+        return image
+
+    def image_id(self, tag: str) -> str:
+        image = self._inspect_image(tag)
+        return str(image["Id"]) if image else ""
+
+    def image_ref(self, tag: str, image_id: str = "") -> str:
+        """The image's digest in the registry (see Engine.image_ref), else its id or tag."""
+        if not self.registry:
+            return image_id or tag
+        image = self._inspect_image(image_id or tag)
+        return (pushed_ref(image.get("RepoDigests") or [], self.registry, tag) if image else "") or image_id or tag
 
     def image_exists(self, tag: str) -> bool:
         try:

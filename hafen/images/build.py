@@ -68,7 +68,7 @@ def plan() -> list[ImageJob]:
                     ImageJob(
                         image.tag.format(version=version),
                         app.directory / image.context,
-                        args={k: v.format(version=version) for k, v in image.args.items()},
+                        args=image.build_args(version),
                     )
                 )
     return jobs

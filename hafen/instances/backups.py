@@ -92,14 +92,14 @@ def effective_policies(instances: list[Instance]) -> dict[int | None, Policy]:
 # -- work for the controller ---------------------------------------------------------------------
 
 
-def _enqueue(instance: Instance, kind: str, params: dict[str, Any]) -> Operation:
+def enqueue(instance: Instance, kind: str, params: dict[str, Any]) -> Operation:
     operation = Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind=kind, params=params)
     transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
     return operation
 
 
-def _new_snapshot(instance: Instance, reason: str) -> Snapshot:
+def new_snapshot(instance: Instance, reason: str) -> Snapshot:
     return Snapshot.objects.create(instance=instance, instance_name=instance.name,
                                    organisation_id=instance.organisation_id, reason=reason, app=instance.app,
                                    version=instance.version, domain=instance.domain)
@@ -107,8 +107,8 @@ def _new_snapshot(instance: Instance, reason: str) -> Snapshot:
 
 def queue_backup(instance: Instance, reason: str) -> Operation:
     with transaction.atomic():
-        snapshot = _new_snapshot(instance, reason)
-        return _enqueue(instance, "backup", {"snapshot": snapshot.pk})
+        snapshot = new_snapshot(instance, reason)
+        return enqueue(instance, "backup", {"snapshot": snapshot.pk})
 
 
 def _new_instance(name: str, app: str, version: str, domain: str, size: str, organisation_id: int | None,
@@ -134,13 +134,13 @@ def queue_verification(snapshot: Snapshot) -> Operation:
         locked.verification = Verification.VERIFYING
         locked.verification_error = ""
         locked.save(update_fields=["verification", "verification_error"])
-        return _enqueue(sandbox, "verify", {"restore": locked.pk})
+        return enqueue(sandbox, "verify", {"restore": locked.pk})
 
 
 # -- what users do -------------------------------------------------------------------------------
 
 
-def _running(instance: Instance, doing: str) -> None:
+def require_running(instance: Instance, doing: str) -> None:
     if instance.desired_state != Desired.RUNNING:
         raise Conflict(f"{instance.name} is to be {instance.desired_state}; {doing} needs it running")
     if instance.state not in (State.RUNNING, State.ERROR):
@@ -150,7 +150,7 @@ def _running(instance: Instance, doing: str) -> None:
 def backup(actor: Actor, name: str) -> Operation:
     with audit.audited(actor, Action.BACKUP, name) as note:
         instance = services.authorized(actor, Action.BACKUP, name, note)
-        _running(instance, "a backup")
+        require_running(instance, "a backup")
         services.require_control_plane()
         operation = queue_backup(instance, "manual")
         note.operation_id = operation.id
@@ -202,11 +202,11 @@ def restore(actor: Actor, name: str, ref: str, confirm: str | None = None) -> Op
         note.detail["snapshot"] = snapshot.short_id
         if snapshot.app != instance.app:
             raise Conflict(f"the backup is of a {snapshot.app} instance; {name} is {instance.app}")
-        _running(instance, "a restore in place")
+        require_running(instance, "a restore in place")
         services.require_control_plane()
         with transaction.atomic():
-            safety = _new_snapshot(instance, "safety")
-            operation = _enqueue(instance, "restore", {"restore": snapshot.pk, "safety": safety.pk})
+            safety = new_snapshot(instance, "safety")
+            operation = enqueue(instance, "restore", {"restore": snapshot.pk, "safety": safety.pk})
         note.operation_id = operation.id
         return operation
 
@@ -251,7 +251,7 @@ def _create_restored(new: str, domain: str, size: str, org: Organisation | None,
         with transaction.atomic():
             source = snapshot()
             instance = _new_instance(new, source.app, source.version, domain, size, org.id if org else None)
-            return _enqueue(instance, "create", {"restore": source.pk})
+            return enqueue(instance, "create", {"restore": source.pk})
     except IntegrityError as exc:
         raise Conflict(f"the name {new!r} or domain {domain} was taken at the same moment") from exc
 
@@ -261,14 +261,14 @@ def clone(actor: Actor, name: str, new: str, domain: str | None = None, organisa
     """Back up `name` now and restore that backup into a new instance; return the new one's create."""
     with audit.audited(actor, "clone", name, into=new) as note:
         source = services.authorized(actor, Action.BACKUP, name, note)
-        _running(source, "a clone")
+        require_running(source, "a clone")
         new, domain, org = _target(actor, new, source.app, source.version, domain, organisation,
                                    source.organisation)
         note.detail.update(domain=domain)
 
         def backup_now() -> Snapshot:
-            snapshot = _new_snapshot(source, "clone")
-            _enqueue(source, "backup", {"snapshot": snapshot.pk})
+            snapshot = new_snapshot(source, "clone")
+            enqueue(source, "backup", {"snapshot": snapshot.pk})
             return snapshot
 
         operation = _create_restored(new, domain, source.size, org, backup_now)
@@ -418,9 +418,12 @@ def request_maintenance(actor: Actor) -> None:
 
 
 def describe_all(instances: list[Instance]) -> list[dict[str, Any]]:
-    """Instances as `services.describe` has them, each with the state of its backups."""
-    states = status(instances)
-    return [{**services.describe(i), "backups": states[i.pk]} for i in instances]
+    """Instances as `services.describe` has them, each with the state of its backups and what it can be
+    updated to."""
+    from hafen.instances.updates import offers
+
+    states, updates = status(instances), offers(instances)
+    return [{**services.describe(i), "backups": states[i.pk], "update": updates[i.pk].describe()} for i in instances]
 
 
 def listing(actor: Actor, name: str) -> dict[str, Any]:

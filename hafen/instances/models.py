@@ -13,6 +13,7 @@ class State(models.TextChoices):
     CREATING = "creating"
     RESTORING = "restoring"
     MOVING = "moving"  # to another node, with its data (a drain or an evacuation)
+    UPDATING = "updating"  # to another version or build of its app (see controller/updates.py)
     RUNNING = "running"
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -48,8 +49,14 @@ class Instance(models.Model):
     observed = models.JSONField(default=dict, blank=True)
     # A throwaway copy that a verification restores a backup into: no domain at the edge, never listed.
     sandbox = models.BooleanField(default=False)
-    # Its data is being replaced (restore in place): the edge shows the "starting" page, the web is down.
+    # Its data is being replaced (restore in place) or migrated (update): the edge shows the "starting"
+    # page (or the "updating" one, see `notice`), the web is down.
     maintenance = models.BooleanField(default=False)
+    # What the edge's page says while `maintenance` holds: "" (starting) or "updating".
+    notice = models.CharField(max_length=16, blank=True, default="")
+    # The image each tag of its stack names, by image id ("sha256:..."), pinned when first deployed: a
+    # rebuilt image reaches the instance only through an update (`hafen update`), never by itself.
+    images = models.JSONField(default=dict, blank=True)
     # The swarm node that holds its volumes and runs its stateful services ("" for an instance made before
     # hafen placed instances: it stays where Docker put it). The name is what the node was called then.
     node_id = models.CharField(max_length=64, blank=True, default="")
@@ -114,6 +121,8 @@ class OpState(models.TextChoices):
     FAILED = "failed"
     # ended unfinished because a newer operation changed what the instance should be
     SUPERSEDED = "superseded"
+    # an update that failed and put the instance back as it was (its old version, with its data)
+    ROLLED_BACK = "rolled back"
 
 
 ACTIVE_STATES = (OpState.PENDING, OpState.RUNNING)

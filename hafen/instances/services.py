@@ -367,11 +367,13 @@ def describe_lock(lock: Lock) -> dict[str, Any]:
 
 
 def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
-    """An instance with its recent operations, its locks, and what the actor may do to it."""
-    from hafen.instances import backups
+    """An instance with its recent operations, its locks, what it can be updated to, and what the actor
+    may do to it."""
+    from hafen.instances import backups, updates
 
     return {
         **describe(instance),
+        "update": updates.offers([instance])[instance.pk].describe(),
         "backups": {**backups.status([instance])[instance.pk],
                     "policy": backups.effective_policies([instance])[instance.pk].describe(instance.name),
                     "repository": get_settings().repository_display,
@@ -416,6 +418,9 @@ def describe_operation(operation: Operation) -> dict[str, Any]:
         "move": {"from_node": operation.params.get("from_name", ""), "to_node": operation.params.get("to_name", ""),
                  "downtime_seconds": operation.params.get("downtime_seconds")}
         if operation.kind in ("move", "evacuate") else None,
+        "update": {"from_version": operation.params.get("from_version", ""),
+                   "to_version": operation.params.get("to_version", ""), "plan": operation.params.get("plan", "")}
+        if operation.kind == "update" else None,
     }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hafen.catalog import App, ServiceTemplate
+from hafen.catalog import App, ServiceTemplate, StackTemplate
 from hafen.engine.base import NetworkRef, SecretRef, ServiceSpec
 from hafen.errors import InvalidInput
 from hafen.instances import naming
@@ -38,8 +38,11 @@ class StackInput:
     edge: bool = True
     # the node that holds the instance's volumes: services that mount one are pinned there
     node: str = ""
-    # what a service names for an image tag: its digest in the installation's registry (Engine.image_ref)
-    image_ref: Callable[[str], str] | None = None
+    # the image id each tag is pinned to (Instance.images); a tag not pinned names its current build
+    images: dict[str, str] = field(default_factory=dict)
+    # what a service names for a tag and its pinned id: its digest in the installation's registry, or the
+    # id (Engine.image_ref)
+    image_ref: Callable[[str, str], str] | None = None
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -61,7 +64,7 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     replicas = data.replicas if svc == data.app.web_service else tpl.replicas
     return ServiceSpec(
         name=naming.service(data.prefix, data.name, svc),
-        image=data.image_ref(tpl.image) if data.image_ref else tpl.image,
+        image=data.image_ref(tpl.image, data.images.get(tpl.image, "")) if data.image_ref else tpl.image,
         labels=labels,
         command=tpl.command,
         env=dict(tpl.environment),
@@ -82,14 +85,27 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     )
 
 
-def render(data: StackInput) -> tuple[dict[str, ServiceSpec], list[list[str]]]:
-    """The instance's service specs by logical name, and the order to start them in."""
+def _template(data: StackInput) -> StackTemplate:
     size = data.app.sizes.get(data.size)
     if size is None:
         raise InvalidInput(f"unknown size {data.size!r}; sizes: {', '.join(data.app.sizes)}")
-    template = data.app.render(
-        name=data.name, version=data.version, size=size, replicas=data.replicas, app=data.app
-    )
+    return data.app.render(name=data.name, version=data.version, size=size, replicas=data.replicas, app=data.app)
+
+
+def image_tags(data: StackInput) -> set[str]:
+    """The image tags the instance's stack names."""
+    return {tpl.image for tpl in _template(data).services.values()}
+
+
+def image_tags_of(app: App, version: str, size: str) -> set[str]:
+    """The image tags a stack of `app` at `version` names (they depend on the version, not the instance)."""
+    return image_tags(StackInput(prefix="", name="tags", domain="", app=app, version=version, size=size,
+                                 replicas=1, secret_versions={}))
+
+
+def render(data: StackInput) -> tuple[dict[str, ServiceSpec], list[list[str]]]:
+    """The instance's service specs by logical name, and the order to start them in."""
+    template = _template(data)
     if data.app.web_service not in template.services:
         raise InvalidInput(f"stack template of {data.app.name} has no web service {data.app.web_service!r}")
     specs = {svc: _spec(data, svc, tpl) for svc, tpl in template.services.items()}

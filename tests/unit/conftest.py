@@ -47,7 +47,7 @@ from hafen.config import get_settings  # noqa: E402
 from hafen.controller.loop import Controller  # noqa: E402
 from hafen.edge.client import FakeEdge  # noqa: E402
 from hafen.engine.fake import FakeEngine  # noqa: E402
-from hafen.instances import nodes, services  # noqa: E402
+from hafen.instances import nodes, services, updates  # noqa: E402
 from hafen.instances.models import (  # noqa: E402
     BackupPolicy,
     ControlPlane,
@@ -115,9 +115,10 @@ def settings():
 @pytest.fixture
 def engine(monkeypatch):
     fake = FakeEngine()
-    fake.images.update(all_image_tags())
+    fake.images.update(all_image_tags(), {"hafen/postgres:15", "hafen/redis:7"})
     monkeypatch.setattr(services, "get_engine", lambda: fake)
     monkeypatch.setattr(nodes, "get_engine", lambda: fake)
+    monkeypatch.setattr(updates, "get_engine", lambda: fake)
     return fake
 
 

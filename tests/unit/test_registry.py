@@ -55,7 +55,7 @@ def test_services_name_images_by_digest_once_pushed_and_roll_over_when_a_push_br
     db = next(s for s in engine.services.values() if s.name.endswith("aaa_db"))
     web = next(s for s in engine.services.values() if s.name.endswith("aaa_web"))
     assert db.image == f"127.0.0.1:5123/hafen/postgres@{DIGEST}"
-    assert web.image == "hafen/demo:1.0"  # not pushed yet
+    assert web.image == engine.image_id("hafen/demo:1.0")  # not pushed yet: by the id of the build it is pinned to
     engine.pushed["hafen/demo:1.0"] = f"127.0.0.1:5123/hafen/demo@{DIGEST}"
     controller.registry_state._pushed = True  # what the pusher's thread says after a push
     assert controller.pass_once()  # sees the push

@@ -46,11 +46,36 @@ def _hash(password: str, salt: bytes) -> str:
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000).hex()
 
 
+VERSION = os.environ.get("DEMO_VERSION", "1.0")
+# A build that fails on purpose (the tests' catalogue): "migration" (its setup job fails half-way through
+# its migration) or "web" (its web service exits at start).
+BREAK = os.environ.get("DEMO_BREAK", "")
+
+
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def migrate(cur) -> None:
+    """Version 2 keeps the time of each note: a schema change, as an update from 1.x makes."""
+    if _major(VERSION) >= 2:
+        cur.execute("ALTER TABLE notes ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now()")
+    cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version text NOT NULL)")
+    cur.execute("DELETE FROM schema_version")
+    cur.execute("INSERT INTO schema_version VALUES (%s)", (VERSION,))
+
+
 def setup() -> None:
     salt = secrets.token_bytes(16)
     with _db() as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS users (name text PRIMARY KEY, salt bytea, hash text)")
         cur.execute("CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, body text NOT NULL)")
+        migrate(cur)
+    if BREAK == "migration":
+        with _db() as conn, conn.cursor() as cur:  # committed: only a restore undoes it
+            cur.execute("DELETE FROM notes")
+        sys.exit("setup: migration failed half-way (a build broken on purpose)")
+    with _db() as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO users (name, salt, hash) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO UPDATE SET salt = EXCLUDED.salt, hash = EXCLUDED.hash",
@@ -90,7 +115,7 @@ class Handler(BaseHTTPRequestHandler):
             with _db() as conn, conn.cursor() as cur:
                 cur.execute("SELECT 1")
             _cache().ping()
-            self._send(200, {"app": "demo", "version": os.environ.get("DEMO_VERSION", "")})
+            self._send(200, {"app": "demo", "version": VERSION})
         elif self.path == "/notes":
             if not self._logged_in():
                 self._send(403, {"detail": "login required"})
@@ -167,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def serve() -> None:
+    if BREAK == "web":
+        sys.exit("serve: this build does not start (broken on purpose)")
     ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
 
 

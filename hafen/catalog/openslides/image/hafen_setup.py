@@ -1,10 +1,12 @@
-"""One-off setup job of an OpenSlides instance: migrate, then set the admin password.
+"""One-off setup job of an OpenSlides instance (3.2 or 3.3): migrate, then set the admin password.
 
 An empty database first gets the schema that the image's build migrated and
 dumped (the same migrations, run once at build time), so `migrate` only checks.
 Safe to run again: migrations that ran are skipped and the password is set to
-the value of the admin_password secret each time. The password is read from
-the secret file and never passed on a command line.
+the value of the admin_password secret each time. On the database of an older
+version (3.2 under the 3.3 image) `migrate` runs the newer migrations: that is
+the upgrade. The password is read from the secret file and never passed on a
+command line.
 """
 
 from pathlib import Path

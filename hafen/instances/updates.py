@@ -1,0 +1,133 @@
+"""Updates of an instance to another version or build of its app: what is on offer, and queuing one.
+
+An instance runs the images it was pinned to (`Instance.images`, image ids). An update is available
+when its app has a newer version, or when an image of its version was rebuilt since (a new base, a
+security fix): the tag names another image id than the instance runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from hafen.access import audit
+from hafen.access.policy import Action, Actor
+from hafen.catalog import App, get_app
+from hafen.engine import get_engine
+from hafen.engine.base import Engine
+from hafen.errors import Conflict, EngineError, InvalidInput
+from hafen.instances import services
+from hafen.instances.backups import enqueue, new_snapshot, require_running, resolve
+from hafen.instances.models import Instance, Operation
+from hafen.instances.stack import image_tags_of
+
+ROLLING, MIGRATING = "rolling", "migrating"
+
+
+@dataclass
+class Offer:
+    """What an instance can be updated to."""
+
+    versions: list[str] = field(default_factory=list)  # newer app versions, oldest first
+    rebuilt: bool = False  # a newer build of the version it runs
+
+    @property
+    def available(self) -> bool:
+        return bool(self.versions) or self.rebuilt
+
+    def describe(self) -> dict[str, Any]:
+        return {"available": self.available, "versions": self.versions, "rebuilt": self.rebuilt}
+
+    @property
+    def summary(self) -> str:
+        if self.versions:
+            return f"{self.versions[-1]} available"
+        return "new build available" if self.rebuilt else ""
+
+
+class Images:
+    """The current image id of each tag, asked of the engine once per tag (a list shows many instances)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._ids: dict[str, str] = {}
+
+    def id(self, tag: str) -> str:
+        if tag not in self._ids:
+            self._ids[tag] = self.engine.image_id(tag)
+        return self._ids[tag]
+
+    def pins(self, app: App, version: str, size: str) -> dict[str, str]:
+        """The image ids an instance of `version` would be pinned to now."""
+        return {tag: self.id(tag) for tag in sorted(image_tags_of(app, version, size))}
+
+
+def offer(instance: Instance, images: Images) -> Offer:
+    app = get_app(instance.app)
+    current = images.pins(app, instance.version, instance.size)
+    rebuilt = any(instance.images.get(tag) not in (None, image) for tag, image in current.items() if image)
+    return Offer([v for v in app.newer_versions(instance.version) if v in app.versions], rebuilt)
+
+
+def offers(instances: Iterable[Instance], engine: Engine | None = None) -> dict[int, Offer]:
+    """The offer of each instance, by primary key; empty offers when the engine does not answer."""
+    images = Images(engine or get_engine())
+    found: dict[int, Offer] = {}
+    for instance in instances:
+        try:
+            found[instance.pk] = offer(instance, images)
+        except EngineError:
+            found[instance.pk] = Offer()
+    return found
+
+
+def _plan(app: App, instance: Instance, version: str, pins: dict[str, str]) -> str:
+    """Rolling when only the app's own images of the same version changed, else migrating."""
+    if version != instance.version:
+        return MIGRATING
+    changed = {tag for tag, image in pins.items() if instance.images.get(tag) != image}
+    return ROLLING if changed <= set(app.image_tags(version)) else MIGRATING
+
+
+def update(actor: Actor, name: str, version: str | None = None, restore: str | None = None) -> Operation:
+    """Queue an update of `name` to `version` (default: its app's newest), or to a newer build of the
+    version it runs. A downgrade needs `restore`: a backup taken on the older version, whose data it
+    brings back (an older version cannot read what a newer one migrated)."""
+    with audit.audited(actor, Action.UPDATE, name, version=version or "", restore=restore or "") as note:
+        instance = services.authorized(actor, Action.UPDATE, name, note)
+        app = get_app(instance.app)
+        target = (version or app.newest_version).strip()
+        if target not in app.versions:
+            raise InvalidInput(f"{app.name} has no version {target!r}; versions: {', '.join(app.versions)}")
+        require_running(instance, "an update")
+        older = None
+        if app.is_downgrade(instance.version, target):
+            if not restore:
+                raise Conflict(f"{name} runs {instance.version}; going back to {target} needs --restore SNAPSHOT, "
+                               f"a backup taken on {target} (its data replaces the current data)")
+            older = resolve(actor, name, restore, Action.RESTORE)
+            if older.version != target:
+                raise Conflict(f"the backup {older.short_id} was taken on {older.version}, not {target}")
+        elif restore:
+            raise InvalidInput("--restore is only for going back to an older version")
+        services.require_images(app.name, target)
+        pins = Images(get_engine()).pins(app, target, instance.size)
+        if target == instance.version and all(instance.images.get(tag) == image for tag, image in pins.items()):
+            raise Conflict(f"{name} runs the newest build of {app.title} {target} already")
+        plan = _plan(app, instance, target, pins)
+        note.detail.update(version=target, plan=plan, from_version=instance.version)
+        services.require_control_plane()
+        with transaction.atomic():
+            params: dict[str, Any] = {"plan": plan, "from_version": instance.version, "to_version": target,
+                                      "from_images": dict(instance.images), "to_images": pins}
+            if plan == MIGRATING:
+                backup = new_snapshot(instance, "update")
+                params.update(backup=backup.pk, restore=backup.pk)
+            if older is not None:
+                params["older"] = older.pk
+            operation = enqueue(instance, "update", params)
+        note.operation_id = operation.id
+        return operation
