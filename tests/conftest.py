@@ -82,6 +82,8 @@ class Plane:
             "HAFEN_BACKUP_RETRIES": "1",
             # one node: no registry (the multinode tier has one, see tests/multinode/conftest.py)
             "HAFEN_REGISTRY_PORT": "0",
+            # the demo app's builds broken on purpose, for the update tests (its images: scripts/test.sh)
+            "HAFEN_CATALOG_EXTRA": str(ROOT / "tests" / "catalog"),
             **(env or {}),
         }
 

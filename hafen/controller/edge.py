@@ -44,8 +44,8 @@ def route_for(instance: Instance) -> caddy.Route | None:
     if instance.desired_state == Desired.STOPPED or scaled_to_zero:
         return caddy.Route(instance.domain, instance.name, "stopped")
     if instance.desired_state == Desired.RUNNING:
-        updating = instance.maintenance and instance.notice == "updating"
-        return caddy.Route(instance.domain, instance.name, "updating" if updating else "starting")
+        mode: caddy.Mode = "updating" if instance.notice == "updating" else "starting"
+        return caddy.Route(instance.domain, instance.name, mode)
     return None
 
 

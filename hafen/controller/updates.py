@@ -65,16 +65,30 @@ def switch_back(ctx: Context) -> bool:
     return True
 
 
-def updating_page(on: bool) -> Any:
-    def run(ctx: Context) -> bool:
-        instance = ctx.instance
-        notice = "updating" if on else ""
-        if instance.maintenance != on or instance.notice != notice:
-            instance.maintenance, instance.notice = on, notice
-            Instance.objects.filter(pk=instance.pk).update(maintenance=on, notice=notice)
-        return True
+def _set(ctx: Context, **fields: Any) -> None:
+    instance = ctx.instance
+    if any(getattr(instance, key) != value for key, value in fields.items()):
+        for key, value in fields.items():
+            setattr(instance, key, value)
+        Instance.objects.filter(pk=instance.pk).update(**fields)
 
-    return run
+
+def updating_page(ctx: Context) -> bool:
+    """The edge takes the domain off the web service and shows the updating page."""
+    _set(ctx, maintenance=True, notice="updating")
+    return True
+
+
+def web_answers_again(ctx: Context) -> bool:
+    """The edge may send traffic to the web service again; until the proxy is attached to it, the page
+    it shows is still the updating page."""
+    _set(ctx, maintenance=False)
+    return True
+
+
+def notice_off(ctx: Context) -> bool:
+    _set(ctx, notice="")
+    return True
 
 
 def _smoke_job(ctx: Context) -> ServiceSpec:
@@ -190,7 +204,7 @@ def plan(ctx: Context) -> list[Step]:
     first, rest = ctx.waves[0], ctx.waves[1:]
     caches = [svc for svc in ctx.app.backup.caches if svc in ctx.specs]
     return [
-        Step("updating-on", "show the updating page at the edge", updating_page(True)),
+        Step("updating-on", "show the updating page at the edge", updating_page),
         Step("route", "take the domain off the web service", route),
         Step("stop-web", f"stop {web}", b.stop_web),
         Step("backup", f"back up {back} before the update", b.back_up("backup")),
@@ -218,9 +232,10 @@ def plan(ctx: Context) -> list[Step]:
            Step("rollback:wait:caches", "wait for the caches", wait_for(caches), always=True, rollback=True)]
           if caches else []),
         *_bring_up(ctx, rest, "rollback:", rollback=True),
-        Step("updating-off", "route the domain to the web service again", updating_page(False), always=True),
+        Step("updating-off", "route the domain to the web service again", web_answers_again, always=True),
         Step("route-back", "route the domain at the edge", route, always=True),
         Step("verify", "check the app through the edge", verify, always=True),
+        Step("notice-off", "end the updating page", notice_off, always=True),
         Step("settle", "record the outcome", settle, always=True),
     ]
 
