@@ -192,9 +192,9 @@ def test_outsider_gets_404_for_everything_of_the_instance(world):
 
 
 @pytest.mark.parametrize(("role", "buttons", "absent"), [
-    ("operator", {"start", "stop", "restart", "scale", "passwd", "delete", "erase", "reveal", "lock"}, set()),
-    ("admin", {"start", "stop", "restart", "scale", "passwd", "delete", "erase", "reveal", "lock"}, set()),
-    ("member", {"start", "stop"}, {"restart", "scale", "passwd", "delete", "erase", "reveal", "lock"}),
+    ("operator", {"start", "stop", "restart", "scale", "update", "passwd", "delete", "erase", "reveal", "lock"}, set()),
+    ("admin", {"start", "stop", "restart", "scale", "update", "passwd", "delete", "erase", "reveal", "lock"}, set()),
+    ("member", {"start", "stop"}, {"restart", "scale", "update", "passwd", "delete", "erase", "reveal", "lock"}),
     ("reader", {"start", "stop", "reveal"}, {"restart", "scale", "erase", "lock"}),
 ])
 def test_instance_page_shows_the_buttons_the_role_allows(world, role, buttons, absent):
@@ -230,6 +230,21 @@ def test_admin_actions_lead_to_the_operation_page(world, controller, converge):
     assert Instance.objects.get(name="kestrel").replicas == 2
     bad = client.post("/instances/kestrel/scale", {"replicas": "99"}, follow=True)
     assert "replicas must be between 0 and 32" in " ".join(messages_of(bad))
+
+
+def test_the_dashboard_says_an_update_is_there_and_the_instance_page_queues_it(world, controller, converge, engine):
+    from tests.unit.test_updates import SmokeRestic
+
+    engine.job_output = SmokeRestic()  # the backup and smoke jobs' results
+    client = client_for(world, "admin")
+    assert "2.0 available" in page(client.get("/"))
+    response = client.post("/instances/kestrel/update", {"version": "2.0"})
+    operation = Operation.objects.get(kind="update")
+    assert response["Location"] == f"/operations/{operation.id}" and operation.params["to_version"] == "2.0"
+    converge(controller, max_passes=80)
+    assert Instance.objects.get(name="kestrel").version == "2.0"
+    refused = client.post("/instances/kestrel/update", {"version": "2.0"}, follow=True)
+    assert "newest build of Demo 2.0 already" in " ".join(messages_of(refused))
 
 
 def test_erase_needs_the_typed_name(world, controller, converge):

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from hafen.access.policy import Actor
 from hafen.errors import HafenError, InvalidInput, NotFound
-from hafen.instances import services
+from hafen.instances import services, updates
 from hafen.instances.models import Operation
 from hafen.web.forms import ScaleForm
 from hafen.web.views.common import actor, is_htmx, refused, shown_once, ui_view
@@ -54,6 +54,13 @@ def scale(request: HttpRequest, name: str) -> HttpResponse:
         return refused(request, InvalidInput("replicas: give a whole number of 0 or more"), "instance", name)
     replicas: int = form.cleaned_data["replicas"]
     return _run(request, name, lambda who, n: services.scale(who, n, replicas))
+
+
+@require_POST
+@ui_view
+def update(request: HttpRequest, name: str) -> HttpResponse:
+    version = request.POST.get("version", "").strip()[:32] or None
+    return _run(request, name, lambda who, n: updates.update(who, n, version))
 
 
 @require_POST
