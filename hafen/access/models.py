@@ -16,6 +16,10 @@ class Organisation(models.Model):
     name = models.CharField(max_length=100)
     # labels a swarm node must carry to take this organisation's new instances ({} = any node)
     node_labels = models.JSONField(default=dict, blank=True)
+    # When a fleet rollout may update this organisation's instances: a window opens at each fire of the
+    # cron expression (UTC) and stays open this many minutes; "" = at any time.
+    update_window = models.CharField(max_length=64, blank=True, default="")
+    update_window_minutes = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

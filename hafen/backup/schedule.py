@@ -131,3 +131,16 @@ def next_run(expr: str, name: str, now: datetime) -> datetime:
     shift = offset(expr, name)
     fire: datetime = croniter(_validated(expr), _whole_second(as_utc(now) - shift)).get_next(datetime)
     return fire + shift
+
+
+def window_open(expr: str, minutes: int, now: datetime) -> bool:
+    """Whether a window that opens at each fire of `expr` and lasts `minutes` is open at `now`."""
+    moment = _whole_second(as_utc(now))
+    start: datetime = croniter(_validated(expr), moment + timedelta(seconds=1)).get_prev(datetime)
+    return moment < start + timedelta(minutes=minutes)
+
+
+def next_window(expr: str, now: datetime) -> datetime:
+    """When such a window opens next after `now`."""
+    opens: datetime = croniter(_validated(expr), _whole_second(as_utc(now))).get_next(datetime)
+    return opens

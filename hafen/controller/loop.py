@@ -23,6 +23,7 @@ from hafen.controller import operations as ops
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.controller.registry import RegistryReconciler
+from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
 from hafen.errors import EngineError, EngineUnavailable, HafenError
@@ -78,6 +79,7 @@ class Controller:
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
         self.backups = BackupScheduler(engine, settings)
+        self.rollouts = RolloutRunner()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -104,13 +106,14 @@ class Controller:
             self._roll_outdated(obs, instances, busy)
             self.specs_checked = True
         self.backups.tick(obs, active)
+        started = self.rollouts.pass_once()
         moves.finish_drains(self.engine, obs)
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
         pushed = self.registry_state.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them
         self.heartbeat()
-        return bool(active) or bool(self.edge_state.problem) or pushed
+        return bool(active) or bool(self.edge_state.problem) or pushed or started
 
     def _record_observation(self, obs: Observation, instances: dict[str, Instance]) -> None:
         changed = []

@@ -71,7 +71,7 @@ def database_lock(settings: Settings) -> Any:
 
 def _serve_web(settings: Settings) -> None:
     from django.core.wsgi import get_wsgi_application
-    from waitress import serve  # type: ignore[import-untyped]
+    from waitress import serve
 
     serve(get_wsgi_application(), host=settings.web_host, port=settings.web_port, threads=4, _quiet=True)
 

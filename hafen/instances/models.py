@@ -300,3 +300,65 @@ class Repository(models.Model):
 
     def __str__(self) -> str:
         return "backup repository"
+
+
+class RolloutState(models.TextChoices):
+    SCHEDULED = "scheduled"  # waits for its start time
+    RUNNING = "running"
+    PAUSED = "paused"  # no new instance is started; those under way finish
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an instance's update failed: no further instance was touched
+    CANCELLED = "cancelled"
+
+
+class Rollout(models.Model):
+    """An update of many instances of one app to one version: canaries first, then batches."""
+
+    app = models.CharField(max_length=32)
+    version = models.CharField(max_length=32)
+    # None: the instances of every organisation (and the operators' own) the creator may update
+    organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.SET_NULL)
+    canary = models.PositiveIntegerField(default=1)
+    batch = models.PositiveIntegerField(default=1)
+    start_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=16, choices=RolloutState.choices, default=RolloutState.SCHEDULED)
+    error = models.TextField(blank=True, default="")
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"rollout {self.pk} of {self.app} {self.version} ({self.state})"
+
+
+class ItemState(models.TextChoices):
+    PENDING = "pending"
+    UPDATING = "updating"
+    UPDATED = "updated"
+    ROLLED_BACK = "rolled back"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not updated, and why (`message`): on the version already, locked, stopped, gone
+    NOT_TOUCHED = "not touched"  # the rollout ended (failed, cancelled) before its turn
+
+
+class RolloutItem(models.Model):
+    """One instance of a rollout, in its turn: `wave` 0 holds the canaries, then the batches."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="items")
+    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.SET_NULL)
+    instance_name = models.CharField(max_length=32)
+    organisation = models.ForeignKey("access.Organisation", null=True, blank=True, on_delete=models.SET_NULL)
+    wave = models.PositiveIntegerField()
+    canary = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=ItemState.choices, default=ItemState.PENDING)
+    from_version = models.CharField(max_length=32, blank=True, default="")
+    version = models.CharField(max_length=32, blank=True, default="")  # what it runs now, as last seen
+    operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL)
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["wave", "id"]

@@ -56,6 +56,7 @@ from hafen.instances.models import (  # noqa: E402
     Operation,
     OpState,
     Repository,
+    Rollout,
     Snapshot,
 )
 
@@ -95,6 +96,7 @@ def converge(controller, max_passes=50, until=None):
 @pytest.fixture(autouse=True)
 def _clean_database():
     yield
+    Rollout.objects.all().delete()
     Snapshot.objects.all().delete()
     BackupPolicy.objects.all().delete()
     Repository.objects.all().delete()
