@@ -175,6 +175,11 @@ def prepare(ctx: Context) -> bool:
         place(ctx)
     except placement.NoNode as exc:
         raise Fail(str(exc)) from exc
+    instance = ctx.instance
+    if ctx.op.kind in BRING_UP and (instance.maintenance or instance.notice):
+        # a restore or update that failed half-way left its page up: bringing the instance up ends it
+        instance.maintenance, instance.notice = False, ""
+        Instance.objects.filter(pk=instance.pk).update(maintenance=False, notice="")
     prefix, name = ctx.settings.prefix, ctx.instance.name
     networks = [naming.internal_network(prefix, name)]
     if not ctx.instance.sandbox:

@@ -269,3 +269,20 @@ def test_admins_update_their_instances_and_members_cannot(people, controller, en
     assert finished(op).state == OpState.SUCCEEDED, op.error
 
 
+
+
+def test_a_rollback_that_fails_leaves_an_error_that_a_start_clears(controller, engine, eve, restic):
+    engine.broken_images[engine.image_id(V2)] = "job"
+    restic.fail["restore"] = "the repository is unreachable: connection refused"
+    engine.fail_jobs.add("unit-eve_restore")
+    op = updates.update(LOCAL, "eve", "2.0")
+    converge(controller)
+    assert finished(op).state == OpState.FAILED and "restore failed" in op.error
+    instance = Instance.objects.get(name="eve")
+    assert instance.state == State.ERROR and instance.maintenance and instance.version == "1.0"
+    engine.fail_jobs.clear()
+    start = services.start(LOCAL, "eve")
+    converge(controller)
+    assert finished(start).state == OpState.SUCCEEDED, start.error
+    instance = Instance.objects.get(name="eve")
+    assert instance.state == State.RUNNING and not instance.maintenance and instance.notice == ""
