@@ -21,7 +21,7 @@ from hafen.engine.base import Engine
 from hafen.errors import Conflict, EngineError, InvalidInput
 from hafen.instances import services
 from hafen.instances.backups import enqueue, new_snapshot, require_running, resolve
-from hafen.instances.models import Instance, Operation
+from hafen.instances.models import ACTIVE_STATES, Instance, Operation
 from hafen.instances.stack import image_tags_of
 
 ROLLING, MIGRATING = "rolling", "migrating"
@@ -102,6 +102,9 @@ def update(actor: Actor, name: str, version: str | None = None, restore: str | N
         target = (version or app.newest_version).strip()
         if target not in app.versions:
             raise InvalidInput(f"{app.name} has no version {target!r}; versions: {', '.join(app.versions)}")
+        under_way = instance.operations.filter(kind="update", state__in=ACTIVE_STATES).first()
+        if under_way is not None:
+            raise Conflict(f"an update of {name} is under way (operation {under_way.pk}); wait for it to end")
         require_running(instance, "an update")
         older = None
         if app.is_downgrade(instance.version, target):

@@ -286,3 +286,27 @@ def test_a_rollback_that_fails_leaves_an_error_that_a_start_clears(controller, e
     assert finished(start).state == OpState.SUCCEEDED, start.error
     instance = Instance.objects.get(name="eve")
     assert instance.state == State.RUNNING and not instance.maintenance and instance.notice == ""
+
+
+def test_a_second_update_is_refused_and_a_stop_waits_for_the_update(controller, engine, eve, restic):
+    first = updates.update(LOCAL, "eve", "2.0")
+    controller.pass_once()
+    with pytest.raises(Conflict, match="is under way"):
+        updates.update(LOCAL, "eve", "2.0")
+    stop = services.stop(LOCAL, "eve")  # an operator's stop while the update runs: it waits its turn
+    converge(controller)
+    assert finished(first).state == OpState.SUCCEEDED and finished(stop).state == OpState.SUCCEEDED
+    instance = Instance.objects.get(name="eve")
+    assert instance.state == State.STOPPED and instance.version == "2.0"
+    assert engine.services["unit-eve_web"].replicas == 0
+
+
+def test_updates_of_several_instances_run_at_once(controller, engine, running_instance, restic):
+    for name in ("ada", "bob", "cyd"):
+        running_instance(name)
+    ops = [updates.update(LOCAL, name, "2.0") for name in ("ada", "bob", "cyd")]
+    controller.pass_once()
+    assert all(finished(op).state == OpState.RUNNING for op in ops)  # not one after the other
+    converge(controller)
+    assert [finished(op).state for op in ops] == [OpState.SUCCEEDED] * 3
+    assert {i.version for i in Instance.objects.all()} == {"2.0"}
