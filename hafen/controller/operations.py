@@ -103,7 +103,9 @@ class Context:
 
     def __post_init__(self) -> None:
         self.app = get_app(self.instance.app)
-        self.running = self.instance.desired_state == Desired.RUNNING \
+        # An update runs to its end as it began, even when a stop or delete was queued meanwhile (that one
+        # follows it); every other operation brings the instance to its desired state.
+        self.running = (self.instance.desired_state == Desired.RUNNING or self.op.kind == "update") \
             and self.op.kind not in ("stop", "delete", "erase")
         self.versions = self.instance.secret_versions(self.op)
         if self.op.kind not in ("delete", "erase", "stop"):
@@ -258,7 +260,10 @@ def route(ctx: Context) -> bool:
 
 
 def verify(ctx: Context) -> bool:
-    """The app's health path answers through the edge."""
+    """The app's health path answers through the edge (unless a stop or delete queued meanwhile took the
+    domain off the web service: the edge shows its page then, and the operation that follows stops it)."""
+    if ctx.instance.desired_state != Desired.RUNNING:
+        return True
     status = ctx.edge.probe(ctx.instance.domain, ctx.app.health_path)
     if status == 200:
         return True
