@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -378,21 +379,57 @@ def scale(name: str, replicas: int, timeout: float) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--app", default=None, metavar="APP",
+              help="Instead of NAME: a rollout over every instance of APP you may update (with --version).")
 @click.option("--version", "version", default=None, metavar="V",
               help="The app version to go to (default: the newest; the same version: its newest build).")
 @click.option("--restore", default=None, metavar="SNAPSHOT",
               help="Going back to an older version: a backup taken on it, whose data replaces the current data.")
-@click.option("--detach", is_flag=True, help="Queue the update and return at once.")
+@click.option("--org", "organisation", default=None, metavar="ORG", help="With --app: only ORG's instances.")
+@click.option("--canary", type=int, default=None, metavar="N",
+              help="With --app: update N instances first, alone; the rest wait for them (default 1).")
+@click.option("--canary-instance", "canaries", multiple=True, metavar="NAME",
+              help="With --app: take NAME as a canary (repeat for more).")
+@click.option("--batch", type=int, default=None, metavar="N",
+              help="With --app: after the canaries, update N instances at once (default 1).")
+@click.option("--at", default=None, metavar="TIME",
+              help="With --app: start at TIME, e.g. 2026-12-01T02:00 (UTC) or 2026-12-01T02:00+01:00 (default: now).")
+@click.option("--detach", is_flag=True, help="Queue the update (or the rollout) and return at once.")
 @click.option("--json", "as_json", is_flag=True)
 @_timeout
-def update(name: str, version: str | None, restore: str | None, detach: bool, as_json: bool, timeout: float) -> None:
-    """Update NAME to another version of its app, or to a newer build of the version it runs.
+def update(name: str | None, app: str | None, version: str | None, restore: str | None, organisation: str | None,
+           canary: int | None, canaries: tuple[str, ...], batch: int | None, at: str | None, detach: bool,
+           as_json: bool, timeout: float) -> None:
+    """Update NAME to another version of its app, or to a newer build of the version it runs; or, with --app
+    instead of NAME, every instance of the app (a rollout).
 
     A new version: a backup, the "updating" page, the migration once, the new version checked, then traffic;
     if any of it fails, the backup is restored and the old version runs again (the update ends "rolled
     back"). A newer build of the same version rolls over without downtime.
+
+    A rollout updates its canaries first, then batches, each instance inside its organisation's update
+    window (`hafen org window`); the first update that fails ends it, and no further instance is touched.
+    It is followed until it ends (--timeout only when given); `hafen rollout` pauses, resumes or cancels it.
     """
+    if (name is None) == (app is None):
+        raise InvalidInput("give NAME (one instance) or --app APP (a rollout over its instances), not both" if name
+                           else "give NAME (one instance) or --app APP (a rollout over its instances)")
+    if app is not None:
+        if restore:
+            raise InvalidInput("--restore goes with NAME (one instance), not with --app")
+        from hafen.cli_rollouts import start
+
+        explicit = click.get_current_context().get_parameter_source("timeout") != ParameterSource.DEFAULT
+        start(app, version, organisation, canary, canaries, batch, at, detach, as_json, timeout if explicit else None)
+        return
+    given = [option for option, value in (("--org", organisation), ("--canary", canary),
+                                          ("--canary-instance", canaries), ("--batch", batch), ("--at", at))
+             if value is not None and value != ()]
+    if given:
+        raise InvalidInput(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --app (a rollout), "
+                           "not with NAME")
+    assert name is not None
     backend = _backend()
     op = backend.update(name, version, restore)
     if detach:
@@ -511,16 +548,49 @@ def org_list(as_json: bool) -> None:
     _django()
     from hafen.access import services as access
     from hafen.access.policy import Actor
+    from hafen.instances import organisations as described
 
     organisations = access.organisations_with_counts(Actor.local())
     if as_json:
-        _emit([access.describe_organisation(o) for o in organisations])
+        _emit([described.describe(o) for o in organisations])
         return
-    table = _table("SLUG", "NAME", "MEMBERS", "INSTANCES", "NODE LABELS")
+    table = _table("SLUG", "NAME", "MEMBERS", "INSTANCES", "NODE LABELS", "UPDATE WINDOW")
     for o in organisations:
         labels = ", ".join(f"{k}={v}" for k, v in sorted((o.node_labels or {}).items()))
-        table.add_row(o.slug, o.name, str(o.member_count), str(o.instance_count), labels or "any node")
+        table.add_row(o.slug, o.name, str(o.member_count), str(o.instance_count), labels or "any node",
+                      _window_text(o.update_window, o.update_window_minutes))
     out.print(table if organisations else "no organisations")
+
+
+def _window_text(cron: str, minutes: int) -> str:
+    return f"{cron} (UTC), {minutes} min" if cron else "any time"
+
+
+@org.command(name="window")
+@click.argument("slug")
+@click.option("--cron", default=None, metavar="CRON",
+              help='When the window opens, a cron expression in UTC, e.g. "0 2 * * 6" (Saturdays at 02:00).')
+@click.option("--minutes", type=int, default=0, metavar="N", help="How long it stays open (1 minute to 7 days).")
+@click.option("--none", "clear", is_flag=True, help="No window: rollouts update the instances at any time.")
+@click.option("--json", "as_json", is_flag=True)
+def org_window(slug: str, cron: str | None, minutes: int, clear: bool, as_json: bool) -> None:
+    """Set when rollouts may update the organisation's instances (operators and its admins)."""
+    if clear == (cron is not None):
+        raise InvalidInput("give --cron CRON --minutes N, or --none, not both" if clear
+                           else "give --cron CRON --minutes N (a window), or --none (at any time)")
+    if clear and minutes:
+        raise InvalidInput("--minutes goes with --cron, not with --none")
+    data = _backend().org_window(slug, "" if clear else cron or "", minutes)
+    if as_json:
+        _emit(data)
+        return
+    window = data.get("update_window")
+    if not window:
+        out.print(f"{data['slug']}: rollouts update its instances at any time")
+        return
+    out.print(f"{data['slug']}: update window {_window_text(window['cron'], window['minutes'])}; "
+              f"{'open now' if window['open'] else 'opens next ' + window['next'][:16].replace('T', ' ') + ' UTC'}",
+              soft_wrap=True)
 
 
 @org.command(name="label")
@@ -656,7 +726,8 @@ def push() -> None:
 
 
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
-import hafen.cli_nodes  # noqa: E402,F401  (registers `hafen node` on `cli`)
+import hafen.cli_nodes  # noqa: E402  (registers `hafen node` on `cli`)
+import hafen.cli_rollouts  # noqa: E402,F401  (registers `hafen rollout` on `cli`)
 
 
 def main() -> None:

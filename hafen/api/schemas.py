@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from ninja import Field, Schema
 
@@ -262,12 +262,28 @@ class OrganisationIn(Schema):
     name: str = Field(default="", max_length=100)
 
 
+class UpdateWindowOut(Schema):
+    cron: str = Field(description="The window opens at each fire of this cron expression (UTC)")
+    minutes: int = Field(description="How long it stays open")
+    open: bool = Field(description="Whether it is open now")
+    next: str = Field(description="When it opens next")
+
+
 class OrganisationOut(Schema):
     slug: str
     name: str
     node_labels: dict[str, str] = Field(description="The labels a node must carry to take the organisation's new "
                                                     "instances ({}: any node)")
     created_at: datetime
+    update_window: UpdateWindowOut | None = Field(default=None, description="When a rollout may update the "
+                                                  "organisation's instances (null: at any time)")
+
+
+class UpdateWindowIn(Schema):
+    cron: str = Field(max_length=64, description='A cron expression (UTC): the window opens at each fire; "": '
+                                                 "rollouts update the organisation's instances at any time")
+    minutes: int = Field(default=0, ge=0, le=7 * 24 * 60, description="How long the window stays open (1 minute "
+                                                                       "to 7 days)")
 
 
 class MemberIn(Schema):
@@ -375,3 +391,55 @@ class JoinOut(Schema):
     join: str = Field(description="Run on the new machine to join the swarm as a worker")
     images: list[str]
     load: str = Field(description="How to copy the images there when no registry serves them")
+
+
+class RolloutIn(Schema):
+    app: str = Field(max_length=32, description="The app whose instances to update")
+    version: str = Field(max_length=32, description="The version to update them to")
+    organisation: str | None = Field(default=None, max_length=32, description="Only this organisation's instances "
+                                     "(operators may leave it out: every instance they may update)")
+    canary: int = Field(default=1, ge=0, le=10000, description="How many instances to update first, alone; the "
+                        "rest wait until they have succeeded")
+    canaries: list[Annotated[str, Field(max_length=64)]] = Field(
+        default=[], max_length=100, description="Instances to take as canaries (more are chosen by name up to "
+                                                "`canary`)")
+    batch: int = Field(default=1, ge=1, le=10000, description="How many instances to update at once after the "
+                       "canaries")
+    start_at: datetime | None = Field(default=None, description="When to start, with its time zone (default: now)")
+
+
+class RolloutItemOut(Schema):
+    instance: str
+    wave: int = Field(description="Its turn: 0 holds the canaries (if any), then the batches in order")
+    canary: bool
+    state: str = Field(description="pending, updating, updated, rolled back (its update failed and put it back), "
+                                   "failed, skipped (not updated; `message` says why) or not touched (the rollout "
+                                   "ended before its turn)")
+    from_version: str = Field(description="The version it ran when the rollout was planned")
+    version: str = Field(description="The version it runs, as last seen")
+    message: str = Field(description="Why it was skipped or failed, or what it waits for (an update window)")
+    operation: int | None = Field(description="Its update operation, once started")
+
+
+class RolloutSummaryOut(Schema):
+    id: int
+    app: str
+    version: str
+    organisation: str | None = Field(description="null: the instances of every organisation the creator may "
+                                                 "update")
+    canary: int
+    batch: int
+    state: str = Field(description="scheduled (waits for `start_at`), running, paused (starts no new update; "
+                                   "those under way finish), succeeded, failed (an update failed: nothing after "
+                                   "it was touched) or cancelled")
+    error: str = Field(description="What ended it: the first failed update, or who cancelled it")
+    start_at: str
+    created_by: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    counts: dict[str, int] = Field(description="How many of its instances are in each state")
+
+
+class RolloutOut(RolloutSummaryOut):
+    items: list[RolloutItemOut] = Field(description="Its instances, in their turn")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.paginator import Paginator
@@ -12,13 +13,13 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from hafen.access import audit
 from hafen.access import services as access
-from hafen.access.models import Membership
+from hafen.access.models import Membership, Organisation
 from hafen.access.policy import Actor
 from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, nodes, services, updates
+from hafen.instances import backups, nodes, organisations, rollouts, services, updates
 
 api = NinjaAPI(
     title="hafen",
@@ -341,6 +342,61 @@ def remove_node(request: HttpRequest, node: str, force: bool = False) -> Status[
     return Status(204, None)
 
 
+# -- rollouts -------------------------------------------------------------------------------------------
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    """A start time with its zone, in UTC (the service refuses one without a zone); one the database cannot
+    hold is bad input."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput("start_at is out of range") from None
+
+
+@api.post("/rollouts", response={202: s.RolloutOut, **ACTING}, tags=["rollouts"])
+def create_rollout(request: HttpRequest, body: s.RolloutIn) -> Status[dict[str, Any]]:
+    """Update every instance of `app` the caller may update (of `organisation`) to `version`: the canaries first,
+    then batches of `batch`, each inside its organisation's update window; the first update that fails (and
+    rolls back) ends the rollout. Follow it at `/rollouts/{id}`."""
+    rollout = rollouts.create(_actor(request), body.app, body.version, organisation=body.organisation,
+                              canary=body.canary, canaries=body.canaries, batch=body.batch,
+                              start_at=_in_utc(body.start_at))
+    return Status(202, rollouts.describe(rollout))
+
+
+@api.get("/rollouts", response={200: list[s.RolloutSummaryOut], **ERRORS}, tags=["rollouts"])
+def list_rollouts(request: HttpRequest, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rollouts the caller may see, newest first."""
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit is between 1 and 200")
+    return [rollouts.describe(r) for r in rollouts.listing(_actor(request), limit)]
+
+
+@api.get("/rollouts/{rollout_id}", response={200: s.RolloutOut, **ERRORS}, tags=["rollouts"])
+def get_rollout(request: HttpRequest, rollout_id: int) -> dict[str, Any]:
+    """A rollout with each of its instances: its turn, state, version before and now, and why."""
+    return rollouts.describe(rollouts.get(_actor(request), rollout_id))
+
+
+def _rollout_control(action: str, summary: str) -> None:
+    control = getattr(rollouts, action)
+
+    def view(request: HttpRequest, rollout_id: int) -> dict[str, Any]:
+        return rollouts.describe(control(_actor(request), rollout_id))
+
+    view.__name__ = f"{action}_rollout"
+    api.post(f"/rollouts/{{rollout_id}}/{action}", response={200: s.RolloutOut, **ERRORS}, tags=["rollouts"],
+             summary=summary, operation_id=f"{action}_rollout")(view)
+
+
+_rollout_control("pause", "Pause a rollout: no further update starts; those under way finish")
+_rollout_control("resume", "Resume a paused rollout")
+_rollout_control("cancel", "Cancel a rollout: no further update starts; those under way finish or roll back")
+
+
 # -- audit log -------------------------------------------------------------------------------------------
 
 
@@ -370,6 +426,10 @@ def audit_log(request: HttpRequest, filters: Query[AuditFilter]) -> dict[str, An
 # -- organisations and members ---------------------------------------------------------------------------
 
 
+def _organisation_out(organisation: Organisation) -> dict[str, Any]:
+    return organisations.describe(organisation)
+
+
 def _member_out(membership: Membership) -> dict[str, Any]:
     return {"username": membership.user.get_username(), "role": membership.role,
             "can_read_credentials": membership.can_read_credentials}
@@ -377,25 +437,33 @@ def _member_out(membership: Membership) -> dict[str, Any]:
 
 @api.get("/organisations", response={200: list[s.OrganisationOut], **ERRORS}, tags=["organisations"])
 def list_organisations(request: HttpRequest) -> list[dict[str, Any]]:
-    return [access.describe_organisation(o) for o in access.list_organisations(_actor(request))]
+    return [_organisation_out(o) for o in access.list_organisations(_actor(request))]
 
 
 @api.post("/organisations", response={201: s.OrganisationOut, **ERRORS}, tags=["organisations"])
 def create_organisation(request: HttpRequest, body: s.OrganisationIn) -> Status[dict[str, Any]]:
     """Operators only."""
-    return Status(201, access.describe_organisation(access.create_organisation(_actor(request), body.slug, body.name)))
+    return Status(201, _organisation_out(access.create_organisation(_actor(request), body.slug, body.name)))
 
 
 @api.get("/organisations/{slug}", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
 def get_organisation(request: HttpRequest, slug: str) -> dict[str, Any]:
-    return access.describe_organisation(access.get_organisation(_actor(request), slug))
+    return _organisation_out(access.get_organisation(_actor(request), slug))
 
 
 @api.post("/organisations/{slug}/labels", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
 def label_organisation(request: HttpRequest, slug: str, body: s.NodeLabelsIn) -> dict[str, Any]:
     """Operators only: set (KEY=VALUE) or remove (KEY-) the labels a node must carry to take the
     organisation's new instances."""
-    return access.describe_organisation(access.set_node_labels(_actor(request), slug, body.changes))
+    return _organisation_out(access.set_node_labels(_actor(request), slug, body.changes))
+
+
+@api.post("/organisations/{slug}/update-window", response={200: s.OrganisationOut, **ERRORS},
+          tags=["organisations"])
+def set_update_window(request: HttpRequest, slug: str, body: s.UpdateWindowIn) -> dict[str, Any]:
+    """When rollouts may update the organisation's instances: a window that opens at each fire of `cron` (UTC)
+    and stays open `minutes`; `cron` "" lets them update at any time. Operators and the organisation's admins."""
+    return _organisation_out(rollouts.set_window(_actor(request), slug, body.cron, body.minutes))
 
 
 @api.get("/organisations/{slug}/members", response={200: list[s.MemberOut], **ERRORS}, tags=["organisations"])

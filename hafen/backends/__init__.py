@@ -6,6 +6,7 @@ Both speak in the API's JSON shapes (plain dicts), so each command is written on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any, Protocol
 
 OnUpdate = Callable[[dict[str, Any]], None]
@@ -82,3 +83,24 @@ class Backend(Protocol):
     def node_evacuate(self, node: str, confirm: str) -> dict[str, Any]: ...
 
     def node_remove(self, node: str, force: bool) -> None: ...
+
+    def rollout_create(self, app: str, version: str, organisation: str | None, canary: int, canaries: list[str],
+                       batch: int, start_at: datetime | None) -> dict[str, Any]:
+        """Plan a rollout of `app` to `version` (canaries first, then batches) from `start_at` (default: now)."""
+        ...
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        """The latest rollouts the caller may see, newest first (without their instances)."""
+        ...
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        """A rollout with each of its instances."""
+        ...
+
+    def rollout_control(self, rollout_id: int, action: str) -> dict[str, Any]:
+        """Pause, resume or cancel a rollout; returns it."""
+        ...
+
+    def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
+        """Set the organisation's update window (cron "" : at any time); returns the organisation."""
+        ...

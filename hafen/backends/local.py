@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
-from hafen.instances import backups, nodes, services, updates
+from hafen.errors import InvalidInput
+from hafen.instances import backups, nodes, organisations, rollouts, services, updates
+
+ROLLOUT_CONTROLS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
+
+
+def summary(rollout: dict[str, Any]) -> dict[str, Any]:
+    """A rollout as lists show it: without its instances."""
+    return {key: value for key, value in rollout.items() if key != "items"}
 
 
 class LocalBackend:
@@ -119,3 +128,24 @@ class LocalBackend:
 
     def node_remove(self, node: str, force: bool) -> None:
         nodes.remove(self.actor, node, force=force)
+
+    def rollout_create(self, app: str, version: str, organisation: str | None, canary: int, canaries: list[str],
+                       batch: int, start_at: datetime | None) -> dict[str, Any]:
+        rollout = rollouts.create(self.actor, app, version, organisation=organisation, canary=canary,
+                                  canaries=canaries, batch=batch, start_at=start_at)
+        return rollouts.describe(rollout)
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        return [summary(rollouts.describe(r)) for r in rollouts.listing(self.actor)]
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        return rollouts.describe(rollouts.get(self.actor, rollout_id))
+
+    def rollout_control(self, rollout_id: int, action: str) -> dict[str, Any]:
+        control = ROLLOUT_CONTROLS.get(action)
+        if control is None:
+            raise InvalidInput(f"a rollout is paused, resumed or cancelled, not {action!r}")
+        return rollouts.describe(control(self.actor, rollout_id))
+
+    def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
+        return organisations.describe(rollouts.set_window(self.actor, slug, cron, minutes))

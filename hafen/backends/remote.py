@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -205,3 +206,29 @@ class RemoteBackend:
 
     def node_remove(self, node: str, force: bool) -> None:
         self._call("DELETE", f"/nodes/{node}", params={"force": "true" if force else "false"})
+
+    def rollout_create(self, app: str, version: str, organisation: str | None, canary: int, canaries: list[str],
+                       batch: int, start_at: datetime | None) -> dict[str, Any]:
+        body = {"app": app, "version": version, "organisation": organisation, "canary": canary,
+                "canaries": canaries, "batch": batch, "start_at": start_at.isoformat() if start_at else None}
+        result: dict[str, Any] = self._call("POST", "/rollouts", json=body)
+        return result
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/rollouts")
+        return result
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/rollouts/{rollout_id}")
+        return result
+
+    def rollout_control(self, rollout_id: int, action: str) -> dict[str, Any]:
+        if action not in ("pause", "resume", "cancel"):
+            raise InvalidInput(f"a rollout is paused, resumed or cancelled, not {action!r}")
+        result: dict[str, Any] = self._call("POST", f"/rollouts/{rollout_id}/{action}")
+        return result
+
+    def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/organisations/{slug}/update-window",
+                                            json={"cron": cron, "minutes": minutes})
+        return result

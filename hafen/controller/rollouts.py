@@ -34,6 +34,10 @@ class RolloutRunner:
         """Advance every rollout that is not finished; return whether an update was started."""
         now = timezone.now()
         started = False
+        # updates still under way when their rollout ended (cancelled, or failed beside them in a wave)
+        for ended in Rollout.objects.exclude(state__in=rollouts.ACTIVE).filter(items__state=ItemState.UPDATING) \
+                .distinct():
+            self._follow(ended)
         for rollout in Rollout.objects.filter(state__in=rollouts.ACTIVE).order_by("created_at", "id"):
             if rollout.state == RolloutState.SCHEDULED and rollout.start_at <= now:
                 Rollout.objects.filter(pk=rollout.pk, state=RolloutState.SCHEDULED).update(

@@ -50,6 +50,8 @@ def _organisation(actor: Actor, slug: str | None) -> Organisation | None:
     if not slug:
         if not actor.is_operator:
             raise InvalidInput("name the organisation whose instances to update (--org)")
+        if Action.UPDATE not in policy.actions(actor, None):
+            raise Forbidden(f"this token has read scope; {Action.UPDATE} needs a token of write scope")
         return None
     organisation = Organisation.objects.filter(policy.organisation_filter(actor), slug=slug).first()
     if organisation is None:
@@ -135,13 +137,14 @@ def _control(actor: Actor, rollout_id: int, action: str, allowed: tuple[str, ...
     with audit.audited(actor, f"rollout-{action}", "", rollout=rollout_id) as note:
         rollout = get(actor, rollout_id)
         note.organisation_id = rollout.organisation_id
-        if not actor.is_operator and (rollout.organisation_id is None or Action.UPDATE not in policy.actions(
-                actor, rollout.organisation_id)):
+        if Action.UPDATE not in policy.actions(actor, rollout.organisation_id):  # read scope, members
             raise Forbidden(f"your role does not allow {action} on rollout {rollout_id}")
         with transaction.atomic():
             rollout = Rollout.objects.select_for_update().get(pk=rollout.pk)
             if rollout.state not in allowed:
                 raise Conflict(f"rollout {rollout_id} is {rollout.state}; it cannot be {action}d")
+            if state == RolloutState.RUNNING and rollout.start_at > timezone.now():
+                state = RolloutState.SCHEDULED  # resumed before its time: it waits for it again
             rollout.state = state
             if state == RolloutState.CANCELLED:
                 rollout.finished_at = timezone.now()

@@ -7,9 +7,10 @@ from typing import Any
 
 from django import forms
 
+from hafen.access import policy
 from hafen.access import services as access
 from hafen.access.models import Result, Role, Scope
-from hafen.access.policy import LOCKABLE, Actor
+from hafen.access.policy import LOCKABLE, Action, Actor
 from hafen.catalog import SIZES, apps
 from hafen.instances import services
 from hafen.instances.models import State
@@ -42,6 +43,14 @@ def creatable_organisations(actor: Actor) -> Choices:
     """Where the actor may create instances: for operators every organisation and none, for admins theirs."""
     choices = [(org.slug, org.name or org.slug) for org in services.creatable_organisations(actor)]
     return [NO_ORGANISATION, *choices] if actor.is_operator else choices
+
+
+def updatable_organisations(actor: Actor) -> Choices:
+    """Whose instances the actor may update in a rollout: for operators every organisation, or all at once."""
+    memberships = actor.memberships()
+    choices = [(org.slug, org.name or org.slug) for org in access.list_organisations(actor)
+               if actor.is_operator or Action.UPDATE in policy.actions(actor, org.id, memberships)]
+    return [("", "all (every organisation, and the operators' own)"), *choices] if actor.is_operator else choices
 
 
 PAGE_SIZES = (100, 50, 500)  # the first is the default
@@ -86,6 +95,31 @@ class NewInstanceForm(forms.Form):
     @staticmethod
     def versions() -> list[tuple[str, list[str], str]]:
         return [(name, app.versions, app.default_version) for name, app in apps().items()]
+
+
+class RolloutForm(forms.Form):
+    app = forms.ChoiceField()
+    version = forms.CharField(max_length=32, widget=forms.TextInput(attrs={"list": "versions"}),
+                              help_text="the version to update the instances to")
+    organisation = forms.ChoiceField(required=False)
+    canary = forms.IntegerField(min_value=0, initial=1, widget=forms.NumberInput(attrs={"class": "short"}),
+                                help_text="how many instances to update first, alone")
+    canaries = forms.CharField(required=False, max_length=500, label="Canary instances",
+                               help_text="names, separated by spaces; empty: the first by name")
+    batch = forms.IntegerField(min_value=1, initial=1, widget=forms.NumberInput(attrs={"class": "short"}),
+                               help_text="how many instances to update at once after the canaries")
+    start_at = forms.DateTimeField(required=False, label="Start (UTC)",
+                                   widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+                                   help_text="empty: now")
+
+    def __init__(self, organisations: Choices, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _choices(self, "app", [(name, app.title) for name, app in apps().items()])
+        _choices(self, "organisation", organisations)
+
+    @staticmethod
+    def versions() -> list[tuple[str, list[str], str]]:
+        return NewInstanceForm.versions()
 
 
 class ScaleForm(forms.Form):

@@ -11,6 +11,7 @@ from hafen.web.views import (
     nodes,
     operations,
     organisations,
+    rollouts,
     tokens,
 )
 
@@ -47,10 +48,18 @@ urlpatterns = [
     path("orgs", organisations.index, name="organisations"),
     path("orgs/<slug:slug>", organisations.detail, name="organisation"),
     path("orgs/<slug:slug>/labels", organisations.label, name="organisation-labels"),
+    path("orgs/<slug:slug>/window", organisations.window, name="organisation-window"),
     path("orgs/<slug:slug>/members", organisations.add_member, name="organisation-member-add"),
     path("orgs/<slug:slug>/members/<str:username>", organisations.change_member, name="organisation-member-change"),
     path("orgs/<slug:slug>/members/<str:username>/remove", organisations.remove_member,
          name="organisation-member-remove"),
+    path("rollouts", rollouts.index, name="rollouts"),
+    path("rollouts/<int:rollout_id>", rollouts.detail, name="rollout"),
+    path("rollouts/<int:rollout_id>/progress", rollouts.progress, name="rollout-progress"),
+    *(
+        path(f"rollouts/<int:rollout_id>/{action}", rollouts.control, {"action": action}, name=f"rollout-{action}")
+        for action in rollouts.CONTROLS
+    ),
     path("audit", audit.index, name="audit"),
     path("nodes", nodes.index, name="nodes"),
     path("nodes/rows", nodes.rows, name="node-rows"),

@@ -201,7 +201,8 @@ def test_org_label_sets_and_removes_labels_and_org_list_shows_them(capsys, monke
     code, out, err = hafen(capsys, monkeypatch, "org", "list")
     assert code == 0, err
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
-    assert rows == {"acme": ["Acme", "0", "1", "customer=acme"], "globex": ["Globex", "0", "0", "any", "node"]}
+    assert rows == {"acme": ["Acme", "0", "1", "customer=acme", "any", "time"],
+                    "globex": ["Globex", "0", "0", "any", "node", "any", "time"]}
     code, out, err = hafen(capsys, monkeypatch, "org", "list", "--json")
     assert code == 0, err
     listed = json.loads(out)

@@ -163,3 +163,32 @@ def test_an_organisations_admin_rolls_out_over_its_own_instances_only(controller
     assert Instance.objects.get(name="acme-1").version == "2.0" and Instance.objects.get(name="ant").version == "1.0"
     assert rollouts.listing(people.actor("admin")) == [Rollout.objects.get(pk=rollout.pk)]
     assert rollouts.listing(people.actor("outsider")) == []
+
+
+def test_a_read_scope_operator_can_neither_create_nor_steer_a_rollout(controller, fleet, people):
+    reader = Actor(user=people.users["operator"], via="api", scope="read")
+    with pytest.raises(Forbidden, match="read scope"):
+        rollouts.create(reader, "demo", "2.0")
+    rollout = rollouts.create(LOCAL, "demo", "2.0")
+    for control in (rollouts.pause, rollouts.cancel):
+        with pytest.raises(Forbidden):
+            control(reader, rollout.pk)
+    assert Rollout.objects.get(pk=rollout.pk).state == RolloutState.SCHEDULED
+
+
+def test_updates_under_way_when_the_rollout_ends_are_still_recorded(controller, fleet):
+    fleet.broken_images[fleet.image_id(V2)] = "job"
+    rollout = rollouts.create(LOCAL, "demo", "2.0", canary=0, batch=3)  # three updates at once, all fail
+    converge(controller)
+    rollout.refresh_from_db()
+    states = sorted(i["state"] for i in items(rollout).values())
+    assert rollout.state == RolloutState.FAILED
+    assert states == [ItemState.NOT_TOUCHED, ItemState.NOT_TOUCHED] + [ItemState.ROLLED_BACK] * 3
+
+
+def test_a_rollout_resumed_before_its_time_waits_for_it(controller, fleet):
+    rollout = rollouts.create(LOCAL, "demo", "2.0", start_at=timezone.now() + timedelta(hours=2))
+    rollouts.pause(LOCAL, rollout.pk)
+    assert rollouts.resume(LOCAL, rollout.pk).state == RolloutState.SCHEDULED
+    controller.pass_once()
+    assert not updated_order()

@@ -30,3 +30,9 @@ def size(value: int | None) -> str:
 def labels(value: dict[str, str] | None) -> list[str]:
     """Labels as KEY=VALUE, sorted (a template's `.items` would look up a label called "items" instead)."""
     return [f"{key}={text}" for key, text in sorted((value or {}).items())]
+
+
+@register.filter
+def counts(value: dict[str, int] | None) -> list[tuple[str, int]]:
+    """A rollout's instances per state, as (state, number), sorted by state."""
+    return sorted((value or {}).items())

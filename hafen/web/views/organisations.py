@@ -13,6 +13,7 @@ from hafen.access import services as access
 from hafen.access.models import Role
 from hafen.access.policy import Action
 from hafen.errors import HafenError, InvalidInput
+from hafen.instances import rollouts
 from hafen.web.forms import MemberForm, OrganisationForm
 from hafen.web.views.common import actor, refused, shown_once, ui_view
 
@@ -46,6 +47,8 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
         "form": MemberForm() if may_manage else None,
         "roles": Role.choices,
         "may_label": who.is_operator,
+        "window": rollouts.describe_window(organisation),
+        "may_window": Action.UPDATE in policy.actions(who, organisation.id),
     })
 
 
@@ -58,6 +61,33 @@ def label(request: HttpRequest, slug: str) -> HttpResponse:
     except HafenError as exc:
         return refused(request, exc, "organisation", slug)
     messages.success(request, f"Node labels of {slug} changed.")
+    return redirect("organisation", slug)
+
+
+@require_POST
+@ui_view
+def window(request: HttpRequest, slug: str) -> HttpResponse:
+    """Operators and the organisation's admins: when rollouts may update its instances ("none": at any time)."""
+    clear = "none" in request.POST
+    cron = "" if clear else request.POST.get("cron", "").strip()
+    try:
+        minutes = 0 if clear else int(request.POST.get("minutes", "") or 0)
+        if not clear and not cron:
+            raise InvalidInput('give the cron expression (UTC) at which the window opens, e.g. "0 2 * * 6"')
+    except ValueError:
+        access.get_organisation(actor(request), slug)
+        return refused(request, InvalidInput("minutes: give a whole number"), "organisation", slug)
+    except InvalidInput as exc:
+        access.get_organisation(actor(request), slug)
+        return refused(request, exc, "organisation", slug)
+    try:
+        organisation = rollouts.set_window(actor(request), slug, cron, minutes)
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    if organisation.update_window:
+        messages.success(request, f"Update window of {slug} set.")
+    else:
+        messages.success(request, f"{slug}: rollouts update its instances at any time.")
     return redirect("organisation", slug)
 
 
