@@ -54,6 +54,7 @@ class Images:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._ids: dict[str, str] = {}
+        self._tags: dict[tuple[str, str, str], set[str]] = {}  # rendering a stack is not free
 
     def id(self, tag: str) -> str:
         if tag not in self._ids:
@@ -62,7 +63,10 @@ class Images:
 
     def pins(self, app: App, version: str, size: str) -> dict[str, str]:
         """The image ids an instance of `version` would be pinned to now."""
-        return {tag: self.id(tag) for tag in sorted(image_tags_of(app, version, size))}
+        key = (app.name, version, size)
+        if key not in self._tags:
+            self._tags[key] = image_tags_of(app, version, size)
+        return {tag: self.id(tag) for tag in sorted(self._tags[key])}
 
 
 def offer(instance: Instance, images: Images) -> Offer:
