@@ -51,6 +51,17 @@ class Watcher(threading.Thread):
             self.seen.append((response.status_code, response.headers.get("retry-after", ""), response.text[:300]))
 
 
+def watched_update(plane: Plane, name: str, version: str) -> tuple[dict[str, Any], Watcher]:
+    """`hafen update NAME --version V --json` while a client asks the instance every 0.2 s."""
+    watcher = Watcher(plane, f"{name}.localhost")
+    watcher.start()
+    try:
+        return plane.json("update", name, "--version", version), watcher
+    finally:
+        watcher.stop.set()
+        watcher.join()
+
+
 def test_a_new_version_migrates_and_broken_ones_roll_back_with_the_data(plane: Plane, demo: tuple[str, Any]) -> None:
     name, client = demo
     assert plane.json("show", name)["update"]["versions"][0] == "2.0"
@@ -66,13 +77,7 @@ def test_a_new_version_migrates_and_broken_ones_roll_back_with_the_data(plane: P
     assert broken.returncode != 0 and "rolled back" in broken.stderr and "web" in broken.stderr, broken.stderr
     assert version(client) == "1.0" and notes(client) == ["before"]
 
-    watcher = Watcher(plane, f"{name}.localhost")
-    watcher.start()
-    try:
-        updated = plane.json("update", name, "--version", "2.0")
-    finally:
-        watcher.stop.set()
-        watcher.join()
+    updated, watcher = watched_update(plane, name, "2.0")
     assert updated["state"] == "succeeded" and updated["update"]["plan"] == "migrating"
     assert version(client) == "2.0" and notes(client) == ["before"]
     shown = plane.json("show", name)
@@ -101,13 +106,7 @@ def test_a_new_build_of_the_same_version_rolls_over_without_a_failed_request(
     try:
         assert rebuilt != old
         assert plane.json("show", name)["update"]["rebuilt"] is True
-        watcher = Watcher(plane, f"{name}.localhost")
-        watcher.start()
-        try:
-            updated = plane.json("update", name, "--version", "1.0")
-        finally:
-            watcher.stop.set()
-            watcher.join()
+        updated, watcher = watched_update(plane, name, "1.0")
         assert updated["state"] == "succeeded" and updated["update"]["plan"] == "rolling"
         web = plane.docker.api.inspect_service(f"{PREFIX}-{name}_web")["Spec"]["TaskTemplate"]["ContainerSpec"]
         assert web["Image"] == rebuilt

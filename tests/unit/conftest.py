@@ -213,3 +213,16 @@ class People:
 @pytest.fixture
 def people():
     return People()
+
+
+@pytest.fixture
+def acme_fleet(engine, people, running_instance, controller):
+    """Demo 1.0 instances ant and bee of acme and cat of globex, whose updates' jobs give results."""
+    from tests.unit.test_updates import SmokeRestic
+
+    engine.job_output = SmokeRestic()
+    running_instance("ant", organisation="acme")
+    running_instance("bee", organisation="acme")
+    running_instance("cat", organisation="globex")
+    controller.heartbeat()
+    return people

@@ -11,17 +11,11 @@ from django.test import Client
 
 from hafen.access.models import AuditEntry, Organisation
 from hafen.instances.models import Operation, Rollout, RolloutState
-from tests.unit.test_updates import SmokeRestic
 
 
 @pytest.fixture
-def world(engine, people, running_instance, controller):
-    engine.job_output = SmokeRestic()
-    running_instance("ant", organisation="acme")
-    running_instance("bee", organisation="acme")
-    running_instance("cat", organisation="globex")
-    controller.heartbeat()
-    return people
+def world(acme_fleet):
+    return acme_fleet
 
 
 def call(people, role, method, path, body=None):

@@ -15,19 +15,14 @@ from hafen.backends.remote import RemoteBackend
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.instances.models import Instance, Rollout, RolloutState
 from tests.unit.test_cli import controller_running, hafen
-from tests.unit.test_updates import SmokeRestic
 
 V2 = "hafen/demo:2.0"
 
 
 @pytest.fixture
-def fleet(engine, running_instance, people, monkeypatch):
+def fleet(acme_fleet, engine, monkeypatch):
     """Demo 1.0 instances: ant and bee of acme, cat of globex (the people of conftest)."""
-    engine.job_output = SmokeRestic()
     monkeypatch.setattr(cli_rollouts, "POLL", 0.05)
-    running_instance("ant", organisation="acme")
-    running_instance("bee", organisation="acme")
-    running_instance("cat", organisation="globex")
     return engine
 
 

@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from hafen.access.models import AuditEntry, Organisation
 from hafen.instances.models import Operation, Rollout, RolloutState
-from tests.unit.test_updates import SmokeRestic
 from tests.unit.test_web_backups import client_for, messages_of, page
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -20,13 +19,8 @@ FORM = {"app": "demo", "version": "2.0", "organisation": "acme", "canary": "1", 
 
 
 @pytest.fixture
-def world(engine, people, running_instance, controller):
-    engine.job_output = SmokeRestic()
-    running_instance("ant", organisation="acme")
-    running_instance("bee", organisation="acme")
-    running_instance("cat", organisation="globex")
-    controller.heartbeat()
-    return people
+def world(acme_fleet):
+    return acme_fleet
 
 
 def errors_of(response):
