@@ -27,6 +27,7 @@ from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Observation, ServiceState
 from hafen.errors import EngineError, EngineUnavailable, HafenError
+from hafen.instances import updates
 from hafen.instances.models import ACTIVE_STATES, ControlPlane, Desired, Instance, Operation, OpState, State
 from hafen.instances.stack import render
 
@@ -80,6 +81,8 @@ class Controller:
         self.specs_checked = False  # once per start: see _roll_outdated
         self.backups = BackupScheduler(engine, settings)
         self.rollouts = RolloutRunner()
+        self._catalogue_tags: list[str] | None = None
+        self._recorded_images: dict[str, str] | None = None
 
     def stop(self) -> None:
         self.stopping.set()
@@ -106,6 +109,7 @@ class Controller:
             self._roll_outdated(obs, instances, busy)
             self.specs_checked = True
         self.backups.tick(obs, active)
+        self.record_images()
         started = self.rollouts.pass_once()
         moves.finish_drains(self.engine, obs)
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
@@ -234,6 +238,16 @@ class Controller:
         ControlPlane.objects.update_or_create(
             pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": status}
         )
+
+    def record_images(self) -> None:
+        """The image id of every tag of the catalogue, for the pages that say an update is there (the engine
+        caches its answers for a few seconds, so this costs little per pass)."""
+        if self._catalogue_tags is None:
+            self._catalogue_tags = sorted(updates.catalogue_tags())
+        images = {tag: self.engine.image_id(tag) for tag in self._catalogue_tags}
+        if images != self._recorded_images:
+            ControlPlane.objects.update_or_create(pk=1, defaults={"images": images})
+            self._recorded_images = images
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -196,6 +196,9 @@ class ControlPlane(models.Model):
     started_at = models.DateTimeField(null=True)
     beat_at = models.DateTimeField(null=True)
     edge_config = models.CharField(max_length=64, blank=True, default="")
+    # The image id each tag of the catalogue names, as the controller last saw it: what an update would
+    # pin (pages and lists read it here, never from the engine, which may not answer).
+    images = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"controller pid {self.pid}"

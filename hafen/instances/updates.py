@@ -7,7 +7,7 @@ security fix): the tag names another image id than the instance runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,13 +15,12 @@ from django.db import transaction
 
 from hafen.access import audit
 from hafen.access.policy import Action, Actor
-from hafen.catalog import App, get_app
+from hafen.catalog import App, apps, get_app
 from hafen.engine import get_engine
-from hafen.engine.base import Engine
-from hafen.errors import Conflict, EngineError, InvalidInput
+from hafen.errors import Conflict, InvalidInput
 from hafen.instances import services
 from hafen.instances.backups import enqueue, new_snapshot, require_running, resolve
-from hafen.instances.models import ACTIVE_STATES, Instance, Operation
+from hafen.instances.models import ACTIVE_STATES, ControlPlane, Instance, Operation
 from hafen.instances.stack import image_tags_of
 
 ROLLING, MIGRATING = "rolling", "migrating"
@@ -49,16 +48,16 @@ class Offer:
 
 
 class Images:
-    """The current image id of each tag, asked of the engine once per tag (a list shows many instances)."""
+    """The current image id of each tag, looked up once per tag (a list shows many instances)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, lookup: Callable[[str], str]) -> None:
+        self.lookup = lookup
         self._ids: dict[str, str] = {}
         self._tags: dict[tuple[str, str, str], set[str]] = {}  # rendering a stack is not free
 
     def id(self, tag: str) -> str:
         if tag not in self._ids:
-            self._ids[tag] = self.engine.image_id(tag)
+            self._ids[tag] = self.lookup(tag)
         return self._ids[tag]
 
     def pins(self, app: App, version: str, size: str) -> dict[str, str]:
@@ -69,6 +68,12 @@ class Images:
         return {tag: self.id(tag) for tag in sorted(self._tags[key])}
 
 
+def catalogue_tags() -> set[str]:
+    """Every image tag a stack of the catalogue names."""
+    return {tag for app in apps().values() for version in app.versions
+            for tag in image_tags_of(app, version, next(iter(app.sizes)))}
+
+
 def offer(instance: Instance, images: Images) -> Offer:
     app = get_app(instance.app)
     current = images.pins(app, instance.version, instance.size)
@@ -76,16 +81,12 @@ def offer(instance: Instance, images: Images) -> Offer:
     return Offer([v for v in app.newer_versions(instance.version) if v in app.versions], rebuilt)
 
 
-def offers(instances: Iterable[Instance], engine: Engine | None = None) -> dict[int, Offer]:
-    """The offer of each instance, by primary key; empty offers when the engine does not answer."""
-    images = Images(engine or get_engine())
-    found: dict[int, Offer] = {}
-    for instance in instances:
-        try:
-            found[instance.pk] = offer(instance, images)
-        except EngineError:
-            found[instance.pk] = Offer()
-    return found
+def offers(instances: Iterable[Instance]) -> dict[int, Offer]:
+    """The offer of each instance, by primary key, from the image ids the controller last saw (a page
+    never waits on the engine); no newer build is known while the controller has seen none."""
+    seen = ControlPlane.objects.filter(pk=1).values_list("images", flat=True).first() or {}
+    images = Images(lambda tag: str(seen.get(tag, "")))
+    return {instance.pk: offer(instance, images) for instance in instances}
 
 
 def _plan(app: App, instance: Instance, version: str, pins: dict[str, str]) -> str:
@@ -121,7 +122,7 @@ def update(actor: Actor, name: str, version: str | None = None, restore: str | N
         elif restore:
             raise InvalidInput("--restore is only for going back to an older version")
         services.require_images(app.name, target)
-        pins = Images(get_engine()).pins(app, target, instance.size)
+        pins = Images(get_engine().image_id).pins(app, target, instance.size)
         if target == instance.version and all(instance.images.get(tag) == image for tag, image in pins.items()):
             raise Conflict(f"{name} runs the newest build of {app.title} {target} already")
         plan = _plan(app, instance, target, pins)

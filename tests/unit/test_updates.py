@@ -310,3 +310,14 @@ def test_updates_of_several_instances_run_at_once(controller, engine, running_in
     converge(controller)
     assert [finished(op).state for op in ops] == [OpState.SUCCEEDED] * 3
     assert {i.version for i in Instance.objects.all()} == {"2.0"}
+
+
+def test_pages_say_what_is_on_offer_without_asking_the_engine(controller, engine, eve, restic):
+    rebuild(engine, V1, "sha256:" + "e" * 64)
+    controller.pass_once()  # the controller sees the new build
+    engine.down = True  # the engine does not answer: a page must not wait on it
+    calls = len(engine.calls)
+    shown = services.detail(LOCAL, Instance.objects.get(name="eve"))
+    assert shown["update"] == {"available": True, "versions": ["2.0"], "rebuilt": True}
+    assert backups.describe_all([Instance.objects.get(name="eve")])[0]["update"]["rebuilt"] is True
+    assert len(engine.calls) == calls
