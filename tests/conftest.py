@@ -116,13 +116,22 @@ class Plane:
         labels = {"hafen.prefix": PREFIX}
         if not self.docker.networks.list(names=[network]):
             self.docker.networks.create(network, driver="overlay", attachable=True, scope="swarm", labels=labels)
+        # back with dockerd when a test restarts it (its tmpfs comes back empty: the next backup makes a
+        # new repository); a test that stops it on purpose keeps it stopped
         return self.docker.containers.run(
             "hafen/backup-target:1", name=BACKUP_TARGET, network=network, labels=labels, detach=True,
-            tmpfs={"/data": f"size={BACKUP_TARGET_SIZE}"},
+            tmpfs={"/data": f"size={BACKUP_TARGET_SIZE}"}, restart_policy={"Name": "unless-stopped"},
         )
 
     def backup_target(self) -> Any:
         return self.docker.containers.get(BACKUP_TARGET)
+
+    def running_backup_target(self) -> Any:
+        """The backup target, started again if an earlier test left it stopped."""
+        target = self.backup_target()
+        if target.status != "running":
+            target.start()
+        return target
 
     def labelled(self, instance: str | None = None) -> dict[str, set[str]]:
         """Names of every swarm object of this test installation (or of one instance)."""

@@ -21,6 +21,7 @@ NAMES = [f"roll{k}" for k in range(1, 6)]
 
 @pytest.fixture
 def fleet(plane: Plane) -> Iterator[dict[str, Any]]:
+    plane.running_backup_target()  # an update starts with a backup
     with ThreadPoolExecutor(max_workers=5) as pool:  # created at once, as operators do
         created = dict(zip(NAMES, pool.map(lambda name: plane.create(name, "demo"), NAMES), strict=True))
     try:

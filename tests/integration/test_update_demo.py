@@ -26,6 +26,7 @@ def version(client: Any) -> str:
 
 @pytest.fixture
 def demo(plane: Plane, instance_name: str) -> Iterator[tuple[str, Any]]:
+    plane.running_backup_target()  # an update starts with a backup
     data = plane.create(instance_name, "demo")
     client = login(plane, instance_name, data["password"])
     assert client.post("/notes", json={"body": "before"}).status_code == 201
