@@ -113,6 +113,18 @@ def test_operator_creates_watches_stops_audits_and_erases(plane: Plane, operator
     driver.find_element(By.CSS_SELECTOR, "button[name=reveal]").click()
     wait_until(driver, lambda: secret in text_of(driver, "dl.secret"), timeout=15)
     shot(driver, "credentials-revealed")
+
+    # an update to 2.0 from the instance page: the operation's page follows its steps to the end
+    plane.running_backup_target()  # an update starts with a backup
+    driver.get(f"{BASE}/instances/{instance}")
+    Select(driver.find_element(By.NAME, "version")).select_by_value("2.0")
+    driver.find_element(By.CSS_SELECTOR, "button[name=update]").click()
+    wait_until(driver, lambda: "/operations/" in driver.current_url, timeout=30)
+    wait_until(driver, lambda: "back up 1.0 before the update" in driver.page_source, timeout=60)  # its steps
+    wait_for_text(driver, "#operation-state", "succeeded", timeout=240)
+    shot(driver, "update-succeeded")
+    assert plane.json("show", instance)["version"] == "2.0"
+
     driver.get(f"{BASE}/instances/{instance}")
     driver.find_element(By.CSS_SELECTOR, "button[name=stop]").click()
     wait_until(driver, lambda: "/operations/" in driver.current_url, timeout=30)
