@@ -2,9 +2,11 @@
 
 Two plans, chosen when the update is queued (`params["plan"]`):
 
-- rolling: the same app version, a new build of its images (no schema change). The web service
-  rolls over start-first (Docker starts the new task beside the old one, and sends it traffic once
-  its health check passes), then a smoke job logs in and reads the version. No page, no backup.
+- rolling: the same app version, a new build of its images (no schema change). A candidate web task
+  of the new build starts beside the running web, on the instance's own network only (the edge never
+  sends it a request); once its health check passes, a smoke job logs in there and reads the version.
+  Only then does the web service roll over start-first (Docker starts each new task beside an old one
+  and sends it traffic once its health check passes), and the candidate goes. No page, no backup.
 - migrating: another app version (or rebuilt database or cache images). The edge shows the
   "updating" page, the web stops, a backup is taken (the update goes no further if it fails), the
   instance is switched to the new version, its services start in order: the setup job of the new
@@ -18,6 +20,7 @@ controller killed at any point finishes the update or the rollback when it comes
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from hafen.controller import backup_steps as b
@@ -91,9 +94,45 @@ def notice_off(ctx: Context) -> bool:
     return True
 
 
+CANDIDATE = "web-next"  # the logical name (and alias) of a rolling update's candidate web task
+
+
+def _candidate_spec(ctx: Context) -> ServiceSpec:
+    """One web task of the new build, reachable only on the instance's network as `web-next`."""
+    from hafen.controller.operations import stack_input
+
+    data = replace(stack_input(ctx.settings, ctx.engine, ctx.instance, ctx.versions, True, job_run=str(ctx.op.pk)),
+                   images=ctx.op.params["to_images"])
+    web = render(data)[0][ctx.app.web_service]
+    prefix, name = ctx.settings.prefix, ctx.instance.name
+    return replace(web, name=naming.service(prefix, name, CANDIDATE), labels=naming.labels(prefix, name, CANDIDATE),
+                   networks=[NetworkRef(naming.internal_network(prefix, name), aliases=(CANDIDATE,))],
+                   replicas=1, force_update=0)
+
+
+def start_candidate(ctx: Context) -> bool:
+    spec = _candidate_spec(ctx)
+    return not ctx.engine.apply_service(spec, ctx.services.get(CANDIDATE))
+
+
+def candidate_ready(ctx: Context) -> bool:
+    from hafen.controller.operations import wait_for
+
+    ctx.specs[CANDIDATE] = _candidate_spec(ctx)
+    return wait_for([CANDIDATE])(ctx)
+
+
+def remove_candidate(ctx: Context) -> bool:
+    state = ctx.services.get(CANDIDATE)
+    if state is not None:
+        ctx.engine.remove_service(state.name)
+    return state is None
+
+
 def _smoke_job(ctx: Context) -> ServiceSpec:
     prefix, name, app = ctx.settings.prefix, ctx.instance.name, ctx.app
-    base = f"http://{app.web_service}:{app.web_port}"
+    host = CANDIDATE if ctx.op.params["plan"] == ROLLING else app.web_service
+    base = f"http://{host}:{app.web_port}"
     return ServiceSpec(
         name=naming.backup_service(prefix, name, "smoke"),
         image=ctx.engine.image_ref(BACKUP_IMAGE),
@@ -190,11 +229,14 @@ def plan(ctx: Context) -> list[Step]:
     to, back = params["to_version"], params["from_version"]
     if params["plan"] == ROLLING:
         return [
-            Step("switch", f"pin the new build of {to}", switch),
-            Step(f"deploy:{web}", f"start the new {web} beside the old one", deploy([web])),
-            Step(f"wait:{web}", f"wait for the new {web}", wait_for([web])),
-            Step("smoke", "check the login and the version", smoke),
+            Step("candidate", f"start a {web} task of the new build of {to}, out of traffic", start_candidate),
+            Step("wait:candidate", "wait for it to be healthy", candidate_ready),
+            Step("smoke", "check the login and the version on it", smoke),
             Step("smoke-cleanup", "remove the smoke job", b.remove_job("smoke"), always=True),
+            Step("switch", f"pin the new build of {to}", switch),
+            Step(f"deploy:{web}", f"roll {web} over to the new build", deploy([web])),
+            Step(f"wait:{web}", f"wait for the new {web}", wait_for([web])),
+            Step("candidate-remove", "remove the candidate task", remove_candidate, always=True),
             Step("rollback:switch", f"go back to the old build of {back}", switch_back, always=True, rollback=True),
             Step(f"rollback:deploy:{web}", f"start the old {web}", deploy([web]), always=True, rollback=True),
             Step(f"rollback:wait:{web}", f"wait for the old {web}", wait_for([web]), always=True, rollback=True),

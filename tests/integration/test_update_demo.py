@@ -106,7 +106,8 @@ def test_a_new_build_of_the_same_version_rolls_over_without_a_failed_request(
                              input=f"FROM {old}\n", capture_output=True, text=True, check=True).stdout.strip()
     try:
         assert rebuilt != old
-        assert plane.json("show", name)["update"]["rebuilt"] is True
+        # the controller sees the new build on one of its next passes
+        plane.wait_until(lambda: plane.json("show", name)["update"]["rebuilt"], timeout=60, interval=1)
         updated, watcher = watched_update(plane, name, "1.0")
         assert updated["state"] == "succeeded" and updated["update"]["plan"] == "rolling"
         web = plane.docker.api.inspect_service(f"{PREFIX}-{name}_web")["Spec"]["TaskTemplate"]["ContainerSpec"]

@@ -209,6 +209,19 @@ def test_a_new_build_of_the_same_version_rolls_the_web_over_without_backup_or_pa
     assert not Snapshot.objects.filter(reason="update").exists() and "backup eve" not in restic.commands
     assert not any(s["name"] in ("updating-on", "stop-web") for s in op.steps)
     assert restic.commands.count("smoke eve") == 1
+    done = [s["name"] for s in op.steps if s["state"] == "done"]
+    assert done.index("wait:candidate") < done.index("smoke") < done.index("switch") < done.index("deploy:web")
+    assert "unit-eve_web-next" not in engine.services  # the candidate is gone
+
+
+def test_a_new_build_that_fails_its_smoke_check_never_gets_traffic(controller, engine, eve, restic):
+    old = web_image(engine)
+    rebuild(engine, V1, "sha256:" + "f" * 64)
+    restic.smoke = {"login": {"ok": False, "status": 500, "error": "HTTP 500"}}
+    op = updates.update(LOCAL, "eve", "1.0")
+    converge(controller)
+    assert finished(op).state == OpState.FAILED and "cannot log in" in op.error
+    assert web_image(engine) == old and "unit-eve_web-next" not in engine.services
 
 
 def test_a_new_build_that_does_not_start_goes_back_to_the_old_build(controller, engine, eve, restic):
@@ -217,8 +230,10 @@ def test_a_new_build_that_does_not_start_goes_back_to_the_old_build(controller, 
     engine.broken_images["sha256:" + "d" * 64] = "service"
     op = updates.update(LOCAL, "eve", "1.0")
     converge(controller)
-    assert finished(op).state == OpState.ROLLED_BACK
+    # the candidate never got healthy: the web service was never touched, nothing to roll back
+    assert finished(op).state == OpState.FAILED and "did not start" in op.error and "web-next" in op.error
     assert web_image(engine) == old and Instance.objects.get(name="eve").images[V1] == old
+    assert "unit-eve_web-next" not in engine.services and "smoke eve" not in restic.commands
 
 
 # -- what is refused ---------------------------------------------------------------------------------
