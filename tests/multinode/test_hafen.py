@@ -47,6 +47,9 @@ class NodePlane(Plane):
                  ports: tuple[int, int, int] = (HTTP_PORT, HTTPS_PORT, WEB_PORT),
                  registry_port: int = REGISTRY_PORT) -> None:
         super().__init__(data_dir)
+        # the tests' catalogue (demo builds broken on purpose) is the single-node tiers'; the nodes are given
+        # only the images of hafen's own catalogue
+        self.env.pop("HAFEN_CATALOG_EXTRA", None)
         self.docker = node.client
         self.netns = netns
         self.prefix = prefix
