@@ -40,12 +40,6 @@ class Offer:
     def describe(self) -> dict[str, Any]:
         return {"available": self.available, "versions": self.versions, "rebuilt": self.rebuilt}
 
-    @property
-    def summary(self) -> str:
-        if self.versions:
-            return f"{self.versions[-1]} available"
-        return "new build available" if self.rebuilt else ""
-
 
 class Images:
     """The current image id of each tag, looked up once per tag (a list shows many instances)."""
@@ -78,7 +72,7 @@ def offer(instance: Instance, images: Images) -> Offer:
     app = get_app(instance.app)
     current = images.pins(app, instance.version, instance.size)
     rebuilt = any(instance.images.get(tag) not in (None, image) for tag, image in current.items() if image)
-    return Offer([v for v in app.newer_versions(instance.version) if v in app.versions], rebuilt)
+    return Offer(app.newer_versions(instance.version), rebuilt)
 
 
 def offers(instances: Iterable[Instance]) -> dict[int, Offer]:
