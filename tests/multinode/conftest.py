@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -75,8 +76,12 @@ def cluster() -> Iterator[Cluster]:
     try:
         yield c
     finally:
-        c.stop()
         ARTIFACTS.mkdir(exist_ok=True)
+        for node in c.nodes:  # a daemon's panic is only ever seen here
+            log = node.run_dir / "dockerd.log"
+            if log.exists():
+                shutil.copyfile(log, ARTIFACTS / f"multinode-dockerd-{node.name}.log")
+        c.stop()
         (ARTIFACTS / "multinode.json").write_text(json.dumps(MEASURES, indent=1))
 
 
