@@ -301,6 +301,7 @@ def show(name: str, as_json: bool) -> None:
         out.print(f"{'lock ' + str(lock['id']):<13} {', '.join(lock['actions'])}: {lock['reason']} "
                   f"({lock['created_by']})", soft_wrap=True)
     _show_backups(data.get("backups"))
+    hafen.cli_elastic.show_elastic(data.get("elastic"))
     table = _table("SERVICE", "STATE", "RUNNING", "ERROR")
     for service, state in data["services"].items():
         table.add_row(service, state["state"], f"{state['running']}/{state['replicas']}", state["error"])
@@ -726,8 +727,9 @@ def push() -> None:
 
 
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
+import hafen.cli_elastic  # noqa: E402  (registers `hafen policy` on `cli`)
 import hafen.cli_nodes  # noqa: E402  (registers `hafen node` on `cli`)
-import hafen.cli_rollouts  # noqa: E402,F401  (registers `hafen rollout` on `cli`)
+import hafen.cli_rollouts  # noqa: E402  (registers `hafen rollout` on `cli`)
 
 
 def main() -> None:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     backup_concurrency: int = Field(default=1, ge=1, le=16)
     # instances a drain moves at once (each is a backup and a restore: CPU and disk bound)
     move_concurrency: int = Field(default=1, ge=1, le=16)
+    # The installation's defaults of the elastic-capacity policy (durations like 30m, 24h, or never): an
+    # instance without a request for `idle` sleeps, after `deep_sleep` its database and cache stop too.
+    idle: str = "30m"
+    deep_sleep: str = "24h"
     # The installation's image registry: its port on every node of the swarm (the controller's node holds
     # the images, the others a pull-through mirror); services name images by digest there. 0: no registry,
     # services name images by tag (enough for a swarm of one node; each node then needs every image).

@@ -84,6 +84,8 @@ class Plane:
             "HAFEN_REGISTRY_PORT": "0",
             # the demo app's builds broken on purpose, for the update tests (its images: scripts/test.sh)
             "HAFEN_CATALOG_EXTRA": str(ROOT / "tests" / "catalog"),
+            # instances shared by several tests must not fall asleep between them; the sleep tests set their own
+            "HAFEN_IDLE": "never",
             **(env or {}),
         }
 

@@ -20,6 +20,8 @@ class Organisation(models.Model):
     # cron expression (UTC) and stays open this many minutes; "" = at any time.
     update_window = models.CharField(max_length=64, blank=True, default="")
     update_window_minutes = models.PositiveIntegerField(default=0)
+    # Defaults of the elastic-capacity policy for its instances (keys as Instance.policy).
+    policy = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -36,6 +36,7 @@ class Action(StrEnum):
     CREDENTIALS = "credentials"
     LOGS = "logs"
     LOCK = "lock"
+    POLICY = "policy"  # the instance's elastic-capacity policy (when it sleeps)
     MANAGE_MEMBERS = "manage-members"
     MANAGE_ORGANISATIONS = "manage-organisations"
 

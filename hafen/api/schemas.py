@@ -125,7 +125,46 @@ class LockOut(Schema):
     created_at: str
 
 
+class PolicyValueOut(Schema):
+    value: str = Field(description="A duration (30m, 24h) or never")
+    seconds: int | None = Field(description="The same in seconds; null: never")
+    source: str = Field(description="Where it comes from: instance, organisation, size or installation")
+
+
+class ElasticPolicyOut(Schema):
+    idle: PolicyValueOut = Field(description="Without a request for this long, the instance sleeps")
+    deep_sleep: PolicyValueOut = Field(description="Without a request for this long, its database and cache "
+                                                   "stop too")
+
+
+class DecisionOut(Schema):
+    at: str
+    action: str = Field(description="sleep, deep-sleep or wake")
+    reason: str
+    numbers: dict[str, Any] = Field(description="What the controller saw when it decided")
+
+
+class ElasticOut(Schema):
+    policy: ElasticPolicyOut
+    sleep: str | None = Field(description="light or deep while it sleeps, else null")
+    slept_at: str | None
+    last_request_at: str | None = Field(description="The newest request the edge saw for it")
+    decisions: list[DecisionOut]
+
+
+class ElasticPolicyOfOut(ElasticOut):
+    instance: str
+
+
+class ElasticPolicyIn(Schema):
+    idle: str | None = Field(default=None, max_length=32, description="A duration (20s, 30m, 24h), never, or "
+                                                                      "default (the organisation's, size's or "
+                                                                      "installation's)")
+    deep_sleep: str | None = Field(default=None, max_length=32, description="As idle")
+
+
 class InstanceDetailOut(InstanceOut):
+    elastic: ElasticOut
     backups: InstanceBackupsOut
     operations: list[OperationOut]
     locks: list[LockOut]

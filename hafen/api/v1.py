@@ -19,7 +19,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, elastic, nodes, organisations, rollouts, services, updates
 
 api = NinjaAPI(
     title="hafen",
@@ -119,6 +119,20 @@ def create_instance(request: HttpRequest, body: s.CreateIn) -> Status[dict[str, 
 def get_instance(request: HttpRequest, name: str) -> dict[str, Any]:
     actor = _actor(request)
     return services.detail(actor, services.get_instance(actor, name))
+
+
+@api.get("/instances/{name}/policy", response={200: s.ElasticPolicyOfOut, **ERRORS}, tags=["instances"])
+def get_policy(request: HttpRequest, name: str) -> dict[str, Any]:
+    """The instance's elastic-capacity policy as it applies, with where each value comes from, and the
+    controller's latest decisions from it."""
+    return elastic.show_policy(_actor(request), name)
+
+
+@api.patch("/instances/{name}/policy", response={200: s.ElasticPolicyOfOut, **ERRORS}, tags=["instances"])
+def set_policy(request: HttpRequest, name: str, body: s.ElasticPolicyIn) -> dict[str, Any]:
+    """Set the instance's own values (a duration or never), or take them away (default). Admins of its
+    organisation and operators."""
+    return elastic.set_policy(_actor(request), name, idle=body.idle, deep_sleep=body.deep_sleep)
 
 
 def _simple(action: str, summary: str) -> None:

@@ -101,6 +101,10 @@ class Backend(Protocol):
         """Pause, resume or cancel a rollout; returns it."""
         ...
 
+    def policy(self, name: str, changes: dict[str, str]) -> dict[str, Any]:
+        """The instance's elastic-capacity policy; with changes ({"idle": "20m", ...}), set first."""
+        ...
+
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         """Set the organisation's update window (cron "" : at any time); returns the organisation."""
         ...

@@ -10,7 +10,7 @@ from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
 from hafen.errors import InvalidInput
-from hafen.instances import backups, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, elastic, nodes, organisations, rollouts, services, updates
 
 ROLLOUT_CONTROLS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
 
@@ -146,6 +146,11 @@ class LocalBackend:
         if control is None:
             raise InvalidInput(f"a rollout is paused, resumed or cancelled, not {action!r}")
         return rollouts.describe(control(self.actor, rollout_id))
+
+    def policy(self, name: str, changes: dict[str, str]) -> dict[str, Any]:
+        if not changes:
+            return elastic.show_policy(self.actor, name)
+        return elastic.set_policy(self.actor, name, **changes)
 
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         return organisations.describe(rollouts.set_window(self.actor, slug, cron, minutes))

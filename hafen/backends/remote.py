@@ -228,6 +228,11 @@ class RemoteBackend:
         result: dict[str, Any] = self._call("POST", f"/rollouts/{rollout_id}/{action}")
         return result
 
+    def policy(self, name: str, changes: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PATCH", f"/instances/{name}/policy", json=changes) if changes \
+            else self._call("GET", f"/instances/{name}/policy")
+        return result
+
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/organisations/{slug}/update-window",
                                             json={"cron": cron, "minutes": minutes})

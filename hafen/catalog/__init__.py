@@ -42,6 +42,8 @@ class Size(_Strict):
     db_cpus: float
     # labels a node must carry to take an instance of this size (e.g. {"hafen.tier" = "large"})
     node_labels: dict[str, str] = {}
+    # defaults of the elastic-capacity policy for instances of this size (e.g. {idle = "never"})
+    policy: dict[str, str] = {}
 
 
 class ImageDef(_Strict):

@@ -31,6 +31,7 @@ from hafen.instances.models import (
     Instance,
     Operation,
     OpState,
+    Sleep,
     Snapshot,
     SnapshotStatus,
     State,
@@ -81,8 +82,10 @@ class BackupScheduler:
         if room <= 0:
             return
         working = {op.instance_name for op in active}
-        instances = [i for i in Instance.objects.filter(sandbox=False, desired_state=Desired.RUNNING,
-                                                        state=State.RUNNING)
+        # a light sleeper's database runs (and its last writes may not be backed up yet); a deep sleeper
+        # went deep only once they were (see controller/elastic.py)
+        awake_or_light = Q(state=State.RUNNING) | Q(state=State.SLEEPING, sleep=Sleep.LIGHT)
+        instances = [i for i in Instance.objects.filter(awake_or_light, sandbox=False, desired_state=Desired.RUNNING)
                      if i.name not in working]
         if not instances:
             return

@@ -24,7 +24,7 @@ from hafen.engine.base import (
 )
 from hafen.errors import EngineError
 from hafen.instances import naming
-from hafen.instances.models import Desired, Instance
+from hafen.instances.models import Desired, Instance, State
 
 log = logging.getLogger("hafen.edge")
 
@@ -44,7 +44,11 @@ def route_for(instance: Instance) -> caddy.Route | None:
     if instance.desired_state == Desired.STOPPED or scaled_to_zero:
         return caddy.Route(instance.domain, instance.name, "stopped")
     if instance.desired_state == Desired.RUNNING:
-        mode: caddy.Mode = "updating" if instance.notice == "updating" else "starting"
+        mode: caddy.Mode = "starting"
+        if instance.notice == "updating":
+            mode = "updating"
+        elif instance.sleep or instance.state in (State.SLEEPING, State.WAKING):
+            mode = "waking"  # the request that sees this page wakes it (see controller/elastic.py)
         return caddy.Route(instance.domain, instance.name, mode)
     return None
 
@@ -244,8 +248,20 @@ class EdgeReconciler:
             memory_bytes=64 * 1024**2,
         )
 
+    def _mark_asleep(self, instances: list[Instance]) -> None:
+        """One empty file per domain of a sleeping instance, which the proxy checks (see caddy.proxy_config)."""
+        folder = self.settings.edge_dir / caddy.ASLEEP_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        wanted = {i.domain for i in instances if i.sleep and i.desired_state == Desired.RUNNING}
+        present = {path.name for path in folder.iterdir()}
+        for domain in present - wanted:
+            (folder / domain).unlink(missing_ok=True)
+        for domain in wanted - present:
+            (folder / domain).touch()
+
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
         configs, routes = self._configs(instances)
+        self._mark_asleep(instances)
         try:
             running = self._ensure_infrastructure(obs, configs)
             if len(obs.nodes) > 1 or naming.edge_agent_service(self.settings.prefix) in obs.services:

@@ -22,6 +22,7 @@ from hafen.controller import moves
 from hafen.controller import operations as ops
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
+from hafen.controller.elastic import SleepKeeper
 from hafen.controller.registry import RegistryReconciler
 from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
@@ -81,11 +82,13 @@ class Controller:
         self.specs_checked = False  # once per start: see _roll_outdated
         self.backups = BackupScheduler(engine, settings)
         self.rollouts = RolloutRunner()
+        self.elastic = SleepKeeper(edge, settings, on_request=self.wake.set)
         self._catalogue_tags: list[str] | None = None
         self._recorded_images: dict[str, str] | None = None
 
     def stop(self) -> None:
         self.stopping.set()
+        self.elastic.stop()
         self.wake.set()
 
     # -- one pass --------------------------------------------------------------------------------
@@ -108,6 +111,8 @@ class Controller:
         if not self.specs_checked:
             self._roll_outdated(obs, instances, busy)
             self.specs_checked = True
+            busy = {op.instance_name for op in Operation.objects.filter(state__in=ACTIVE_STATES)}
+        self.elastic.tick(obs, instances, busy)
         self.backups.tick(obs, active)
         self.record_images()
         started = self.rollouts.pass_once()
@@ -220,7 +225,7 @@ class Controller:
         for instance in instances.values():
             if instance.name in busy or instance.desired_state != Desired.RUNNING or instance.state != State.RUNNING:
                 continue
-            if instance.sandbox:
+            if instance.sandbox or instance.sleep:
                 continue
             specs, _ = render(ops.stack_input(self.settings, self.engine, instance, instance.secret_versions(),
                                               running=True))
@@ -256,6 +261,7 @@ class Controller:
         log.info("controller: started (pid %d, prefix %s, database %s)", os.getpid(), self.settings.prefix,
                  self.settings.database_display)
         unavailable = False
+        self.elastic.start()
         while not self.stopping.is_set():
             try:
                 busy = self.pass_once()

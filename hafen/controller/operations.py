@@ -44,8 +44,8 @@ MAX_ATTEMPTS = 8
 BRING_UP = ("create", "start", "repair")
 # An unfinished operation of these kinds ends at once when a newer one of SUPERSEDING is queued:
 # the newer one brings the instance to its (newer) desired state by itself. passwd and erase run to the end.
-SUPERSEDABLE = frozenset({"create", "start", "repair", "restart", "scale", "stop", "delete"})
-SUPERSEDING = frozenset({"start", "stop", "restart", "scale", "delete", "erase"})
+SUPERSEDABLE = frozenset({"create", "start", "repair", "restart", "scale", "stop", "delete", "sleep"})
+SUPERSEDING = frozenset({"start", "stop", "restart", "scale", "delete", "erase", "wake"})
 
 
 class Fail(HafenError):
@@ -71,6 +71,7 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         node=instance.node_id,
         images=instance.images,
         image_ref=engine.image_ref,
+        sleep=instance.sleep,
     )
 
 
@@ -365,6 +366,33 @@ def bring_up_steps(ctx: Context) -> list[Step]:
     return steps
 
 
+def sleep_steps(ctx: Context) -> list[Step]:
+    """The edge shows the waking page, then the web service (in deep sleep every service, web first)
+    goes to zero replicas; the volumes, networks and the proxy's attachment stay, for a quick wake."""
+    web = ctx.app.web_service
+    steps = [Step("route", "show the waking page at the edge", route),
+             Step(f"deploy:{web}", f"scale {web} to zero", deploy([web])),
+             Step(f"wait:{web}", f"wait for {web} to stop", wait_for([web]))]
+    if ctx.instance.sleep == "deep":
+        steps.append(Step("stop", "stop the database and the cache too", stop_in_order))
+    return steps
+
+
+def wake_steps(ctx: Context) -> list[Step]:
+    """The services in their waves, without the setup job (nothing of the data changed while it slept)."""
+    steps: list[Step] = []
+    for index, wave in enumerate(ctx.waves):
+        wave = [svc for svc in wave if not ctx.specs[svc].job]
+        if not wave:
+            continue
+        label = ", ".join(wave)
+        steps += [Step(f"deploy:{label}", f"start {label}", deploy(wave))]
+        if index == 0:
+            steps.append(Step("route", "keep the waking page until the web answers", route))
+        steps.append(Step(f"wait:{label}", f"wait for {label}", wait_for(wave)))
+    return [*steps, Step("verify", "check the app through the edge", verify)]
+
+
 def _remove_data(ctx: Context) -> list[Step]:
     """Volumes, secrets and networks; volumes on another node than the controller's are emptied by a job there."""
     from hafen.controller import backup_steps as b
@@ -459,6 +487,10 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
         if ctx.instance.replicas == 0:  # the edge lets go of the web service before it stops (see `route`)
             return [Step("route", "show the stopped page at the edge", route), *update]
         return [*update, Step("route", "route the domain at the edge", route)]
+    if kind == "sleep":
+        return sleep_steps(ctx)
+    if kind == "wake":
+        return wake_steps(ctx)
     if kind == "passwd":
         return [
             Step("prepare", "new secret", prepare),
@@ -486,8 +518,9 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
 
 _START_STATE = {"create": State.CREATING, "start": State.CREATING, "repair": State.CREATING,
                 "restore": State.RESTORING, "move": State.MOVING, "evacuate": State.MOVING, "update": State.UPDATING,
-                "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING}
-_END_STATE = {"stop": State.STOPPED, "delete": State.DELETED}
+                "stop": State.STOPPING, "delete": State.STOPPING, "erase": State.STOPPING,
+                "sleep": State.SLEEPING, "wake": State.WAKING}
+_END_STATE = {"stop": State.STOPPED, "delete": State.DELETED, "sleep": State.SLEEPING}
 
 
 def _now_iso() -> str:

@@ -28,6 +28,11 @@ class Edge(ABC):
     def probe(self, domain: str, path: str) -> int:
         """The HTTP status the proxy answers for a path on a domain (0: no answer)."""
 
+    @abstractmethod
+    def in_flight(self) -> dict[str, int] | None:
+        """The requests the proxy has open now (websockets included), by upstream address ("ip:port");
+        None when the proxy does not answer."""
+
 
 def admin_sockets(edge_dir: Path, server: Server) -> list[Path]:
     """The server's admin sockets in the edge directory, newest first (one per container that ran)."""
@@ -66,6 +71,17 @@ class CaddyEdge(Edge):
             return
         raise EngineError(f"the edge {server} server is not up yet (no admin socket answers)")
 
+    def in_flight(self) -> dict[str, int] | None:
+        for socket in admin_sockets(self.edge_dir, "proxy"):
+            try:
+                with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=5) as client:
+                    response = client.get("http://localhost/reverse_proxy/upstreams")
+                    response.raise_for_status()
+                    return {entry["address"]: int(entry.get("num_requests", 0)) for entry in response.json()}
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
     def probe(self, domain: str, path: str) -> int:
         try:
             response = httpx.get(f"http://127.0.0.1:{self.http_port}{path}", headers={"Host": domain}, timeout=5)
@@ -82,6 +98,7 @@ class FakeEdge(Edge):
         self.engine = engine
         self.configs: dict[str, dict[str, Any]] = {}
         self.loads = 0
+        self.open_requests: dict[str, int] | None = {}  # what in_flight answers: set by a test
 
     @property
     def config(self) -> dict[str, Any]:
@@ -91,12 +108,15 @@ class FakeEdge(Edge):
         self.configs[server] = config
         self.loads += 1
 
+    def in_flight(self) -> dict[str, int] | None:
+        return None if self.open_requests is None else dict(self.open_requests)
+
     def _proxy_route(self) -> dict[str, Any]:
         routes: list[dict[str, Any]] = (
             self.configs.get("proxy", {}).get("apps", {}).get("http", {}).get("servers", {})
             .get("http", {}).get("routes", [])
         )
-        return routes[0] if routes else {}
+        return next((r for r in routes if "dynamic_upstreams" in r.get("handle", [{}])[0]), {})
 
     def _forwarded(self, domain: str) -> str | None:
         """The upstream name the proxy looks up for this host, or None if its guard refuses the host."""

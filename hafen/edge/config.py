@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Mode = Literal["starting", "stopped", "updating"]
+Mode = Literal["starting", "stopped", "updating", "waking"]
 
 # One admin socket per container (Caddy fills in {env.HOSTNAME}, the container's id): a container
 # that is still going away after its replacement started unlinks only its own socket on exit.
@@ -52,14 +52,24 @@ _MESSAGES = {
     "starting": "is starting or restarting. Please try again in a moment.",
     "stopped": "is stopped. Its organiser can start it again.",
     "updating": "is being updated to a new version. This page reloads itself when it is back.",
+    "waking": "is waking up. This page reloads itself when it is ready.",
 }
 # Seconds after which a person's browser reloads the page (and an API client may try again): pages of a
-# state that ends by itself.
+# state that ends by itself. A waking instance answers within seconds.
 RETRY_AFTER = 10
+RETRY_AFTER_WAKING = 2
+# The proxy's access log, in the edge directory: the edge's own record of each instance's requests, read by
+# the controller (an instance sleeps when it has none for its idle time, and wakes on the first one).
+# Host, time, status, size and duration only: no header, address or path of a person's request.
+ACCESS_LOG = "access.log"
+ACCESS_LOGGER = "hafen"
+ACCESS_LOG_ROLL_MB = 10
+# In the edge directory: an empty file per domain of a sleeping instance (see proxy_config).
+ASLEEP_DIR = "asleep"
 
 
-def _page(title: str, text: str, reload: bool = False) -> str:
-    refresh = f"<meta http-equiv=refresh content={RETRY_AFTER}>" if reload else ""
+def _page(title: str, text: str, reload: int = 0) -> str:
+    refresh = f"<meta http-equiv=refresh content={reload}>" if reload else ""
     return (
         "<!doctype html><html><head><meta charset=utf-8>" + refresh + "<title>" + html.escape(title) + "</title></head>"
         "<body style='font-family:sans-serif;margin:4em'><h1>" + html.escape(title) + "</h1><p>"
@@ -67,7 +77,7 @@ def _page(title: str, text: str, reload: bool = False) -> str:
     )
 
 
-def _static(status: int, title: str, text: str, reload: bool = False) -> dict[str, Any]:
+def _static(status: int, title: str, text: str, reload: int = 0) -> dict[str, Any]:
     return {
         "handler": "static_response",
         "status_code": status,
@@ -81,9 +91,11 @@ def _not_found() -> dict[str, Any]:
 
 
 def _unavailable(route: Route) -> dict[str, Any]:
-    handler = _static(503, f"{route.name} is unavailable", f"The instance {route.name} {_MESSAGES[route.mode]}",
-                      reload=route.mode != "stopped")
-    handler["headers"]["Retry-After"] = [str(RETRY_AFTER)]
+    retry = RETRY_AFTER_WAKING if route.mode == "waking" else RETRY_AFTER
+    title = f"{route.name} is waking up" if route.mode == "waking" else f"{route.name} is unavailable"
+    handler = _static(503, title, f"The instance {route.name} {_MESSAGES[route.mode]}",
+                      reload=0 if route.mode == "stopped" else retry)
+    handler["headers"]["Retry-After"] = [str(retry)]
     return handler
 
 
@@ -124,11 +136,35 @@ def upstream_name(host: str, route_suffix: str) -> str:
     return f"{host}.{route_suffix}."
 
 
+def access_logging(directory: str = "/etc/hafen-edge") -> dict[str, Any]:
+    """The proxy's logs: its access log alone in a file that rolls over, the rest as before."""
+    deleted = ("request>headers", "request>uri", "request>remote_ip", "request>remote_port", "request>tls",
+               "resp_headers", "user_id")
+    return {"logs": {
+        "default": {"exclude": [f"http.log.access.{ACCESS_LOGGER}"]},
+        ACCESS_LOGGER: {
+            "writer": {"output": "file", "filename": f"{directory}/{ACCESS_LOG}",
+                       "roll_size_mb": ACCESS_LOG_ROLL_MB, "roll_keep": 1},
+            "encoder": {"format": "filter", "wrap": {"format": "json"},
+                        "fields": {field: {"filter": "delete"} for field in deleted}},
+            "include": [f"http.log.access.{ACCESS_LOGGER}"],
+        },
+    }}
+
+
 def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> dict[str, Any]:
     """The proxy's configuration; it depends on settings only, never on the instances."""
+    host_guard = {"vars_regexp": {"{http.request.host}": {"pattern": HOST_PATTERN}}}
+    # No web service answers for the host: the status server tells why.
+    status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"{status_host}:{STATUS_PORT}"}]}
     routes = [
+        # A sleeping instance (a file of its domain's name in ASLEEP_DIR, which the controller keeps): the
+        # waking page at once, not after the second the proxy would wait for its web service.
+        {"match": [{**host_guard, "file": {"root": f"/etc/hafen-edge/{ASLEEP_DIR}",
+                                           "try_files": ["/{http.request.host}"]}}],
+         "handle": [status], "terminal": True},
         {
-            "match": [{"vars_regexp": {"{http.request.host}": {"pattern": HOST_PATTERN}}}],
+            "match": [host_guard],
             "handle": [
                 {
                     "handler": "reverse_proxy",
@@ -147,8 +183,6 @@ def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> d
         },
         {"handle": [_not_found()]},
     ]
-    # No web service answers for the host: the status server tells why.
-    status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"{status_host}:{STATUS_PORT}"}]}
     errors = {"routes": [{"handle": [status]}]}
     local = [f"*.{suffix}" for suffix in LOCAL_SUFFIXES] + ["localhost"]
     policies: list[dict[str, Any]] = []
@@ -157,16 +191,18 @@ def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> d
         policies.append({"issuers": [{"module": "acme", "email": acme_email}], "on_demand": True})
     else:
         policies.append({"issuers": [{"module": "internal"}], "on_demand": True})
+    logs = {"default_logger_name": ACCESS_LOGGER}
     return {
         "admin": {"listen": f"unix/{ADMIN_SOCKET}", "origins": ["localhost"]},
+        "logging": access_logging(),
         "apps": {
             "http": {
                 "http_port": 80,
                 "https_port": 443,
                 "servers": {
-                    "http": {"listen": [":80"], "routes": routes, "errors": errors,
+                    "http": {"listen": [":80"], "routes": routes, "errors": errors, "logs": logs,
                              "automatic_https": {"disable": True}},
-                    "https": {"listen": [":443"], "routes": routes, "errors": errors,
+                    "https": {"listen": [":443"], "routes": routes, "errors": errors, "logs": logs,
                               "automatic_https": {"disable_redirects": True}, "tls_connection_policies": [{}]},
                 },
             },

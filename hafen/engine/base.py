@@ -105,6 +105,7 @@ class TaskState:
     template: str
     error: str = ""
     node: str = ""  # the id of the node it was scheduled on ("" before it is)
+    addresses: tuple[str, ...] = ()  # its IP addresses on the networks it is attached to
 
 
 @dataclass

@@ -8,6 +8,7 @@ with `fail`.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -41,6 +42,12 @@ class _Object:
     labels: dict[str, str]
     internal: bool = False
     data: bytes = b""
+
+
+def fake_address(service: str, replica: int) -> str:
+    """A stable address for a fake task: what the fake edge's open requests name."""
+    digest = zlib.crc32(service.encode())
+    return f"10.{digest % 250}.{digest // 250 % 250}.{replica + 2}"
 
 
 @dataclass
@@ -131,7 +138,8 @@ class FakeEngine(Engine):
             tasks = [TaskState("failed" if failed else "complete", template,
                                "task: non-zero exit (1)" if failed else "", node=node)]
         else:
-            tasks = [TaskState("running", template, node=node) for _ in range(spec.replicas)]
+            tasks = [TaskState("running", template, node=node, addresses=(fake_address(spec.name, index),))
+                     for index in range(spec.replicas)]
         return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
 
     def edge_containers(self, prefix: str) -> dict[str, set[str]]:

@@ -167,6 +167,8 @@ class SwarmEngine(Engine):
                     template=container_labels.get(LABEL_TEMPLATE, ""),
                     error=status.get("Err", ""),
                     node=task.get("NodeID", ""),
+                    addresses=tuple(address.split("/")[0] for attachment in task.get("NetworksAttachments") or []
+                                    for address in attachment.get("Addresses") or []),
                 )
             )
         observation = Observation()

@@ -26,7 +26,7 @@ from hafen.backup.retention import Keep
 from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.errors import Conflict, InvalidInput, NotFound
-from hafen.instances import services, validation
+from hafen.instances import elastic, services, validation
 from hafen.instances.models import (
     BackupPolicy,
     Desired,
@@ -93,6 +93,7 @@ def effective_policies(instances: list[Instance]) -> dict[int | None, Policy]:
 
 
 def enqueue(instance: Instance, kind: str, params: dict[str, Any]) -> Operation:
+    elastic.wake_for(instance, kind)
     operation = Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind=kind, params=params)
     transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
@@ -143,7 +144,7 @@ def queue_verification(snapshot: Snapshot) -> Operation:
 def require_running(instance: Instance, doing: str) -> None:
     if instance.desired_state != Desired.RUNNING:
         raise Conflict(f"{instance.name} is to be {instance.desired_state}; {doing} needs it running")
-    if instance.state not in (State.RUNNING, State.ERROR):
+    if instance.state not in (State.RUNNING, State.ERROR, State.SLEEPING, State.WAKING):  # a sleeper wakes first
         raise Conflict(f"{instance.name} is {instance.state}; {doing} needs it running")
 
 

@@ -21,6 +21,10 @@ class State(models.TextChoices):
     ERROR = "error"
     # the node that holds its data does not answer (not the instance's fault: not an error)
     UNREACHABLE = "unreachable"
+    # no request for its idle time: its web service (and in deep sleep its database and cache) scaled to
+    # zero; the first request wakes it (see instances/policy.py). Not stopped: only these wake by themselves.
+    SLEEPING = "sleeping"
+    WAKING = "waking"
 
 
 class Desired(models.TextChoices):
@@ -28,6 +32,12 @@ class Desired(models.TextChoices):
     STOPPED = "stopped"
     DELETED = "deleted"
     ERASED = "erased"
+
+
+class Sleep(models.TextChoices):
+    AWAKE = ""
+    LIGHT = "light"  # the web service is at zero replicas
+    DEEP = "deep"  # every service is
 
 
 class Instance(models.Model):
@@ -61,6 +71,14 @@ class Instance(models.Model):
     # hafen placed instances: it stays where Docker put it). The name is what the node was called then.
     node_id = models.CharField(max_length=64, blank=True, default="")
     node_name = models.CharField(max_length=253, blank=True, default="")
+    # Its own settings of the elastic-capacity policy ({"idle": seconds or null for never, ...}); a key
+    # it lacks comes from its organisation, its size or the installation (see instances/policy.py).
+    policy = models.JSONField(default=dict, blank=True)
+    # How far asleep the controller has put it, and when; the edge's last request for it, as the
+    # controller last recorded it (its idle clock survives a restart of the controller).
+    sleep = models.CharField(max_length=8, choices=Sleep.choices, blank=True, default=Sleep.AWAKE)
+    slept_at = models.DateTimeField(null=True, blank=True)
+    last_active_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -365,3 +383,19 @@ class RolloutItem(models.Model):
 
     class Meta:
         ordering = ["wave", "id"]
+
+
+class Decision(models.Model):
+    """What the controller decided from an instance's policy, why, and the numbers it saw."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="decisions")
+    at = models.DateTimeField(default=timezone.now)
+    action = models.CharField(max_length=16)  # sleep, deep-sleep, wake
+    reason = models.TextField()
+    numbers = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"

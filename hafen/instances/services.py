@@ -34,7 +34,7 @@ from hafen.errors import (
     NotFound,
     StillRunning,
 )
-from hafen.instances import naming, validation
+from hafen.instances import elastic, naming, validation
 from hafen.instances.models import (
     ControlPlane,
     Desired,
@@ -71,6 +71,7 @@ def secret_value(name: str) -> str:
 
 
 def _enqueue(instance: Instance, kind: str) -> Operation:
+    elastic.wake_for(instance, kind)
     operation = Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind=kind)
     transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
@@ -373,6 +374,7 @@ def detail(actor: Actor, instance: Instance) -> dict[str, Any]:
 
     return {
         **describe(instance),
+        "elastic": elastic.describe(instance),
         "update": updates.offers([instance])[instance.pk].describe(),
         "backups": {**backups.status([instance])[instance.pk],
                     "policy": backups.effective_policies([instance])[instance.pk].describe(instance.name),

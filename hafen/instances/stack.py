@@ -43,6 +43,17 @@ class StackInput:
     # what a service names for a tag and its pinned id: its digest in the installation's registry, or the
     # id (Engine.image_ref)
     image_ref: Callable[[str, str], str] | None = None
+    # how far asleep it is (Instance.sleep): "light" scales the web service to zero, "deep" every service
+    sleep: str = ""
+
+
+def _replicas(data: StackInput, svc: str, tpl: ServiceTemplate) -> int:
+    if tpl.job:  # a job's spec does not follow the running state, so a queued stop leaves a running job be
+        return tpl.replicas
+    web = svc == data.app.web_service
+    if not data.running or data.sleep == "deep" or (web and data.sleep == "light"):
+        return 0
+    return data.replicas if web else tpl.replicas
 
 
 def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
@@ -61,7 +72,6 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     labels = naming.labels(data.prefix, data.name, svc)
     if tpl.job:
         labels["hafen.run"] = data.job_run
-    replicas = data.replicas if svc == data.app.web_service else tpl.replicas
     return ServiceSpec(
         name=naming.service(data.prefix, data.name, svc),
         image=data.image_ref(tpl.image, data.images.get(tpl.image, "")) if data.image_ref else tpl.image,
@@ -76,8 +86,7 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
         # everything of a placed instance runs on its node (a cache left elsewhere would move, and blink,
         # when that node is drained); only a web service that mounts no volume may spread
         constraints=naming.pinned_to(data.node) if tpl.volumes or svc != data.app.web_service else [],
-        # a job's spec does not follow the running state, so a queued stop leaves a running job (passwd) be
-        replicas=replicas if data.running or tpl.job else 0,
+        replicas=_replicas(data, svc, tpl),
         job=tpl.job,
         memory_bytes=memory_bytes(tpl.memory) if tpl.memory else None,
         nano_cpus=int(tpl.cpus * 1e9) if tpl.cpus else None,

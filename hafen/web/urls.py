@@ -32,6 +32,7 @@ urlpatterns = [
     path("instances/<slug:name>/scale", instance_actions.scale, name="instance-scale"),
     path("instances/<slug:name>/erase", instance_actions.erase, name="instance-erase"),
     path("instances/<slug:name>/update", instance_actions.update, name="instance-update"),
+    path("instances/<slug:name>/policy", instance_actions.policy, name="instance-policy"),
     path("instances/<slug:name>/passwd", instance_actions.new_password, name="instance-passwd"),
     path("instances/<slug:name>/credentials", instance_actions.credentials, name="instance-credentials"),
     path("instances/<slug:name>/locks", instance_actions.add_lock, name="instance-lock"),

@@ -29,7 +29,7 @@ def policies_of(config):
 
 def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_route_suffix():
     config = proxy_config("unit-edge-status", "unit-route")
-    route = routes_of(config, "http")[0]
+    route = routes_of(config, "http")[1]
     [handler] = route["handle"]
     assert route["terminal"] is True
     assert handler["handler"] == "reverse_proxy"
@@ -41,8 +41,31 @@ def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_rout
 
 
 def guard(config):
-    [match] = routes_of(config, "http")[0]["match"]
-    return match["vars_regexp"]["{http.request.host}"]["pattern"]
+    [asleep], [forward] = (route["match"] for route in routes_of(config, "http")[:2])
+    assert asleep["vars_regexp"] == forward["vars_regexp"]  # the same guard before the sleepers' files
+    return forward["vars_regexp"]["{http.request.host}"]["pattern"]
+
+
+def test_a_sleeping_instances_domain_gets_the_status_servers_page_at_once():
+    """Without the second the proxy waits for a web service: its file in the edge directory says it sleeps."""
+    config = proxy_config("unit-edge-status", "unit-route")
+    asleep = routes_of(config, "http")[0]
+    assert asleep["match"][0]["file"] == {"root": "/etc/hafen-edge/asleep", "try_files": ["/{http.request.host}"]}
+    status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"unit-edge-status:{STATUS_PORT}"}]}
+    assert asleep["handle"] == [status]
+    assert asleep["terminal"] is True
+
+
+def test_the_access_log_keeps_no_header_address_or_path_of_a_request():
+    logs = proxy_config("s", "unit-route")["logging"]["logs"]
+    access = logs["hafen"]
+    assert access["writer"]["filename"] == "/etc/hafen-edge/access.log" and access["writer"]["roll_keep"] == 1
+    deleted = {field for field, rule in access["encoder"]["fields"].items() if rule == {"filter": "delete"}}
+    assert {"request>headers", "request>uri", "request>remote_ip", "resp_headers"} <= deleted
+    assert logs["default"]["exclude"] == access["include"] == ["http.log.access.hafen"]
+    for server in ("http", "https"):
+        assert proxy_config("s", "unit-route")["apps"]["http"]["servers"][server]["logs"] == {
+            "default_logger_name": "hafen"}
 
 
 @pytest.mark.parametrize("host", ["ev.localhost", "my-event.example.org", "a1.b2.test", "x.y.z.xn--p1ai"])
@@ -67,9 +90,9 @@ def test_proxy_guard_refuses_anything_but_a_lower_case_domain_name(host):
 def test_a_host_the_guard_refuses_gets_the_404_page_from_the_proxy_itself():
     for server in ("http", "https"):
         routes = routes_of(proxy_config("s", "unit-route"), server)
-        assert len(routes) == 2
-        assert "match" not in routes[1]
-        [handler] = routes[1]["handle"]
+        assert len(routes) == 3
+        assert "match" not in routes[2]
+        [handler] = routes[2]["handle"]
         assert handler["handler"] == "static_response"  # no upstream: no connection is opened
         assert handler["status_code"] == 404
         assert handler["body"] == routes_of(build([]))[-1]["handle"][0]["body"]

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from hafen.access.policy import Actor
 from hafen.errors import HafenError, InvalidInput, NotFound
-from hafen.instances import services, updates
+from hafen.instances import elastic, services, updates
 from hafen.instances.models import Operation
 from hafen.web.forms import ScaleForm
 from hafen.web.views.common import actor, is_htmx, refused, shown_once, ui_view
@@ -54,6 +54,19 @@ def scale(request: HttpRequest, name: str) -> HttpResponse:
         return refused(request, InvalidInput("replicas: give a whole number of 0 or more"), "instance", name)
     replicas: int = form.cleaned_data["replicas"]
     return _run(request, name, lambda who, n: services.scale(who, n, replicas))
+
+
+@require_POST
+@ui_view
+def policy(request: HttpRequest, name: str) -> HttpResponse:
+    """The sleep policy: an empty field is the default (the organisation's, size's or installation's)."""
+    values = {key: request.POST.get(key, "").strip()[:32] or "default" for key in ("idle", "deep_sleep")}
+    try:
+        elastic.set_policy(actor(request), name, **values)
+    except HafenError as exc:
+        return refused(request, exc, "instance", name)
+    messages.success(request, "Sleep policy saved.")
+    return redirect(reverse("instance", args=[name]) + "#sleep")
 
 
 @require_POST

@@ -4,9 +4,11 @@
 password from its secret); `demo_app.py serve` is the web service. Endpoints:
 GET /health, POST /login (JSON username and password), GET and POST /notes
 (needs a login), GET and PUT /files/NAME (a file in the media volume, needs a
-login), GET / (a page that says which instance this is).
+login), GET / (a page that says which instance this is), GET /ws (a websocket that stays open, silent,
+until the client closes it: what a browser tab of OpenSlides keeps).
 """
 
+import base64
 import hashlib
 import hmac
 import json
@@ -133,12 +135,28 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(404, {"detail": "no such file"})
                 return
             self._send(200, path.read_text(), "text/plain; charset=utf-8")
+        elif self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._websocket()
         elif self.path == "/":
             name = os.environ.get("INSTANCE_NAME", "")
             page = f"<!doctype html><title>demo {name}</title><h1>demo instance {name}</h1><p>{socket.gethostname()}</p>"
             self._send(200, page, "text/html; charset=utf-8")
         else:
             self._send(404, {"detail": "not found"})
+
+    def _websocket(self) -> None:
+        """RFC 6455's handshake, then the connection is held until the client closes it."""
+        key = self.headers.get("Sec-WebSocket-Key", "") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.protocol_version = "HTTP/1.1"  # an upgrade is HTTP/1.1's (this server answers 1.0 otherwise)
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
+        self.end_headers()
+        self.wfile.flush()
+        while self.rfile.read(1024):  # whatever the client sends is not read as frames; its EOF ends it
+            pass
+        self.close_connection = True
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path == "/login":

@@ -1,0 +1,137 @@
+"""Sleep and wake: the controller's side of the elastic-capacity policy.
+
+Each pass it reads what the edge saw (the proxy's access log, through a watcher thread, and the
+requests the proxy has open now, websockets included), records each instance's last request, and
+decides from the instance's policy (instances/policy.py): an awake instance idle for its idle time
+sleeps, a sleeper idle for its deep-sleep time sleeps deeper, a sleeper with a request after it fell
+asleep wakes. A decision is a `sleep` or `wake` operation plus a Decision row that says why.
+
+Safe by default: nothing sleeps before the access log has been read once since the controller started,
+nor while the proxy does not say which requests it has open, nor when proxies on other nodes (whose
+logs this controller does not read) take requests too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from hafen.catalog import get_app
+from hafen.config import Settings
+from hafen.controller.edge import EDGE_LABEL
+from hafen.edge.activity import Watcher
+from hafen.edge.client import Edge
+from hafen.edge.config import ACCESS_LOG, WEB_PORT
+from hafen.engine.base import Observation
+from hafen.instances import elastic
+from hafen.instances import policy as elastic_policy
+from hafen.instances.backups import effective_policies
+from hafen.instances.models import Desired, Instance, Sleep, Snapshot, SnapshotStatus, State
+
+log = logging.getLogger("hafen.controller")
+
+# The last request is written to the database when it moved by this much (the idle times are longer).
+RECORD_STEP = timedelta(seconds=5)
+
+
+class SleepKeeper:
+    def __init__(self, edge: Edge, settings: Settings, on_request: Callable[[], None]) -> None:
+        self.edge = edge
+        self.settings = settings
+        self.watcher = Watcher(settings.edge_dir / ACCESS_LOG, on_request)
+        self.held = ""  # why no instance may fall asleep now ("" when they may)
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    def stop(self) -> None:
+        self.watcher.stop()
+
+    def _hold(self, obs: Observation) -> str:
+        if not self.watcher.caught_up():
+            return "the edge's access log has not been read yet"
+        if any(n.labels.get(EDGE_LABEL) == "true" and n.id != obs.local_node for n in obs.nodes.values()):
+            return "proxies on other nodes take requests this controller does not see"
+        return ""
+
+    def _in_flight(self, obs: Observation, instance: Instance, open_requests: dict[str, int]) -> int:
+        web = obs.services_of(instance.name).get(get_app(instance.app).web_service)
+        if web is None:
+            return 0
+        return sum(open_requests.get(f"{address}:{WEB_PORT}", 0)
+                   for task in web.tasks if task.state == "running" for address in task.addresses)
+
+    def tick(self, obs: Observation, instances: dict[str, Instance], busy: set[str]) -> None:
+        now = timezone.now()
+        seen = self.watcher.last_seen()
+        self.held = self._hold(obs)
+        open_requests = self.edge.in_flight() if not self.held else None
+        if open_requests is None and not self.held:
+            self.held = "the edge proxy does not say which requests it has open"
+        candidates = [i for i in instances.values() if not i.sandbox and i.desired_state == Desired.RUNNING]
+        policies = {i.pk: elastic_policy.effective(i, self.settings) for i in candidates}
+        recorded: list[Instance] = []
+        for instance in candidates:
+            request = seen.get(instance.domain)
+            last_request = datetime.fromtimestamp(request, UTC) if request is not None else None
+            in_flight = self._in_flight(obs, instance, open_requests) if open_requests else 0
+            last = max(t for t in (instance.last_active_at, last_request, now if in_flight else None,
+                                   None if instance.last_active_at else now) if t is not None)
+            if instance.last_active_at is None or last - instance.last_active_at >= RECORD_STEP \
+                    or (instance.sleep and last > instance.last_active_at):
+                instance.last_active_at = last
+                recorded.append(instance)
+            if instance.name in busy:
+                continue
+            if instance.sleep:
+                decision = elastic_policy.wake_decision(instance.sleep, instance.slept_at, last)
+                if decision is not None:
+                    self._decide(instance, decision)
+                    continue
+            if self.held or instance.state not in (State.RUNNING, State.SLEEPING):
+                continue
+            policy = policies[instance.pk]
+            decision = elastic_policy.sleep_decision(policy, instance.sleep, last, in_flight, now)
+            if decision is not None and decision.action == "deep-sleep" and not self._backed_up(instance, last):
+                # its last writes are backed up first (the backup schedule takes light sleepers): light sleep till then
+                decision = elastic_policy.sleep_decision(replace(policy, deep_sleep=None), instance.sleep, last,
+                                                         in_flight, now)
+            if decision is not None:
+                self._decide(instance, decision)
+        if recorded:
+            Instance.objects.bulk_update(recorded, ["last_active_at"])
+        self.watcher.watch(i.domain for i in candidates if i.sleep)
+
+    @staticmethod
+    def _backed_up(instance: Instance, last_request: datetime) -> bool:
+        """Whether deep sleep loses no backup: its backups are off, or one began after its last request."""
+        if not effective_policies([instance])[instance.pk].enabled:
+            return True
+        newest = Snapshot.objects.filter(Q(instance=instance) & Q(status=SnapshotStatus.OK)) \
+            .aggregate(newest=Max("created_at"))["newest"]
+        return newest is not None and newest > last_request
+
+    def _decide(self, instance: Instance, decision: elastic_policy.Decision) -> None:
+        """Write the decision and its operation, if the instance is still as it was read (a user's stop
+        or start may have come in since)."""
+        with transaction.atomic():
+            current = Instance.objects.select_for_update().get(pk=instance.pk)
+            if current.desired_state != Desired.RUNNING or current.sleep != instance.sleep:
+                return
+            if decision.action == "wake":
+                current.sleep = Sleep.AWAKE
+            else:
+                if current.sleep == Sleep.AWAKE:
+                    current.slept_at = timezone.now()
+                current.sleep = Sleep.DEEP if decision.action == "deep-sleep" else Sleep.LIGHT
+            current.save(update_fields=["sleep", "slept_at", "updated_at"])
+            elastic.queue(current, "wake" if decision.action == "wake" else "sleep")
+            elastic.record(current, decision)
+        instance.sleep, instance.slept_at = current.sleep, current.slept_at
+        log.info("%s: %s (%s)", instance.name, decision.action, decision.reason)

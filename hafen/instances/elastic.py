@@ -1,0 +1,98 @@
+"""Elastic capacity in the service layer: an instance's policy, its decisions, and waking it for work.
+
+The controller takes the decisions (controller/elastic.py); what users change and read is here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from hafen import wake
+from hafen.access import audit
+from hafen.access.policy import Action, Actor
+from hafen.config import get_settings
+from hafen.errors import InvalidInput
+from hafen.instances import policy as elastic_policy
+from hafen.instances.models import Decision, Instance, Operation, Sleep
+
+# Operations that bring every service up (or down) by themselves: they only take the sleep away.
+BRINGS_UP = frozenset({"create", "start", "restart", "scale", "repair", "stop", "delete", "erase", "sleep", "wake"})
+DECISIONS_SHOWN = 10
+DECISIONS_KEPT = 50
+
+
+def record(instance: Instance, decision: elastic_policy.Decision) -> Decision:
+    row = Decision.objects.create(instance=instance, action=decision.action, reason=decision.reason,
+                                  numbers=decision.numbers)
+    old = Decision.objects.filter(instance=instance).values_list("pk", flat=True)[DECISIONS_KEPT:]
+    Decision.objects.filter(pk__in=list(old)).delete()
+    return row
+
+
+def queue(instance: Instance, kind: str) -> Operation:
+    operation = Operation.objects.create(instance=instance, instance_name=instance.name,
+                                         organisation_id=instance.organisation_id, kind=kind)
+    transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+    return operation
+
+
+def wake_for(instance: Instance, kind: str) -> None:
+    """Before an operation of `kind` is queued for a sleeping instance (in the same transaction): a
+    backup of a light sleeper needs only its database, which runs; an operation that starts the services
+    itself only clears the sleep; any other (an update, a restore, a new password, a move) first wakes it."""
+    if instance.sleep == Sleep.AWAKE or (kind == "backup" and instance.sleep == Sleep.LIGHT):
+        return
+    was = instance.sleep
+    Instance.objects.filter(pk=instance.pk).update(sleep=Sleep.AWAKE, last_active_at=timezone.now())
+    instance.sleep = Sleep.AWAKE
+    if kind in BRINGS_UP:
+        return
+    queue(instance, "wake")
+    record(instance, elastic_policy.Decision("wake", f"{kind} needs it awake", {"was": was}))
+
+
+def describe_decision(decision: Decision) -> dict[str, Any]:
+    return {"at": decision.at.isoformat(), "action": decision.action, "reason": decision.reason,
+            "numbers": decision.numbers}
+
+
+def describe(instance: Instance) -> dict[str, Any]:
+    """Its policy as it applies, how asleep it is, and the controller's latest decisions."""
+    policy = elastic_policy.effective(instance, get_settings())
+    return {
+        "policy": policy.describe(),
+        "sleep": instance.sleep or None,
+        "slept_at": instance.slept_at.isoformat() if instance.slept_at else None,
+        "last_request_at": instance.last_active_at.isoformat() if instance.last_active_at else None,
+        "decisions": [describe_decision(d) for d in instance.decisions.all()[:DECISIONS_SHOWN]],
+    }
+
+
+def show_policy(actor: Actor, name: str) -> dict[str, Any]:
+    from hafen.instances.services import authorized
+
+    return {"instance": name, **describe(authorized(actor, Action.VIEW, name))}
+
+
+def set_policy(actor: Actor, name: str, *, idle: str | None = None, deep_sleep: str | None = None
+               ) -> dict[str, Any]:
+    """Set (a duration or never) or take away ('default') the instance's own values; audited."""
+    from hafen.instances.services import authorized
+
+    given = {key: value for key, value in (("idle", idle), ("deep_sleep", deep_sleep)) if value is not None}
+    with audit.audited(actor, Action.POLICY, name, **given) as note:
+        if not given:
+            raise InvalidInput("nothing to change: give --idle or --deep-sleep (a duration, never or default)")
+        changes = elastic_policy.changes(idle, deep_sleep)
+        removed = elastic_policy.removed(idle, deep_sleep)
+        instance = authorized(actor, Action.POLICY, name, note)
+        with transaction.atomic():
+            instance = Instance.objects.select_for_update().get(pk=instance.pk)
+            values = {k: v for k, v in instance.policy.items() if k not in removed}
+            instance.policy = {**values, **changes}
+            instance.save(update_fields=["policy", "updated_at"])
+        transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+        return {"instance": name, **describe(instance)}

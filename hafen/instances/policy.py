@@ -1,0 +1,147 @@
+"""The elastic-capacity policy of an instance, and the sleep decisions taken from it.
+
+A policy key an instance does not set comes from its organisation, then from its size (the app's
+`app.toml`), then from the installation's settings. Durations are stored in seconds, None meaning
+never. The decisions are pure functions of the policy and of what the edge saw, so that the unit tier
+checks them without a clock or an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pytimeparse2 import parse as parse_timespan
+
+from hafen.catalog import get_app
+from hafen.config import Settings
+from hafen.errors import InvalidInput
+from hafen.instances.models import Instance, Sleep
+
+KEYS = ("idle", "deep_sleep")
+TITLES = {"idle": "idle time before sleep", "deep_sleep": "idle time before deep sleep"}
+NEVER = "never"
+MIN_IDLE = 10  # seconds: shorter would put an instance to sleep between two clicks
+MAX_DURATION = 366 * 86400
+
+
+def parse_duration(text: str, what: str = "duration") -> int | None:
+    """'never' is None; '20s', '30m', '24h', '2d', '1h30m' are seconds."""
+    value = text.strip().lower()
+    if value == NEVER:
+        return None
+    seconds = parse_timespan(value) if value else None
+    if seconds is None or isinstance(seconds, bool):
+        raise InvalidInput(f"{what}: not a duration: {text!r} (use e.g. 20s, 30m, 24h or never)")
+    seconds = int(seconds)
+    if not MIN_IDLE <= seconds <= MAX_DURATION:
+        raise InvalidInput(f"{what}: {text} is out of range ({MIN_IDLE}s to 366d, or never)")
+    return seconds
+
+
+def format_duration(seconds: int | None) -> str:
+    if seconds is None:
+        return NEVER
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class Policy:
+    idle: int | None
+    deep_sleep: int | None
+    # where each key came from: instance, organisation, size or installation
+    sources: dict[str, str]
+
+    @property
+    def deep_after(self) -> int | None:
+        """Seconds without a request before deep sleep (never sooner than sleep itself)."""
+        if self.idle is None or self.deep_sleep is None:
+            return None
+        return max(self.idle, self.deep_sleep)
+
+    def describe(self) -> dict[str, Any]:
+        return {key: {"value": format_duration(getattr(self, key)), "seconds": getattr(self, key),
+                      "source": self.sources[key]} for key in KEYS}
+
+
+def _layer(values: dict[str, Any], key: str) -> tuple[bool, int | None]:
+    if key not in values:
+        return False, None
+    value = values[key]
+    return True, (None if value is None else int(value))
+
+
+def effective(instance: Instance, settings: Settings) -> Policy:
+    app = get_app(instance.app)
+    size = app.sizes.get(instance.size)
+    size_values = {k: parse_duration(v, k) for k, v in (size.policy if size else {}).items()}
+    installation = {"idle": parse_duration(settings.idle, "HAFEN_IDLE"),
+                    "deep_sleep": parse_duration(settings.deep_sleep, "HAFEN_DEEP_SLEEP")}
+    organisation = instance.organisation.policy if instance.organisation else {}
+    layers = (("instance", instance.policy), ("organisation", organisation), ("size", size_values),
+              ("installation", installation))
+    values: dict[str, int | None] = {}
+    sources: dict[str, str] = {}
+    for key in KEYS:
+        for source, layer in layers:
+            found, value = _layer(layer, key)
+            if found:
+                values[key], sources[key] = value, source
+                break
+    return Policy(idle=values["idle"], deep_sleep=values["deep_sleep"], sources=sources)
+
+
+def changes(idle: str | None = None, deep_sleep: str | None = None) -> dict[str, int | None]:
+    """The keys a user sets (None: leave as it is), parsed; 'default' takes the instance's own value away."""
+    found: dict[str, int | None] = {}
+    for key, text in (("idle", idle), ("deep_sleep", deep_sleep)):
+        if text is not None and text.strip().lower() != "default":
+            found[key] = parse_duration(text, key.replace("_", "-"))
+    return found
+
+
+def removed(idle: str | None = None, deep_sleep: str | None = None) -> list[str]:
+    return [key for key, text in (("idle", idle), ("deep_sleep", deep_sleep))
+            if text is not None and text.strip().lower() == "default"]
+
+
+# -- decisions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # sleep, deep-sleep or wake
+    reason: str
+    numbers: dict[str, Any]
+
+
+def sleep_decision(policy: Policy, sleep: str, last_active: datetime, in_flight: int, now: datetime
+                   ) -> Decision | None:
+    """Whether an awake (or lightly sleeping) instance should go (deeper) to sleep now."""
+    idle_for = (now - last_active).total_seconds()
+    numbers = {"idle_s": round(idle_for, 1), "in_flight": in_flight, "idle_limit_s": policy.idle,
+               "deep_limit_s": policy.deep_after, "last_request": last_active.isoformat()}
+    if in_flight > 0 or policy.idle is None:
+        return None
+    deep = policy.deep_after
+    if sleep != Sleep.DEEP and deep is not None and idle_for >= deep:
+        return Decision("deep-sleep", f"no request for {format_duration(int(idle_for))} "
+                                      f"(deep sleep after {format_duration(deep)})", numbers)
+    if sleep == Sleep.AWAKE and idle_for >= policy.idle:
+        return Decision("sleep", f"no request for {format_duration(int(idle_for))} "
+                                 f"(sleeps after {format_duration(policy.idle)})", numbers)
+    return None
+
+
+def wake_decision(sleep: str, slept_at: datetime | None, last_request: datetime | None) -> Decision | None:
+    """A sleeping instance wakes on a request that came after it fell asleep."""
+    if sleep == Sleep.AWAKE or slept_at is None or last_request is None or last_request <= slept_at:
+        return None
+    return Decision("wake", "a request came in", {"request_at": last_request.isoformat(),
+                                                   "slept_at": slept_at.isoformat()})
