@@ -95,23 +95,48 @@ def test_motion_survives_stop_start_and_delete_start(plane: Plane, openslides: d
     assert "Kept by hafen" in motion_titles(plane, openslides)
 
 
-def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) -> None:
+def browser_login(driver: Any, openslides: dict[str, Any], shots: str = "openslides") -> None:
+    """On the page the browser shows (it may reload itself first): the login form, then the signed-in app."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    wait = WebDriverWait(driver, 90)
+    username = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
+    driver.save_screenshot(str(ARTIFACTS / f"{shots}-login.png"))
+    username.send_keys(openslides["username"])
+    driver.find_element(By.CSS_SELECTOR, "input[formcontrolname=password]").send_keys(openslides["password"])
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "mat-sidenav")))
+    driver.save_screenshot(str(ARTIFACTS / f"{shots}-logged-in.png"))
+    assert "Administrator" in driver.page_source or "admin" in driver.page_source
+
+
+def test_web_client_login_in_chromium(plane: Plane, openslides: dict[str, Any]) -> None:
     with chromium("1280,900") as driver:
         driver.get(f"http://{openslides['domain']}:{HTTP_PORT}/")
-        wait = WebDriverWait(driver, 60)
-        username = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
-        driver.save_screenshot(str(ARTIFACTS / "openslides-login.png"))
-        username.send_keys(openslides["username"])
-        driver.find_element(By.CSS_SELECTOR, "input[formcontrolname=password]").send_keys(openslides["password"])
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(ec.invisibility_of_element_located((By.CSS_SELECTOR, "input[formcontrolname=username]")))
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "mat-sidenav")))
-        driver.save_screenshot(str(ARTIFACTS / "openslides-logged-in.png"))
-        assert "Administrator" in driver.page_source or "admin" in driver.page_source
+        browser_login(driver, openslides)
+
+
+def test_a_sleeping_instance_wakes_on_a_browser_visit_and_the_admin_logs_in(
+        plane: Plane, openslides: dict[str, Any]) -> None:
+    plane.hafen("policy", NAME, "--idle", "10s", "--deep-sleep", "never")
+    try:
+        def asleep() -> bool:
+            shown = plane.json("show", NAME)
+            return bool(shown["state"] == "sleeping" and shown["services"]["web"]["running"] == 0)
+
+        plane.wait_until(asleep, timeout=120, interval=1)
+        with chromium("1280,900") as driver:
+            driver.get(f"http://{openslides['domain']}:{HTTP_PORT}/")
+            assert "is waking up" in driver.page_source  # the edge's page, which reloads itself
+            driver.save_screenshot(str(ARTIFACTS / "openslides-waking.png"))
+            browser_login(driver, openslides, "openslides-woken")
+        shown = plane.json("show", NAME)
+        assert shown["state"] == "running" and shown["elastic"]["decisions"][0]["action"] == "wake"
+    finally:
+        plane.hafen("policy", NAME, "--idle", "never")
 
 
 def test_removed_database_service_is_brought_back_with_its_data(plane: Plane, openslides: dict[str, Any]) -> None:
