@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from hafen.cli import _backend, _emit, cli, out
+from hafen.cli import _backend, _emit, _table, cli, out
 
 DURATION = "a duration (20s, 30m, 24h), never, or default"
 
@@ -42,3 +42,52 @@ def policy(name: str, idle: str | None, deep_sleep: str | None, as_json: bool) -
         _emit(data)
         return
     show_elastic(data, decisions=10)
+
+
+@cli.group()
+def event() -> None:
+    """An instance's events: before and during one it is awake, with the web replicas it needs."""
+
+
+@event.command(name="add")
+@click.argument("name")
+@click.option("--start", required=True, help="ISO time, e.g. 2026-12-01T09:00 (UTC) or 2026-12-01T09:00+01:00")
+@click.option("--end", required=True, help="ISO time, as --start")
+@click.option("--participants", type=int, required=True, help="expected participants")
+@click.option("--title", default="", help="what the event is")
+@click.option("--json", "as_json", is_flag=True)
+def event_add(name: str, start: str, end: str, participants: int, title: str, as_json: bool) -> None:
+    """Plan an event of an instance."""
+    data = _backend().event_add(name, start, end, participants, title)
+    if as_json:
+        _emit(data)
+        return
+    out.print(f"event {data['id']} of {name}: {data['start_at'][:16].replace('T', ' ')} to "
+              f"{data['end_at'][:16].replace('T', ' ')} UTC, {data['participants']} participants, "
+              f"{data['web_replicas']} web replica(s)", soft_wrap=True)
+
+
+@event.command(name="list")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def event_list(name: str | None, as_json: bool) -> None:
+    """The coming events (of one instance, with a name)."""
+    rows = _backend().events(name)
+    if as_json:
+        _emit(rows)
+        return
+    table = _table("ID", "INSTANCE", "START (UTC)", "END (UTC)", "PARTICIPANTS", "REPLICAS", "TITLE")
+    for row in rows:
+        table.add_row(str(row["id"]), row["instance"], row["start_at"][:16].replace("T", " "),
+                      row["end_at"][:16].replace("T", " "), str(row["participants"]), str(row["web_replicas"]),
+                      Text(row["title"]))
+    out.print(table)
+
+
+@event.command(name="remove")
+@click.argument("name")
+@click.argument("event_id", type=int)
+def event_remove(name: str, event_id: int) -> None:
+    """Take an event out of the calendar."""
+    _backend().event_remove(name, event_id)
+    out.print(f"event {event_id} of {name} removed")

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # instance without a request for `idle` sleeps, after `deep_sleep` its database and cache stop too.
     idle: str = "30m"
     deep_sleep: str = "24h"
+    # how long before an event its instance is woken and given the event's replicas
+    event_lead: str = "30m"
     # The installation's image registry: its port on every node of the swarm (the controller's node holds
     # the images, the others a pull-through mirror); services name images by digest there. 0: no registry,
     # services name images by tag (enough for a swarm of one node; each node then needs every image).

@@ -163,6 +163,27 @@ class ElasticPolicyIn(Schema):
     deep_sleep: str | None = Field(default=None, max_length=32, description="As idle")
 
 
+class EventIn(Schema):
+    start_at: str = Field(max_length=64, description="ISO time; without a zone: UTC")
+    end_at: str = Field(max_length=64, description="ISO time; without a zone: UTC")
+    participants: int = Field(ge=1, le=100_000, description="Expected participants: the app's table gives the web "
+                                                            "replicas")
+    title: str = Field(default="", max_length=100)
+
+
+class EventOut(Schema):
+    id: int
+    instance: str
+    organisation: str | None
+    title: str
+    start_at: str
+    end_at: str
+    participants: int
+    web_replicas: int = Field(description="The web replicas the instance runs at least, from HAFEN_EVENT_LEAD "
+                                          "before the start to the end")
+    created_by: str
+
+
 class InstanceDetailOut(InstanceOut):
     elastic: ElasticOut
     backups: InstanceBackupsOut

@@ -19,7 +19,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, elastic, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, calendar, elastic, nodes, organisations, rollouts, services, updates
 
 api = NinjaAPI(
     title="hafen",
@@ -133,6 +133,40 @@ def set_policy(request: HttpRequest, name: str, body: s.ElasticPolicyIn) -> dict
     """Set the instance's own values (a duration or never), or take them away (default). Admins of its
     organisation and operators."""
     return elastic.set_policy(_actor(request), name, idle=body.idle, deep_sleep=body.deep_sleep)
+
+
+@api.get("/events", response={200: list[s.EventOut], **ERRORS}, tags=["events"])
+def list_events(request: HttpRequest) -> list[dict[str, Any]]:
+    """The events not over yet of every instance the caller may see, soonest first."""
+    return [calendar.describe(e) for e in calendar.coming(_actor(request))]
+
+
+@api.get("/instances/{name}/events", response={200: list[s.EventOut], **ERRORS}, tags=["events"])
+def instance_events(request: HttpRequest, name: str) -> list[dict[str, Any]]:
+    return [calendar.describe(e) for e in calendar.coming(_actor(request), name)]
+
+
+@api.post("/instances/{name}/events", response={201: s.EventOut, **ERRORS}, tags=["events"])
+def add_event(request: HttpRequest, name: str, body: s.EventIn) -> Status[dict[str, Any]]:
+    """Plan an event: from HAFEN_EVENT_LEAD (default 30 minutes) before its start to its end the instance is
+    awake, never sleeps, and runs the web replicas its participants need. Admins of its organisation and
+    operators."""
+    event = calendar.add(_actor(request), name, start=body.start_at, end=body.end_at,
+                         participants=body.participants, title=body.title)
+    return Status(201, calendar.describe(event))
+
+
+@api.delete("/instances/{name}/events/{event_id}", response={204: None, **ERRORS}, tags=["events"])
+def remove_event(request: HttpRequest, name: str, event_id: int) -> Status[None]:
+    calendar.remove(_actor(request), name, event_id)
+    return Status(204, None)
+
+
+@api.get("/capacity", response={200: dict[str, Any], **ERRORS}, tags=["events"])
+def capacity(request: HttpRequest) -> dict[str, Any]:
+    """Operators: per hour of the next 14 days, the memory and CPU the instances reserve with the planned
+    events at their replicas, against the swarm's schedulable nodes; the hours over capacity."""
+    return calendar.forecast(_actor(request))
 
 
 def _simple(action: str, summary: str) -> None:

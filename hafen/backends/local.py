@@ -10,7 +10,7 @@ from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
 from hafen.errors import InvalidInput
-from hafen.instances import backups, elastic, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, calendar, elastic, nodes, organisations, rollouts, services, updates
 
 ROLLOUT_CONTROLS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
 
@@ -151,6 +151,16 @@ class LocalBackend:
         if not changes:
             return elastic.show_policy(self.actor, name)
         return elastic.set_policy(self.actor, name, **changes)
+
+    def events(self, name: str | None) -> list[dict[str, Any]]:
+        return [calendar.describe(e) for e in calendar.coming(self.actor, name)]
+
+    def event_add(self, name: str, start: str, end: str, participants: int, title: str) -> dict[str, Any]:
+        return calendar.describe(calendar.add(self.actor, name, start=start, end=end, participants=participants,
+                                              title=title))
+
+    def event_remove(self, name: str, event_id: int) -> None:
+        calendar.remove(self.actor, name, event_id)
 
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         return organisations.describe(rollouts.set_window(self.actor, slug, cron, minutes))

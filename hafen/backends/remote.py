@@ -233,6 +233,18 @@ class RemoteBackend:
             else self._call("GET", f"/instances/{name}/policy")
         return result
 
+    def events(self, name: str | None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", f"/instances/{name}/events" if name else "/events")
+        return result
+
+    def event_add(self, name: str, start: str, end: str, participants: int, title: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/instances/{name}/events", json={
+            "start_at": start, "end_at": end, "participants": participants, "title": title})
+        return result
+
+    def event_remove(self, name: str, event_id: int) -> None:
+        self._call("DELETE", f"/instances/{name}/events/{event_id}")
+
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/organisations/{slug}/update-window",
                                             json={"cron": cron, "minutes": minutes})

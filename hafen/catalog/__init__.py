@@ -46,6 +46,13 @@ class Size(_Strict):
     policy: dict[str, str] = {}
 
 
+class ParticipantsRow(_Strict):
+    """Up to `up_to` participants of an event, the web service needs `web_replicas` replicas."""
+
+    up_to: int = Field(ge=1)
+    web_replicas: int = Field(ge=1, le=32)
+
+
 class ImageDef(_Strict):
     tag: str
     context: str
@@ -133,6 +140,16 @@ class App(_Strict):
     images: list[ImageDef]
     sizes: dict[str, Size]
     backup: BackupDef
+    # web replicas by an event's expected participants (ascending; beyond the last row, its replicas)
+    participants: list[ParticipantsRow] = []
+
+    def replicas_for(self, participants: int) -> int:
+        """Web replicas an event of that many participants needs (1 without a table)."""
+        rows = sorted(self.participants, key=lambda row: row.up_to)
+        for row in rows:
+            if participants <= row.up_to:
+                return row.web_replicas
+        return rows[-1].web_replicas if rows else 1
 
     @property
     def backup_volumes(self) -> list[str]:

@@ -32,7 +32,7 @@ from hafen.engine.base import Observation
 from hafen.instances import elastic
 from hafen.instances import policy as elastic_policy
 from hafen.instances.backups import effective_policies
-from hafen.instances.models import Desired, Instance, Sleep, Snapshot, SnapshotStatus, State
+from hafen.instances.models import Desired, Event, Instance, Sleep, Snapshot, SnapshotStatus, State
 
 log = logging.getLogger("hafen.controller")
 
@@ -76,6 +76,10 @@ class SleepKeeper:
             self.held = "the edge proxy does not say which requests it has open"
         candidates = [i for i in instances.values() if not i.sandbox and i.desired_state == Desired.RUNNING]
         policies = {i.pk: elastic_policy.effective(i, self.settings) for i in candidates}
+        lead = elastic_policy.parse_duration(self.settings.event_lead, "HAFEN_EVENT_LEAD") or 0
+        events: dict[int, list[Event]] = {}
+        for event in Event.objects.filter(end_at__gt=now, start_at__lte=now + timedelta(seconds=lead)):
+            events.setdefault(event.instance_id, []).append(event)
         recorded: list[Instance] = []
         for instance in candidates:
             request = seen.get(instance.domain)
@@ -89,13 +93,19 @@ class SleepKeeper:
                 recorded.append(instance)
             if instance.name in busy:
                 continue
+            floor = elastic_policy.event_floor(get_app(instance.app), events.get(instance.pk, []), now, lead)
             if instance.sleep:
                 decision = elastic_policy.wake_decision(instance.sleep, instance.slept_at, last)
+                if decision is None and floor.replicas:
+                    decision = elastic_policy.Decision("wake", floor.reason, {"event": floor.event_id})
                 if decision is not None:
                     self._decide(instance, decision)
                     continue
-            if self.held or instance.state not in (State.RUNNING, State.SLEEPING):
+            if floor.replicas != instance.floor_replicas and instance.state == State.RUNNING:
+                self._set_floor(instance, floor)
                 continue
+            if floor.replicas or self.held or instance.state not in (State.RUNNING, State.SLEEPING):
+                continue  # an event in its window keeps it awake
             policy = policies[instance.pk]
             decision = elastic_policy.sleep_decision(policy, instance.sleep, last, in_flight, now)
             if decision is not None and decision.action == "deep-sleep" and not self._backed_up(instance, last):
@@ -116,6 +126,23 @@ class SleepKeeper:
         newest = Snapshot.objects.filter(Q(instance=instance) & Q(status=SnapshotStatus.OK)) \
             .aggregate(newest=Max("created_at"))["newest"]
         return newest is not None and newest > last_request
+
+    def _set_floor(self, instance: Instance, floor: elastic_policy.Floor) -> None:
+        """The web replicas an event asks for (or, after it, those of the instance again), by a scale."""
+        was = instance.floor_replicas
+        with transaction.atomic():
+            current = Instance.objects.select_for_update().get(pk=instance.pk)
+            if current.desired_state != Desired.RUNNING or current.sleep:
+                return
+            current.floor_replicas = floor.replicas
+            current.save(update_fields=["floor_replicas", "updated_at"])
+            elastic.queue(current, "scale")
+            reason = floor.reason or f"the event is over: {current.replicas} web replica(s) again"
+            elastic.record(current, elastic_policy.Decision(
+                "scale", reason, {"event": floor.event_id, "floor_before": was, "floor": floor.replicas,
+                                  "replicas": current.replicas}))
+        instance.floor_replicas = floor.replicas
+        log.info("%s: web replicas of its events %d (was %d)", instance.name, floor.replicas, was)
 
     def _decide(self, instance: Instance, decision: elastic_policy.Decision) -> None:
         """Write the decision and its operation, if the instance is still as it was read (a user's stop

@@ -62,7 +62,8 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         app=get_app(instance.app),
         version=instance.version,
         size=instance.size,
-        replicas=instance.replicas,
+        # an event's floor raises the replicas, but never brings up a web service scaled to zero on purpose
+        replicas=max(instance.replicas, instance.floor_replicas) if instance.replicas else 0,
         secret_versions=versions,
         running=running,
         restart=instance.restart_count,

@@ -79,6 +79,8 @@ class Instance(models.Model):
     sleep = models.CharField(max_length=8, choices=Sleep.choices, blank=True, default=Sleep.AWAKE)
     slept_at = models.DateTimeField(null=True, blank=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
+    # the web replicas its events ask for now (the controller sets it; 0: no event): it runs at least these
+    floor_replicas = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -399,3 +401,22 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance_id} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class Event(models.Model):
+    """An event of an instance (an assembly): before it and during it the instance is awake, with the web
+    replicas its expected participants need (the app's participants table)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="events")
+    title = models.CharField(max_length=100, blank=True, default="")
+    start_at = models.DateTimeField()
+    end_at = models.DateTimeField()
+    participants = models.PositiveIntegerField()
+    created_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["start_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id}: {self.title or 'event'} at {self.start_at:%Y-%m-%d %H:%M}"

@@ -24,17 +24,23 @@ class NoNode(HafenError):
 
 
 @cache
-def reserved_bytes(app_name: str, version: str, size: str, replicas: int) -> int:
-    """Memory the instance's long-running services may use, by their limits."""
+def reserved(app_name: str, version: str, size: str, replicas: int) -> tuple[int, int]:
+    """Memory (bytes) and CPU (nano CPUs) the instance's long-running services may use, by their limits."""
     app = get_app(app_name)
     template = app.render(name="placement", version=version, size=app.sizes[size], replicas=replicas, app=app)
-    total = 0
+    memory = cpus = 0
     for svc, tpl in template.services.items():
-        if tpl.job or not tpl.memory:
+        if tpl.job:
             continue
         count = replicas if svc == app.web_service else tpl.replicas
-        total += memory_bytes(tpl.memory) * count
-    return total
+        memory += memory_bytes(tpl.memory) * count if tpl.memory else 0
+        cpus += int(tpl.cpus * 1e9) * count if tpl.cpus else 0
+    return memory, cpus
+
+
+def reserved_bytes(app_name: str, version: str, size: str, replicas: int) -> int:
+    """Memory the instance's long-running services may use, by their limits."""
+    return reserved(app_name, version, size, replicas)[0]
 
 
 def reserved_by_node(instances: Iterable[Instance]) -> dict[str, int]:

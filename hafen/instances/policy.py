@@ -9,12 +9,12 @@ checks them without a clock or an engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pytimeparse2 import parse as parse_timespan
 
-from hafen.catalog import get_app
+from hafen.catalog import App, get_app
 from hafen.config import Settings
 from hafen.errors import InvalidInput
 from hafen.instances.models import Instance, Sleep
@@ -145,3 +145,30 @@ def wake_decision(sleep: str, slept_at: datetime | None, last_request: datetime 
         return None
     return Decision("wake", "a request came in", {"request_at": last_request.isoformat(),
                                                    "slept_at": slept_at.isoformat()})
+
+
+# -- events --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What an instance's events ask for now: at least `replicas` web replicas, and no sleep."""
+
+    replicas: int
+    event_id: int | None
+    reason: str
+
+
+def event_floor(app: App, events: list[Any], now: datetime, lead: int) -> Floor:
+    """The floor of the events whose window (from `lead` seconds before its start to its end) holds now;
+    the largest if several do. `events` have start_at, end_at, participants, title and pk."""
+    best: Floor = Floor(0, None, "")
+    for event in events:
+        if event.start_at - timedelta(seconds=lead) <= now < event.end_at:
+            replicas = app.replicas_for(event.participants)
+            if replicas > best.replicas:
+                what = f"event {event.title!r}" if event.title else "an event"
+                best = Floor(replicas, event.pk, f"{what} for {event.participants} participants, "
+                                                 f"{event.start_at:%Y-%m-%d %H:%M} to {event.end_at:%H:%M} UTC: "
+                                                 f"{replicas} web replica{'s' if replicas > 1 else ''}")
+    return best

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -121,3 +122,24 @@ def test_a_controller_killed_while_an_instance_falls_asleep_or_wakes_converges(
     first_answer(plane.http(f"{name}.localhost"), timeout=90)
     plane.wait_until(lambda: state(plane, name) == "running", timeout=60, interval=1)
     assert notes(client) == ["kept"]
+
+
+def test_an_events_floor_holds_while_load_is_low_and_is_released_after_it(plane: Plane, instance_name: str) -> None:
+    name = instance_name
+    plane.create(name, "demo")
+    plane.hafen("policy", name, "--idle", f"{IDLE}s", "--deep-sleep", "never")
+    now = datetime.now(UTC)
+    end = now + timedelta(seconds=IDLE + 60)
+    plane.hafen("event", "add", name, "--start", (now - timedelta(minutes=1)).isoformat(), "--end", end.isoformat(),
+                "--participants", "150", "--title", "short assembly")
+    # 150 participants: 2 web replicas (the demo app's table), at once, while nobody asks anything
+    plane.wait_until(lambda: plane.json("show", name)["services"]["web"]["running"] == 2, timeout=60, interval=1)
+    while datetime.now(UTC) < end - timedelta(seconds=5):
+        shown = plane.json("show", name)
+        assert shown["state"] == "running" and shown["services"]["web"]["replicas"] == 2, shown["elastic"]
+        time.sleep(3)
+    # over: back to its own single replica, then asleep after its idle time as before
+    plane.wait_until(lambda: plane.json("show", name)["services"]["web"]["replicas"] in (0, 1), timeout=60, interval=1)
+    asleep(plane, name)
+    actions = [d["action"] for d in plane.json("show", name)["elastic"]["decisions"]]
+    assert actions[:3] == ["sleep", "scale", "scale"], actions

@@ -47,7 +47,7 @@ from hafen.config import get_settings  # noqa: E402
 from hafen.controller.loop import Controller  # noqa: E402
 from hafen.edge.client import FakeEdge  # noqa: E402
 from hafen.engine.fake import FakeEngine  # noqa: E402
-from hafen.instances import nodes, services, updates  # noqa: E402
+from hafen.instances import calendar, nodes, services, updates  # noqa: E402
 from hafen.instances.models import (  # noqa: E402
     BackupPolicy,
     ControlPlane,
@@ -121,6 +121,7 @@ def engine(monkeypatch):
     monkeypatch.setattr(services, "get_engine", lambda: fake)
     monkeypatch.setattr(nodes, "get_engine", lambda: fake)
     monkeypatch.setattr(updates, "get_engine", lambda: fake)
+    monkeypatch.setattr(calendar, "get_engine", lambda: fake)
     return fake
 
 
@@ -135,6 +136,18 @@ def controller(engine, edge, settings):
     ctl = Controller(engine, edge, settings)
     ctl.heartbeat()
     return ctl
+
+
+@pytest.fixture
+def access_log(settings):
+    """The edge proxy's access log, empty, as the controller reads it (tests write Caddy's lines)."""
+    from hafen.edge.config import ACCESS_LOG
+
+    path = settings.edge_dir / ACCESS_LOG
+    settings.edge_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    yield path
+    path.unlink(missing_ok=True)
 
 
 @pytest.fixture(name="converge")

@@ -138,15 +138,6 @@ def test_the_access_log_is_read_as_it_grows_rolls_over_and_from_both_files_after
 # -- the controller ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def access_log(settings):
-    path = settings.edge_dir / ACCESS_LOG
-    settings.edge_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text("")
-    yield path
-    path.unlink(missing_ok=True)
-
-
 def request_to(path, host, at=None):
     with path.open("a") as f:
         f.write(line(host, (at or timezone.now()).timestamp()))

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from hafen.instances import backups, services
+from hafen.instances import backups, calendar, services
 from hafen.web.forms import InstanceFilter, creatable_organisations
 from hafen.web.views.common import actor, paginate, query_without_page, ui_view
 
@@ -23,6 +23,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     context = _rows(request)
     context.update(form=InstanceFilter(who, request.GET), may_create=bool(creatable_organisations(who)))
+    if who.is_operator and calendar.coming(who).exists():  # the forecast only when there is an event to plan for
+        context["over_capacity"] = calendar.forecast(who)["over"]
     return render(request, "web/dashboard.html", context)
 
 

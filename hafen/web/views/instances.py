@@ -9,8 +9,9 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from hafen.config import get_settings
 from hafen.errors import HafenError, NotFound
-from hafen.instances import services
+from hafen.instances import calendar, services
 from hafen.web.forms import BackupPolicyForm, LockForm, NewInstanceForm, creatable_organisations
 from hafen.web.views import backups
 from hafen.web.views.common import actor, ui_view
@@ -47,8 +48,11 @@ def _status(request: HttpRequest, name: str) -> dict[str, Any]:
 def detail(request: HttpRequest, name: str) -> HttpResponse:
     context = _status(request, name)
     policy = context["i"]["backups"]["policy"]
-    context.update(backups.section(actor(request), name), lock_form=LockForm(),
-                   policy_form=BackupPolicyForm(initial=policy, auto_id="policy-%s"))
+    who = actor(request)
+    context.update(backups.section(who, name), lock_form=LockForm(),
+                   policy_form=BackupPolicyForm(initial=policy, auto_id="policy-%s"),
+                   events=[calendar.describe(e) for e in calendar.coming(who, name)],
+                   lead=get_settings().event_lead)
     return render(request, "web/instance.html", context)
 
 
