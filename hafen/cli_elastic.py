@@ -20,6 +20,12 @@ def show_elastic(data: dict[str, Any] | None, decisions: int = 3) -> None:
     policy = data["policy"]
     out.print(f"{'sleeps after':<13} {policy['idle']['value']} ({policy['idle']['source']}), deep sleep after "
               f"{policy['deep_sleep']['value']} ({policy['deep_sleep']['source']})")
+    if policy["max"]["number"] is None:
+        out.print(f"{'autoscaling':<13} off ({policy['max']['source']})")
+    else:
+        out.print(f"{'autoscaling':<13} {policy['min']['value']} to {policy['max']['value']} web replicas "
+                  f"({policy['max']['source']}), aiming at {policy['target_inflight']['value']} open requests and "
+                  f"{policy['target_cpu']['value']} CPU per replica")
     if data["sleep"]:
         out.print(f"{'asleep':<13} {data['sleep']} since {(data['slept_at'] or '-')[:19].replace('T', ' ')}")
     last = data["last_request_at"]
@@ -33,10 +39,18 @@ def show_elastic(data: dict[str, Any] | None, decisions: int = 3) -> None:
 @click.argument("name")
 @click.option("--idle", help=f"Sleep after this long without a request: {DURATION}.")
 @click.option("--deep-sleep", "deep_sleep", help=f"Stop the database and cache too after this long: {DURATION}.")
+@click.option("--min", "min_", help="Autoscaling: the fewest web replicas (1-32, or default).")
+@click.option("--max", "max_", help="Autoscaling: the most web replicas (1-32; off: no autoscaling; or default).")
+@click.option("--target-inflight", help="Autoscaling: open requests per replica to aim at (or default).")
+@click.option("--target-cpu", help="Autoscaling: CPU per replica to aim at, in % of its limit (or default).")
 @click.option("--json", "as_json", is_flag=True)
-def policy(name: str, idle: str | None, deep_sleep: str | None, as_json: bool) -> None:
-    """Show or set when an instance sleeps (scaled to zero, woken by the first request)."""
-    changes = {key: value for key, value in (("idle", idle), ("deep_sleep", deep_sleep)) if value is not None}
+def policy(name: str, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
+           target_inflight: str | None, target_cpu: str | None, as_json: bool) -> None:
+    """Show or set when an instance sleeps (scaled to zero, woken by the first request) and how its web
+    service scales with its load."""
+    given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_, "target_inflight": target_inflight,
+             "target_cpu": target_cpu}
+    changes = {key: value for key, value in given.items() if value is not None}
     data = _backend().policy(name, changes)
     if as_json:
         _emit(data)

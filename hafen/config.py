@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     deep_sleep: str = "24h"
     # how long before an event its instance is woken and given the event's replicas
     event_lead: str = "30m"
+    # autoscaling's defaults (an instance's policy sets its range, min and max, to turn it on): the
+    # in-flight requests and the CPU (% of its limit) a web replica should have
+    target_inflight: int = Field(default=10, ge=1, le=10_000)
+    target_cpu: int = Field(default=70, ge=5, le=100)
     # The installation's image registry: its port on every node of the swarm (the controller's node holds
     # the images, the others a pull-through mirror); services name images by digest there. 0: no registry,
     # services name images by tag (enough for a swarm of one node; each node then needs every image).

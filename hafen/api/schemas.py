@@ -18,8 +18,12 @@ class ErrorOut(Schema):
 
 
 class ReplicasOut(Schema):
-    desired: int
+    desired: int = Field(description="What the web service runs when awake: the larger of `autoscaled` (or, "
+                                     "without autoscaling, `set`) and `floor`")
     running: int
+    set: int = Field(description="The instance's own replicas (`hafen scale`)")
+    autoscaled: int | None = Field(default=None, description="Autoscaling's choice (null: no autoscaling)")
+    floor: int | None = Field(default=None, description="What an event in its window asks for (null: none)")
 
 
 class ServiceOut(Schema):
@@ -126,8 +130,9 @@ class LockOut(Schema):
 
 
 class PolicyValueOut(Schema):
-    value: str = Field(description="A duration (30m, 24h) or never")
-    seconds: int | None = Field(description="The same in seconds; null: never")
+    value: str = Field(description="As shown: a duration (30m, 24h) or never; a number, max also off")
+    seconds: int | None = Field(default=None, description="A duration in seconds; null: never")
+    number: int | None = Field(default=None, description="A count or percentage; null: off")
     source: str = Field(description="Where it comes from: instance, organisation, size or installation")
 
 
@@ -135,6 +140,10 @@ class ElasticPolicyOut(Schema):
     idle: PolicyValueOut = Field(description="Without a request for this long, the instance sleeps")
     deep_sleep: PolicyValueOut = Field(description="Without a request for this long, its database and cache "
                                                    "stop too")
+    min: PolicyValueOut = Field(description="Autoscaling: the fewest web replicas")
+    max: PolicyValueOut = Field(description="Autoscaling: the most web replicas; off: no autoscaling")
+    target_inflight: PolicyValueOut = Field(description="Autoscaling: open requests per replica to aim at")
+    target_cpu: PolicyValueOut = Field(description="Autoscaling: CPU per replica to aim at, % of its limit")
 
 
 class DecisionOut(Schema):
@@ -161,6 +170,10 @@ class ElasticPolicyIn(Schema):
                                                                       "default (the organisation's, size's or "
                                                                       "installation's)")
     deep_sleep: str | None = Field(default=None, max_length=32, description="As idle")
+    min: str | None = Field(default=None, max_length=8, description="1 to 32, or default")
+    max: str | None = Field(default=None, max_length=8, description="1 to 32, off, or default")
+    target_inflight: str | None = Field(default=None, max_length=8, description="1 to 10000, or default")
+    target_cpu: str | None = Field(default=None, max_length=8, description="5 to 100 (%), or default")
 
 
 class EventIn(Schema):

@@ -132,7 +132,7 @@ def get_policy(request: HttpRequest, name: str) -> dict[str, Any]:
 def set_policy(request: HttpRequest, name: str, body: s.ElasticPolicyIn) -> dict[str, Any]:
     """Set the instance's own values (a duration or never), or take them away (default). Admins of its
     organisation and operators."""
-    return elastic.set_policy(_actor(request), name, idle=body.idle, deep_sleep=body.deep_sleep)
+    return elastic.set_policy(_actor(request), name, **body.dict())
 
 
 @api.get("/events", response={200: list[s.EventOut], **ERRORS}, tags=["events"])

@@ -46,6 +46,8 @@ class SleepKeeper:
         self.settings = settings
         self.watcher = Watcher(settings.edge_dir / ACCESS_LOG, on_request)
         self.held = ""  # why no instance may fall asleep now ("" when they may)
+        self.open_requests: dict[str, int] | None = None  # what the proxy said this pass
+        self.acted: set[str] = set()  # the instances this pass queued an operation for
 
     def start(self) -> None:
         self.watcher.start()
@@ -71,9 +73,11 @@ class SleepKeeper:
         now = timezone.now()
         seen = self.watcher.last_seen()
         self.held = self._hold(obs)
-        open_requests = self.edge.in_flight() if not self.held else None
+        open_requests = self.edge.in_flight()
         if open_requests is None and not self.held:
             self.held = "the edge proxy does not say which requests it has open"
+        self.open_requests = open_requests
+        self.acted = set()
         candidates = [i for i in instances.values() if not i.sandbox and i.desired_state == Desired.RUNNING]
         policies = {i.pk: elastic_policy.effective(i, self.settings) for i in candidates}
         lead = elastic_policy.parse_duration(self.settings.event_lead, "HAFEN_EVENT_LEAD") or 0
@@ -137,6 +141,7 @@ class SleepKeeper:
             current.floor_replicas = floor.replicas
             current.save(update_fields=["floor_replicas", "updated_at"])
             elastic.queue(current, "scale")
+            self.acted.add(instance.name)
             reason = floor.reason or f"the event is over: {current.replicas} web replica(s) again"
             elastic.record(current, elastic_policy.Decision(
                 "scale", reason, {"event": floor.event_id, "floor_before": was, "floor": floor.replicas,
@@ -159,6 +164,7 @@ class SleepKeeper:
                 current.sleep = Sleep.DEEP if decision.action == "deep-sleep" else Sleep.LIGHT
             current.save(update_fields=["sleep", "slept_at", "updated_at"])
             elastic.queue(current, "wake" if decision.action == "wake" else "sleep")
+            self.acted.add(instance.name)
             elastic.record(current, decision)
         instance.sleep, instance.slept_at = current.sleep, current.slept_at
         log.info("%s: %s (%s)", instance.name, decision.action, decision.reason)

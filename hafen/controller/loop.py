@@ -20,6 +20,7 @@ from hafen.catalog import get_app
 from hafen.config import Settings
 from hafen.controller import moves
 from hafen.controller import operations as ops
+from hafen.controller.autoscale import Autoscaler
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.controller.elastic import SleepKeeper
@@ -83,6 +84,7 @@ class Controller:
         self.backups = BackupScheduler(engine, settings)
         self.rollouts = RolloutRunner()
         self.elastic = SleepKeeper(edge, settings, on_request=self.wake.set)
+        self.autoscaler = Autoscaler(engine, settings)
         self._catalogue_tags: list[str] | None = None
         self._recorded_images: dict[str, str] | None = None
 
@@ -113,6 +115,7 @@ class Controller:
             self.specs_checked = True
             busy = {op.instance_name for op in Operation.objects.filter(state__in=ACTIVE_STATES)}
         self.elastic.tick(obs, instances, busy)
+        self.autoscaler.tick(obs, instances, busy | self.elastic.acted, self.elastic.open_requests)
         self.backups.tick(obs, active)
         self.record_images()
         started = self.rollouts.pass_once()

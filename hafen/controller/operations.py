@@ -52,6 +52,11 @@ class Fail(HafenError):
     """A permanent problem: the operation fails with this message."""
 
 
+def web_replicas(instance: Instance) -> int:
+    """What the web service runs besides an event's floor: autoscaling's choice, or the instance's replicas."""
+    return instance.auto_replicas or instance.replicas
+
+
 def stack_input(settings: Settings, engine: Engine, instance: Instance, versions: dict[str, int],
                 running: bool, job_run: str = "") -> StackInput:
     """What the instance's stack template is rendered from."""
@@ -63,7 +68,7 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         version=instance.version,
         size=instance.size,
         # an event's floor raises the replicas, but never brings up a web service scaled to zero on purpose
-        replicas=max(instance.replicas, instance.floor_replicas) if instance.replicas else 0,
+        replicas=max(web_replicas(instance), instance.floor_replicas) if instance.replicas else 0,
         secret_versions=versions,
         running=running,
         restart=instance.restart_count,

@@ -106,6 +106,7 @@ class TaskState:
     error: str = ""
     node: str = ""  # the id of the node it was scheduled on ("" before it is)
     addresses: tuple[str, ...] = ()  # its IP addresses on the networks it is attached to
+    container: str = ""  # the id of its container, once it has one
 
 
 @dataclass
@@ -323,6 +324,11 @@ class Engine(ABC):
     @abstractmethod
     def image_id(self, tag: str) -> str:
         """The id ("sha256:...") of the image the tag names now; "" if there is none."""
+
+    def cpu_usage_ns(self, container: str) -> int | None:
+        """The CPU time a container of this node has used so far, in nanoseconds (its cgroup's count);
+        None when it cannot be read here (another node's, gone, or an engine that does not say)."""
+        return None
 
     def image_ref(self, tag: str, image_id: str = "") -> str:
         """What a service names to run the locally built image `tag` (the build `image_id` of it, if

@@ -69,6 +69,8 @@ class FakeEngine(Engine):
     broken_images: dict[str, str] = field(default_factory=dict)
     # service name: the error its tasks are rejected with (three of them, as a swarm retrying them)
     task_errors: dict[str, str] = field(default_factory=dict)
+    # container ("SERVICE.REPLICA"): the CPU time it has used, in ns (set by tests of autoscaling)
+    cpu_ns: dict[str, int] = field(default_factory=dict)
     down: bool = False
     swarm: bool = True
     calls: list[str] = field(default_factory=list)
@@ -138,8 +140,8 @@ class FakeEngine(Engine):
             tasks = [TaskState("failed" if failed else "complete", template,
                                "task: non-zero exit (1)" if failed else "", node=node)]
         else:
-            tasks = [TaskState("running", template, node=node, addresses=(fake_address(spec.name, index),))
-                     for index in range(spec.replicas)]
+            tasks = [TaskState("running", template, node=node, addresses=(fake_address(spec.name, index),),
+                               container=f"{spec.name}.{index}") for index in range(spec.replicas)]
         return ServiceState(spec.name, labels, spec.replicas, spec.job, tasks)
 
     def edge_containers(self, prefix: str) -> dict[str, set[str]]:
@@ -315,6 +317,9 @@ class FakeEngine(Engine):
         if tag not in self.images:
             return ""
         return self.image_ids.get(tag) or "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
+
+    def cpu_usage_ns(self, container: str) -> int | None:
+        return self.cpu_ns.get(container)
 
     def image_ref(self, tag: str, image_id: str = "") -> str:
         if image_id and image_id != self.image_id(tag):

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import docker
@@ -151,6 +152,26 @@ class SwarmEngine(Engine):
         _call("swarm init", lambda: self.client.swarm.init(advertise_addr=advertise_addr))
         return True
 
+    def cpu_usage_ns(self, container: str) -> int | None:
+        """From the container's cgroup: v1 (cpuacct.usage, ns) or v2 (cpu.stat usage_usec), under the
+        cgroupfs or the systemd driver's layout."""
+        if not re.fullmatch(r"[0-9a-f]{64}", container):
+            return None
+        root = Path("/sys/fs/cgroup")
+        for path in (root / "cpuacct" / "docker" / container / "cpuacct.usage",
+                     root / "cpu,cpuacct" / "docker" / container / "cpuacct.usage",
+                     root / "cpuacct" / "system.slice" / f"docker-{container}.scope" / "cpuacct.usage"):
+            with contextlib.suppress(OSError, ValueError):
+                return int(path.read_text())
+        for path in (root / "system.slice" / f"docker-{container}.scope" / "cpu.stat",
+                     root / "docker" / container / "cpu.stat"):
+            with contextlib.suppress(OSError, ValueError):
+                for line in path.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) * 1000
+        return None
+
     def observe(self, prefix: str) -> Observation:
         api = self.client.api
         label = {"label": f"{LABEL_PREFIX}={prefix}"}
@@ -169,6 +190,7 @@ class SwarmEngine(Engine):
                     node=task.get("NodeID", ""),
                     addresses=tuple(address.split("/")[0] for attachment in task.get("NetworksAttachments") or []
                                     for address in attachment.get("Addresses") or []),
+                    container=status.get("ContainerStatus", {}).get("ContainerID", ""),
                 )
             )
         observation = Observation()

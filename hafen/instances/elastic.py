@@ -77,22 +77,24 @@ def show_policy(actor: Actor, name: str) -> dict[str, Any]:
     return {"instance": name, **describe(authorized(actor, Action.VIEW, name))}
 
 
-def set_policy(actor: Actor, name: str, *, idle: str | None = None, deep_sleep: str | None = None
-               ) -> dict[str, Any]:
-    """Set (a duration or never) or take away ('default') the instance's own values; audited."""
+def set_policy(actor: Actor, name: str, **values: str | None) -> dict[str, Any]:
+    """Set (a duration or never; a number, max also off) or take away ('default') the instance's own values
+    of the policy's keys (idle, deep_sleep, min, max, target_inflight, target_cpu); audited."""
     from hafen.instances.services import authorized
 
-    given = {key: value for key, value in (("idle", idle), ("deep_sleep", deep_sleep)) if value is not None}
+    given = {key: value for key, value in values.items() if value is not None}
     with audit.audited(actor, Action.POLICY, name, **given) as note:
         if not given:
-            raise InvalidInput("nothing to change: give --idle or --deep-sleep (a duration, never or default)")
-        changes = elastic_policy.changes(idle, deep_sleep)
-        removed = elastic_policy.removed(idle, deep_sleep)
+            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --min, --max, --target-inflight or "
+                               "--target-cpu (a value, or default)")
+        changes = elastic_policy.changes(given)
+        removed = elastic_policy.removed(given)
         instance = authorized(actor, Action.POLICY, name, note)
         with transaction.atomic():
             instance = Instance.objects.select_for_update().get(pk=instance.pk)
-            values = {k: v for k, v in instance.policy.items() if k not in removed}
-            instance.policy = {**values, **changes}
+            values_now = {k: v for k, v in instance.policy.items() if k not in removed}
+            instance.policy = {**values_now, **changes}
+            elastic_policy.check(elastic_policy.effective(instance, get_settings()))
             instance.save(update_fields=["policy", "updated_at"])
         transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
         return {"instance": name, **describe(instance)}

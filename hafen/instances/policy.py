@@ -19,9 +19,13 @@ from hafen.config import Settings
 from hafen.errors import InvalidInput
 from hafen.instances.models import Instance, Sleep
 
-KEYS = ("idle", "deep_sleep")
-TITLES = {"idle": "idle time before sleep", "deep_sleep": "idle time before deep sleep"}
+DURATIONS = ("idle", "deep_sleep")
+# autoscaling: web replicas between min and max (max "off": no autoscaling), aiming at a target per replica
+COUNTS = ("min", "max", "target_inflight", "target_cpu")
+KEYS = (*DURATIONS, *COUNTS)
+LIMITS = {"min": (1, 32), "max": (1, 32), "target_inflight": (1, 10_000), "target_cpu": (5, 100)}
 NEVER = "never"
+OFF = "off"
 MIN_IDLE = 10  # seconds: shorter would put an instance to sleep between two clicks
 MAX_DURATION = 366 * 86400
 
@@ -40,6 +44,19 @@ def parse_duration(text: str, what: str = "duration") -> int | None:
     return seconds
 
 
+def parse_count(key: str, text: str) -> int | None:
+    """A whole number within the key's limits; for max, 'off' (None) too."""
+    value = text.strip().lower().removesuffix("%")
+    if key == "max" and value == OFF:
+        return None
+    low, high = LIMITS[key]
+    what = key.replace("_", "-")
+    if not value.isdigit() or not low <= int(value) <= high:
+        hint = ", or off" if key == "max" else ""
+        raise InvalidInput(f"{what}: a whole number from {low} to {high}{hint}, not {text!r}")
+    return int(value)
+
+
 def format_duration(seconds: int | None) -> str:
     if seconds is None:
         return NEVER
@@ -51,12 +68,24 @@ def format_duration(seconds: int | None) -> str:
     return "".join(parts)
 
 
+def _shown(key: str, value: int | None) -> str:
+    if key in DURATIONS:
+        return format_duration(value)
+    if value is None:
+        return OFF
+    return f"{value}%" if key == "target_cpu" else str(value)
+
+
 @dataclass(frozen=True)
 class Policy:
     idle: int | None
     deep_sleep: int | None
     # where each key came from: instance, organisation, size or installation
     sources: dict[str, str]
+    min: int = 1
+    max: int | None = None  # None: no autoscaling
+    target_inflight: int = 10
+    target_cpu: int = 70
 
     @property
     def deep_after(self) -> int | None:
@@ -65,8 +94,13 @@ class Policy:
             return None
         return max(self.idle, self.deep_sleep)
 
+    @property
+    def autoscaled(self) -> bool:
+        return self.max is not None
+
     def describe(self) -> dict[str, Any]:
-        return {key: {"value": format_duration(getattr(self, key)), "seconds": getattr(self, key),
+        return {key: {"value": _shown(key, getattr(self, key)),
+                      ("seconds" if key in DURATIONS else "number"): getattr(self, key),
                       "source": self.sources[key]} for key in KEYS}
 
 
@@ -77,16 +111,22 @@ def _layer(values: dict[str, Any], key: str) -> tuple[bool, int | None]:
     return True, (None if value is None else int(value))
 
 
+def _parsed(values: dict[str, str], where: str) -> dict[str, int | None]:
+    return {k: parse_duration(v, f"{where} {k}") if k in DURATIONS else parse_count(k, v) for k, v in values.items()}
+
+
 def effective(instance: Instance, settings: Settings) -> Policy:
     app = get_app(instance.app)
     size = app.sizes.get(instance.size)
-    size_values = {k: parse_duration(v, k) for k, v in (size.policy if size else {}).items()}
+    size_values = _parsed(size.policy if size else {}, f"{app.name} size {instance.size}")
     installation = {"idle": parse_duration(settings.idle, "HAFEN_IDLE"),
-                    "deep_sleep": parse_duration(settings.deep_sleep, "HAFEN_DEEP_SLEEP")}
+                    "deep_sleep": parse_duration(settings.deep_sleep, "HAFEN_DEEP_SLEEP"),
+                    "min": 1, "max": None, "target_inflight": settings.target_inflight,
+                    "target_cpu": settings.target_cpu}
     organisation = instance.organisation.policy if instance.organisation else {}
     layers = (("instance", instance.policy), ("organisation", organisation), ("size", size_values),
               ("installation", installation))
-    values: dict[str, int | None] = {}
+    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
         for source, layer in layers:
@@ -94,21 +134,28 @@ def effective(instance: Instance, settings: Settings) -> Policy:
             if found:
                 values[key], sources[key] = value, source
                 break
-    return Policy(idle=values["idle"], deep_sleep=values["deep_sleep"], sources=sources)
+    return Policy(sources=sources, **values)
 
 
-def changes(idle: str | None = None, deep_sleep: str | None = None) -> dict[str, int | None]:
-    """The keys a user sets (None: leave as it is), parsed; 'default' takes the instance's own value away."""
+def changes(given: dict[str, str]) -> dict[str, int | None]:
+    """The keys a user sets, parsed; 'default' takes the instance's own value away (see `removed`)."""
     found: dict[str, int | None] = {}
-    for key, text in (("idle", idle), ("deep_sleep", deep_sleep)):
-        if text is not None and text.strip().lower() != "default":
-            found[key] = parse_duration(text, key.replace("_", "-"))
+    for key, text in given.items():
+        if key not in KEYS:
+            raise InvalidInput(f"no policy key {key!r}; keys: {', '.join(KEYS)}")
+        if text.strip().lower() != "default":
+            found[key] = parse_duration(text, key.replace("_", "-")) if key in DURATIONS else parse_count(key, text)
     return found
 
 
-def removed(idle: str | None = None, deep_sleep: str | None = None) -> list[str]:
-    return [key for key, text in (("idle", idle), ("deep_sleep", deep_sleep))
-            if text is not None and text.strip().lower() == "default"]
+def removed(given: dict[str, str]) -> list[str]:
+    return [key for key, text in given.items() if text.strip().lower() == "default"]
+
+
+def check(policy: Policy) -> None:
+    """A policy whose autoscaling range is empty is refused."""
+    if policy.max is not None and policy.max < policy.min:
+        raise InvalidInput(f"max ({policy.max}) is below min ({policy.min})")
 
 
 # -- decisions -----------------------------------------------------------------------------------

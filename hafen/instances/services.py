@@ -354,7 +354,9 @@ def describe(instance: Instance) -> dict[str, Any]:
         "organisation": instance.organisation.slug if instance.organisation else None,
         "state": instance.state,
         "desired_state": instance.desired_state,
-        "replicas": {"desired": instance.replicas, "running": web.get("running", 0)},
+        "replicas": {"desired": max(instance.auto_replicas or instance.replicas, instance.floor_replicas)
+                     if instance.replicas else 0, "running": web.get("running", 0), "set": instance.replicas,
+                     "autoscaled": instance.auto_replicas or None, "floor": instance.floor_replicas or None},
         "services": services,
         "created_at": instance.created_at.isoformat(),
         "error": instance.error,

@@ -53,7 +53,11 @@ def test_the_policy_comes_from_the_instance_its_organisation_its_size_or_the_ins
     small = running_instance("eve", organisation="acme")
     assert p.effective(small, settings).describe() == {
         "idle": {"value": "30m", "seconds": 1800, "source": "installation"},
-        "deep_sleep": {"value": "1d", "seconds": 86400, "source": "installation"}}
+        "deep_sleep": {"value": "1d", "seconds": 86400, "source": "installation"},
+        "min": {"value": "1", "number": 1, "source": "installation"},
+        "max": {"value": "off", "number": None, "source": "installation"},
+        "target_inflight": {"value": "10", "number": 10, "source": "installation"},
+        "target_cpu": {"value": "70%", "number": 70, "source": "installation"}}
     large = running_instance("max", size="large")
     assert p.effective(large, settings).idle is None  # app.toml: a large event never falls asleep
     assert p.effective(large, settings).sources["idle"] == "size"
@@ -65,7 +69,8 @@ def test_the_policy_comes_from_the_instance_its_organisation_its_size_or_the_ins
     small.refresh_from_db()
     mine = p.effective(small, settings)
     assert (mine.idle, mine.deep_sleep, mine.deep_after) == (20, None, None)
-    assert mine.sources == {"idle": "instance", "deep_sleep": "instance"}
+    assert (mine.sources["idle"], mine.sources["deep_sleep"]) == ("instance", "instance")
+    assert mine.sources["max"] == "installation"
     elastic.set_policy(LOCAL, "eve", idle="default")
     small.refresh_from_db()
     assert p.effective(small, settings).sources["idle"] == "organisation"

@@ -20,6 +20,7 @@ from hafen.access.policy import Actor
 from hafen.errors import HafenError, InvalidInput, NotFound
 from hafen.instances import elastic, services, updates
 from hafen.instances.models import Operation
+from hafen.instances.policy import KEYS as POLICY_KEYS
 from hafen.web.forms import ScaleForm
 from hafen.web.views.common import actor, is_htmx, refused, shown_once, ui_view
 
@@ -59,8 +60,10 @@ def scale(request: HttpRequest, name: str) -> HttpResponse:
 @require_POST
 @ui_view
 def policy(request: HttpRequest, name: str) -> HttpResponse:
-    """The sleep policy: an empty field is the default (the organisation's, size's or installation's)."""
-    values = {key: request.POST.get(key, "").strip()[:32] or "default" for key in ("idle", "deep_sleep")}
+    """The policy's fields the form has: an empty field is the default (the organisation's, size's or
+    installation's)."""
+    values = {key: request.POST.get(key, "").strip()[:32] or "default" for key in POLICY_KEYS
+              if key in request.POST}
     try:
         elastic.set_policy(actor(request), name, **values)
     except HafenError as exc:
