@@ -176,7 +176,7 @@ def finish_drains(engine: Engine, obs: Observation) -> None:
         if Operation.objects.filter(moves_off(node.id)).exists():
             continue
         if Instance.objects.filter(node_id=node.id, sandbox=False, desired_state=Desired.RUNNING,
-                                   state=State.RUNNING).exists():
+                                   state__in=(State.RUNNING, State.SLEEPING)).exists():
             continue  # started again meanwhile, or drained again: the next `hafen node drain` moves it
         engine.update_node(node.id, labels={**node.labels, DRAIN_LABEL: "done"}, availability="drain")
         log.info("nodes: %s drained", node.hostname)

@@ -42,13 +42,16 @@ def queue(instance: Instance, kind: str) -> Operation:
 def wake_for(instance: Instance, kind: str) -> None:
     """Before an operation of `kind` is queued for a sleeping instance (in the same transaction): a
     backup of a light sleeper needs only its database, which runs; an operation that starts the services
-    itself only clears the sleep; any other (an update, a restore, a new password, a move) first wakes it."""
+    itself only clears the sleep; any other (an update, a restore, a new password, a move of a deep
+    sleeper) first wakes it."""
     if instance.sleep == Sleep.AWAKE or (kind == "backup" and instance.sleep == Sleep.LIGHT):
         return
     was = instance.sleep
     Instance.objects.filter(pk=instance.pk).update(sleep=Sleep.AWAKE, last_active_at=timezone.now())
     instance.sleep = Sleep.AWAKE
-    if kind in BRINGS_UP:
+    # a move backs up a light sleeper's running database and starts it awake elsewhere; an evacuation
+    # restores it elsewhere (its node does not answer: nothing can be started there)
+    if kind in BRINGS_UP or kind == "evacuate" or (kind == "move" and was == Sleep.LIGHT):
         return
     queue(instance, "wake")
     record(instance, elastic_policy.Decision("wake", f"{kind} needs it awake", {"was": was}))

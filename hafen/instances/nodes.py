@@ -23,7 +23,7 @@ from hafen.engine.base import NodeState
 from hafen.errors import Conflict, Forbidden, InvalidInput, NotFound
 from hafen.images.build import plan as image_plan
 from hafen.images.registry import REGISTRY_IMAGE
-from hafen.instances import placement, services
+from hafen.instances import elastic, placement, services
 from hafen.instances.models import Desired, Instance, Operation, OpState, Snapshot, SnapshotStatus, State, Verification
 from hafen.instances.placement import DRAIN_LABEL
 from hafen.labels import parse_changes
@@ -112,6 +112,7 @@ def _one(node_id: str) -> dict[str, Any]:
 
 
 def _enqueue_move(instance: Instance, kind: str, params: dict[str, Any]) -> Operation:
+    elastic.wake_for(instance, kind)
     return Operation.objects.create(instance=instance, instance_name=instance.name,
                                     organisation_id=instance.organisation_id, kind=kind, params=params)
 
@@ -139,7 +140,9 @@ def drain(actor: Actor, ref: str, confirm: str | None = None) -> dict[str, Any]:
         placed = list(Instance.objects.filter(node_id=node.id, sandbox=False))
         busy = set(Operation.objects.filter(instance__in=placed, state__in=(OpState.PENDING, OpState.RUNNING))
                    .values_list("instance_name", flat=True))
-        moving = [i for i in placed if i.desired_state == Desired.RUNNING and i.state == State.RUNNING]
+        # a sleeping instance moves too (woken first: see _enqueue_move)
+        moving = [i for i in placed if i.desired_state == Desired.RUNNING and i.state in (State.RUNNING,
+                                                                                           State.SLEEPING)]
         left = sorted(i.name for i in placed if i not in moving)
         with transaction.atomic():
             # two drains at once: the second sees the first's moves (the rows are locked on PostgreSQL;

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,6 +139,71 @@ def test_a_sleeping_instance_wakes_on_a_browser_visit_and_the_admin_logs_in(
         assert shown["state"] == "running" and shown["elastic"]["decisions"][0]["action"] == "wake"
     finally:
         plane.hafen("policy", NAME, "--idle", "never")
+
+
+def _upstreams(plane: Plane) -> dict[str, int]:
+    """The edge proxy's open requests by web task address (its admin API)."""
+    for sock in sorted((plane.data_dir / "edge").glob("admin-*.sock")):
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=5) as admin:
+            return {u["address"]: u["num_requests"] for u in admin.get("http://localhost/reverse_proxy/upstreams").json()
+                    if u["address"].endswith(":8000")}
+    return {}
+
+
+def _messages(ws: Any, seconds: float) -> list[dict[str, Any]]:
+    """What OpenSlides sent on a websocket within `seconds`: JSON, lz4-compressed when that is smaller."""
+    import lz4.frame
+
+    found, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frame = ws.recv(timeout=left)
+        except TimeoutError:
+            break
+        found.append(json.loads(lz4.frame.decompress(frame) if isinstance(frame, bytes) else frame))
+    return found
+
+
+def _sees(ws: Any, title: str, seconds: float = 15) -> bool:
+    return any(title in json.dumps(message) for message in _messages(ws, seconds))
+
+
+def test_two_clients_on_different_replicas_see_each_others_changes_over_their_websockets(
+        plane: Plane, openslides: dict[str, Any]) -> None:
+    """OpenSlides 3 in big mode keeps its state in Redis and PostgreSQL: two web replicas serve one event."""
+    from websockets.sync.client import connect
+
+    plane.hafen("scale", NAME, "2")
+    try:
+        alice, bob = session(plane, openslides), session(plane, openslides)
+        sockets: list[Any] = []
+        for client in (alice, bob):
+            cookies = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+            for _ in range(6):  # the edge takes turns (round robin): the second client on the other replica
+                edge = socket.create_connection(("127.0.0.1", HTTP_PORT), timeout=15)
+                edge.settimeout(None)
+                ws = connect(f"ws://{openslides['domain']}:{HTTP_PORT}/ws/", sock=edge, max_size=None,
+                             additional_headers={"Cookie": cookies}, ping_interval=None, close_timeout=1)
+                open_on = {a for a, n in _upstreams(plane).items() if n}
+                if len(sockets) == 0 or len(open_on) == 2:
+                    sockets.append(ws)
+                    break
+                ws.close()
+        open_now = _upstreams(plane)
+        assert len(sockets) == 2 and sorted(n for n in open_now.values() if n) == [1, 1], open_now
+        first, second = sockets
+        created = alice.post("/rest/motions/motion/", json={"title": "Seen by both replicas",
+                                                            "text": "<p>one</p>", "workflow_id": 1})
+        assert created.status_code == 201, created.text
+        assert _sees(first, "Seen by both replicas") and _sees(second, "Seen by both replicas")
+        created = bob.post("/rest/motions/motion/", json={"title": "And back again", "text": "<p>two</p>",
+                                                          "workflow_id": 1})
+        assert created.status_code == 201, created.text
+        assert _sees(first, "And back again") and _sees(second, "And back again")
+        for ws in sockets:
+            ws.close()
+    finally:
+        plane.hafen("scale", NAME, "1")
 
 
 def test_removed_database_service_is_brought_back_with_its_data(plane: Plane, openslides: dict[str, Any]) -> None:

@@ -250,3 +250,20 @@ def test_edge_agents_run_on_the_other_nodes_and_name_the_edge_nodes_and_networks
     nodes.label(LOCAL, "host2", ["edge-"])
     controller.pass_once()
     assert engine.services["unit-edge-agent"].env["HAFEN_EDGE_NODES"] == ""  # its agent removes the proxy
+
+
+@pytest.mark.parametrize("level", ["light", "deep"])
+def test_a_drain_moves_a_sleeping_instance_too_and_it_runs_awake_on_the_other_node(
+        controller, two_nodes, running_instance, restic, level):
+    from hafen.instances.models import Sleep
+
+    first = running_instance("aaa")
+    Instance.objects.filter(pk=first.pk).update(state=State.SLEEPING, sleep=level)
+    result = nodes.drain(LOCAL, first.node_name)
+    assert [m["instance"] for m in result["moves"]] == ["aaa"]
+    queued = list(Operation.objects.filter(instance=first, state=OpState.PENDING).order_by("id")
+                  .values_list("kind", flat=True))
+    assert queued == (["move"] if level == "light" else ["wake", "move"])  # a deep sleeper's database is down
+    converge(controller)
+    moved = Instance.objects.get(name="aaa")
+    assert moved.node_id != first.node_id and moved.state == State.RUNNING and moved.sleep == Sleep.AWAKE
