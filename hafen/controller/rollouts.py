@@ -9,15 +9,18 @@ rollout, and the instances not yet started are left as they are. A paused rollou
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from hafen.access.policy import Actor
 from hafen.backup import schedule
+from hafen.config import get_settings
 from hafen.errors import Conflict, Forbidden, HafenError, Locked, NotFound
 from hafen.instances import rollouts, updates
-from hafen.instances.models import ItemState, Operation, OpState, Rollout, RolloutItem, RolloutState
+from hafen.instances.models import Event, ItemState, Operation, OpState, Rollout, RolloutItem, RolloutState
+from hafen.instances.policy import parse_duration
 
 log = logging.getLogger("hafen.rollouts")
 
@@ -94,6 +97,14 @@ class RolloutRunner:
                 item.message = message
                 item.save(update_fields=["message"])
             return False
+        event = _event_now(item.instance_name, now)
+        if event is not None:
+            item.state = ItemState.SKIPPED
+            item.message = (f"an event is in progress or about to begin ({event.title or 'event'}, "
+                            f"{event.start_at:%Y-%m-%d %H:%M} to {event.end_at:%Y-%m-%d %H:%M} UTC)")
+            item.save(update_fields=["state", "message"])
+            log.info("rollout %s: %s skipped: %s", rollout.pk, item.instance_name, item.message)
+            return True
         try:
             op = updates.update(_actor(rollout), item.instance_name, rollout.version)
         except (Conflict, Locked, NotFound, Forbidden) as exc:
@@ -123,3 +134,10 @@ class RolloutRunner:
         rollout.save(update_fields=["state", "error", "finished_at"])
         log.info("rollout %s of %s %s: %s%s", rollout.pk, rollout.app, rollout.version, state,
                  f" ({rollout.error})" if rollout.error else "")
+
+
+def _event_now(name: str, now: datetime) -> Event | None:
+    """An event of the instance in its window (from HAFEN_EVENT_LEAD before its start to its end)."""
+    lead = parse_duration(get_settings().event_lead, "HAFEN_EVENT_LEAD") or 0
+    return Event.objects.filter(instance__name=name, start_at__lte=now + timedelta(seconds=lead),
+                                end_at__gt=now).order_by("start_at").first()

@@ -94,6 +94,24 @@ def test_skipped_instances_are_reported_and_do_not_stop_it(controller, fleet):
     assert Instance.objects.get(name="bee").version == "1.0" and Instance.objects.get(name="eel").version == "2.0"
 
 
+def test_an_instance_with_an_event_in_progress_or_about_to_begin_is_skipped_and_reported(controller, fleet):
+    from hafen.instances import calendar
+
+    now = timezone.now()
+    calendar.add(LOCAL, "dog", start=now - timedelta(minutes=5), end=now + timedelta(hours=2), participants=40,
+                 title="Spring assembly")
+    calendar.add(LOCAL, "eel", start=now + timedelta(minutes=20), end=now + timedelta(hours=1), participants=40)
+    calendar.add(LOCAL, "bee", start=now + timedelta(hours=5), end=now + timedelta(hours=6), participants=40)
+    converge(controller)
+    rollout = rollouts.create(LOCAL, "demo", "2.0", canary=1, batch=5)
+    converge(controller, until=ended(rollout))
+    found = items(rollout)
+    assert found["dog"]["state"] == ItemState.SKIPPED and "Spring assembly" in found["dog"]["message"]
+    assert found["eel"]["state"] == ItemState.SKIPPED and "about to begin" in found["eel"]["message"]
+    assert found["bee"]["state"] == ItemState.UPDATED  # its event is hours away
+    assert Instance.objects.get(name="dog").version == "1.0"
+
+
 def test_a_scheduled_rollout_waits_for_its_time_and_an_organisations_window(controller, fleet, monkeypatch):
     acme = Organisation.objects.create(slug="acme", name="Acme")
     Instance.objects.filter(name="eel").update(organisation=acme)
