@@ -162,9 +162,11 @@ class SleepKeeper:
                 if current.sleep == Sleep.AWAKE:
                     current.slept_at = timezone.now()
                 current.sleep = Sleep.DEEP if decision.action == "deep-sleep" else Sleep.LIGHT
-            current.save(update_fields=["sleep", "slept_at", "updated_at"])
+                current.auto_replicas = 0  # it wakes with its own replicas; autoscaling starts afresh then
+            current.save(update_fields=["sleep", "slept_at", "auto_replicas", "updated_at"])
             elastic.queue(current, "wake" if decision.action == "wake" else "sleep")
             self.acted.add(instance.name)
             elastic.record(current, decision)
-        instance.sleep, instance.slept_at = current.sleep, current.slept_at
+        instance.sleep, instance.slept_at, instance.auto_replicas = current.sleep, current.slept_at, \
+            current.auto_replicas
         log.info("%s: %s (%s)", instance.name, decision.action, decision.reason)

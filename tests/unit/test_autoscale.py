@@ -177,3 +177,25 @@ def test_bad_autoscaling_policies_are_refused(running_instance):
     with pytest.raises(InvalidInput, match="target-cpu"):
         elastic.set_policy(LOCAL, "eve", target_cpu="0")
     assert Instance.objects.get(name="eve").policy == {}
+
+
+def test_an_instance_falls_asleep_without_its_autoscaled_replicas_and_wakes_with_its_own(
+        running_instance, controller, converge, engine, edge, clock, access_log):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hafen.instances.models import Sleep
+
+    running_instance("eve")
+    elastic.set_policy(LOCAL, "eve", min="1", max="4", target_inflight="2", idle="20s", deep_sleep="never")
+    edge.open_requests = {f"{fake_address('unit-eve_web', 0)}:8000": 9}
+    converge(controller)
+    assert Instance.objects.get(name="eve").auto_replicas == 2
+    edge.open_requests = {}
+    Instance.objects.filter(name="eve").update(last_active_at=timezone.now() - timedelta(seconds=60))
+    controller.elastic.watcher.poll()
+    converge(controller)
+    eve = Instance.objects.get(name="eve")
+    assert (eve.sleep, eve.auto_replicas) == (Sleep.LIGHT, 0)
+    assert engine.services["unit-eve_web"].replicas == 0
