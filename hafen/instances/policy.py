@@ -100,7 +100,8 @@ class Policy:
 
     def describe(self) -> dict[str, Any]:
         return {key: {"value": _shown(key, getattr(self, key)),
-                      ("seconds" if key in DURATIONS else "number"): getattr(self, key),
+                      "seconds": getattr(self, key) if key in DURATIONS else None,
+                      "number": None if key in DURATIONS else getattr(self, key),
                       "source": self.sources[key]} for key in KEYS}
 
 

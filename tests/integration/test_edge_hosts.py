@@ -137,7 +137,7 @@ def test_listeners_would_see_a_proxy_that_dials_any_host(plane: Plane, scene: Sc
     real = json.loads((plane.data_dir / "edge" / "caddy.json").read_text())
     leaky = json.loads(json.dumps(real))
     for server in leaky["apps"]["http"]["servers"].values():
-        route = server["routes"][0]
+        route = next(r for r in server["routes"] if "dynamic_upstreams" in r["handle"][0])
         route.pop("match")
         route["handle"][0]["dynamic_upstreams"]["name"] = "{http.request.host}"
     _load_proxy(plane, leaky)

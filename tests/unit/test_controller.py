@@ -110,7 +110,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert [networks for networks in engine.edge_containers("unit").values()] == [
         {"unit-edge", "unit-eve_edge"}
     ]
-    proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][0]["handle"][0]
+    proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][1]["handle"][0]  # (0: sleepers)
     assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}.unit-route."
     assert "starting" in handler_for(edge, "eve.localhost")["body"]  # shown only while no web answers
     assert edge.probe("eve.localhost", "/health") == 200
@@ -188,7 +188,8 @@ def test_scale(controller, engine, running_instance, run):
     assert instance.replicas == 3
     assert instance.state == State.RUNNING
     assert instance.observed["services"]["web"]["running"] == 3
-    assert services.describe(instance)["replicas"] == {"desired": 3, "running": 3}
+    assert services.describe(instance)["replicas"] == {"desired": 3, "running": 3, "set": 3, "autoscaled": None,
+                                                       "floor": None}
 
 
 def test_scale_of_a_stopped_instance_keeps_it_stopped(controller, engine, running_instance, run):

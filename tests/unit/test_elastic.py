@@ -52,12 +52,12 @@ def test_the_policy_comes_from_the_instance_its_organisation_its_size_or_the_ins
         running_instance, settings, people):
     small = running_instance("eve", organisation="acme")
     assert p.effective(small, settings).describe() == {
-        "idle": {"value": "30m", "seconds": 1800, "source": "installation"},
-        "deep_sleep": {"value": "1d", "seconds": 86400, "source": "installation"},
-        "min": {"value": "1", "number": 1, "source": "installation"},
-        "max": {"value": "off", "number": None, "source": "installation"},
-        "target_inflight": {"value": "10", "number": 10, "source": "installation"},
-        "target_cpu": {"value": "70%", "number": 70, "source": "installation"}}
+        "idle": {"value": "30m", "seconds": 1800, "number": None, "source": "installation"},
+        "deep_sleep": {"value": "1d", "seconds": 86400, "number": None, "source": "installation"},
+        "min": {"value": "1", "seconds": None, "number": 1, "source": "installation"},
+        "max": {"value": "off", "seconds": None, "number": None, "source": "installation"},
+        "target_inflight": {"value": "10", "seconds": None, "number": 10, "source": "installation"},
+        "target_cpu": {"value": "70%", "seconds": None, "number": 70, "source": "installation"}}
     large = running_instance("max", size="large")
     assert p.effective(large, settings).idle is None  # app.toml: a large event never falls asleep
     assert p.effective(large, settings).sources["idle"] == "size"
@@ -327,7 +327,7 @@ def test_setting_the_policy_is_audited_checked_and_limited_to_admins(running_ins
         elastic.set_policy(people.actor("admin"), "ant")
     assert Instance.objects.get(name="ant").policy == {}
     shown = elastic.set_policy(people.actor("admin"), "ant", idle="2h", deep_sleep="never")
-    assert shown["policy"]["idle"] == {"value": "2h", "seconds": 7200, "source": "instance"}
+    assert shown["policy"]["idle"] == {"value": "2h", "seconds": 7200, "number": None, "source": "instance"}
     assert shown["policy"]["deep_sleep"]["value"] == "never"
     entries = list(AuditEntry.objects.filter(action="policy").values_list("result", flat=True))
     assert sorted(entries) == ["ok", "refused", "refused", "refused"]

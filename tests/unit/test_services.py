@@ -243,7 +243,7 @@ def test_describe_and_url(controller, engine):
     data = services.describe(services.get_instance(LOCAL, "eve"))
     assert data["url"] == "http://eve.localhost:18080/"
     assert data["state"] == "pending"
-    assert data["replicas"] == {"desired": 1, "running": 0}
+    assert data["replicas"] == {"desired": 1, "running": 0, "set": 1, "autoscaled": None, "floor": None}
     assert "password" not in str(data).lower()
 
 
