@@ -58,6 +58,7 @@ class Load:
         self.lock = threading.Lock()
         self.answered: Counter[int] = Counter()
         self.failed: Counter[int] = Counter()
+        self.statuses: Counter[str] = Counter()  # of the failed requests: HTTP status, or the error's name
         self.hosts: dict[str, float] = {}  # the page's container name: when it first answered
         self.started = time.monotonic()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
@@ -71,11 +72,13 @@ class Load:
                 second = int(time.monotonic() - self.started)
                 try:
                     response = client.get("/")
-                    good = response.status_code == 200
-                except httpx.HTTPError:
-                    good, response = False, None
+                    good, status = response.status_code == 200, str(response.status_code)
+                except httpx.HTTPError as exc:
+                    good, response, status = False, None, type(exc).__name__
                 with self.lock:
                     (self.answered if good else self.failed)[second] += 1
+                    if not good:
+                        self.statuses[status] += 1
                     if good and response is not None and "<p>" in response.text:
                         host = response.text.rsplit("<p>", 1)[1].split("</p>")[0]
                         self.hosts.setdefault(host, time.monotonic() - self.started)
@@ -96,9 +99,13 @@ class Bench:
         self.args, self.plane, self.report = args, plane, report
         self.docker = docker.from_env(timeout=60)
 
-    def running(self, name: str) -> int:
+    def running(self, name: str) -> tuple[int, int]:
+        """The web tasks that run and are meant to (the service's replicas), and those that run on their way
+        out (a task being replaced: a change of the service's replicas rolls its tasks over, see README)."""
         service = self.docker.services.get(f"{PREFIX}-{name}_web")
-        return sum(1 for t in service.tasks() if t["Status"]["State"] == "running")
+        tasks = [t for t in service.tasks() if t["Status"]["State"] == "running"]
+        meant = sum(1 for t in tasks if t.get("DesiredState") == "running")
+        return meant, len(tasks) - meant
 
     def one_app(self, app: str) -> None:
         name = f"as{app[:4]}"
@@ -120,8 +127,8 @@ class Bench:
                     phase, load_end = "after", now
                     load.on.clear()
                     log(f"{name}: load off")
-                replicas = self.running(name)
-                timeline.append({"t": round(now, 1), "phase": phase, "replicas": replicas})
+                replicas, leaving = self.running(name)
+                timeline.append({"t": round(now, 1), "phase": phase, "replicas": replicas, "leaving": leaving})
                 if phase == "after" and (replicas <= 1 or now > load_end + self.args.tail):
                     break
                 time.sleep(1.0)
@@ -154,6 +161,8 @@ class Bench:
             "scale_downs_after": sum(1 for s in after if s[2] < s[1]),
             "back_to_min_s": round(back - load_end, 1) if back is not None else None,
             "failed_requests": sum(p["failed"] for p in timeline),
+            "failed_by_status": dict(load.statuses),
+            "most_leaving": max(p["leaving"] for p in timeline),
             "answered_requests": sum(p["answered"] for p in timeline),
             "goal_new_replica_s": GOAL_NEW_REPLICA_S,
         }
