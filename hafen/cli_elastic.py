@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.text import Text
 
-from hafen.cli import _backend, _emit, _table, cli, out
+from hafen.cli import _backend, _emit, _table, cli, org, out
 
 DURATION = "a duration (20s, 30m, 24h), never, or default"
 
@@ -105,3 +105,27 @@ def event_remove(name: str, event_id: int) -> None:
     """Take an event out of the calendar."""
     _backend().event_remove(name, event_id)
     out.print(f"event {event_id} of {name} removed")
+
+
+@org.command(name="policy")
+@click.argument("slug")
+@click.option("--idle", help=f"Its instances sleep after this long without a request: {DURATION}.")
+@click.option("--deep-sleep", "deep_sleep", help=f"Their database and cache stop too after: {DURATION}.")
+@click.option("--min", "min_", help="Autoscaling: the fewest web replicas (or default).")
+@click.option("--max", "max_", help="Autoscaling: the most web replicas; off: none (or default).")
+@click.option("--target-inflight", help="Autoscaling: open requests per replica (or default).")
+@click.option("--target-cpu", help="Autoscaling: CPU per replica, % of its limit (or default).")
+@click.option("--json", "as_json", is_flag=True)
+def org_policy(slug: str, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
+               target_inflight: str | None, target_cpu: str | None, as_json: bool) -> None:
+    """Show or set the defaults of an organisation's instances' policy (operators and its admins)."""
+    given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_, "target_inflight": target_inflight,
+             "target_cpu": target_cpu}
+    data = _backend().org_policy(slug, {k: v for k, v in given.items() if v is not None})
+    if as_json:
+        _emit(data)
+        return
+    if not data["policy"]:
+        out.print(f"{slug}: no defaults of its own (its instances take those of their size and the installation)")
+    for key, value in data["policy"].items():
+        out.print(f"{key.replace('_', '-'):<16} {value}")

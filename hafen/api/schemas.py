@@ -197,6 +197,12 @@ class EventOut(Schema):
     created_by: str
 
 
+class OrganisationPolicyOut(Schema):
+    organisation: str
+    policy: dict[str, str] = Field(description="The keys the organisation sets, as shown (30m, never, 4, off, "
+                                               "70%)")
+
+
 class InstanceDetailOut(InstanceOut):
     elastic: ElasticOut
     backups: InstanceBackupsOut

@@ -514,6 +514,19 @@ def set_update_window(request: HttpRequest, slug: str, body: s.UpdateWindowIn) -
     return _organisation_out(rollouts.set_window(_actor(request), slug, body.cron, body.minutes))
 
 
+@api.get("/organisations/{slug}/policy", response={200: s.OrganisationPolicyOut, **ERRORS}, tags=["organisations"])
+def get_organisation_policy(request: HttpRequest, slug: str) -> dict[str, Any]:
+    """The defaults of the organisation's instances' policy (the keys it sets; an instance's own win)."""
+    return elastic.show_organisation_policy(_actor(request), slug)
+
+
+@api.patch("/organisations/{slug}/policy", response={200: s.OrganisationPolicyOut, **ERRORS},
+           tags=["organisations"])
+def set_organisation_policy(request: HttpRequest, slug: str, body: s.ElasticPolicyIn) -> dict[str, Any]:
+    """Set (a value) or take away (default) the organisation's defaults. Operators and its admins."""
+    return elastic.set_organisation_policy(_actor(request), slug, **body.dict())
+
+
 @api.get("/organisations/{slug}/members", response={200: list[s.MemberOut], **ERRORS}, tags=["organisations"])
 def list_members(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     return [_member_out(m) for m in access.members(_actor(request), slug)]

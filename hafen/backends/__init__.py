@@ -105,6 +105,10 @@ class Backend(Protocol):
         """The instance's elastic-capacity policy; with changes ({"idle": "20m", ...}), set first."""
         ...
 
+    def org_policy(self, slug: str, changes: dict[str, str]) -> dict[str, Any]:
+        """The organisation's own policy defaults; with changes, set first."""
+        ...
+
     def events(self, name: str | None) -> list[dict[str, Any]]:
         """The events not over yet of the instances one may see (of one instance, with a name)."""
         ...

@@ -152,6 +152,11 @@ class LocalBackend:
             return elastic.show_policy(self.actor, name)
         return elastic.set_policy(self.actor, name, **changes)
 
+    def org_policy(self, slug: str, changes: dict[str, str]) -> dict[str, Any]:
+        if not changes:
+            return elastic.show_organisation_policy(self.actor, slug)
+        return elastic.set_organisation_policy(self.actor, slug, **changes)
+
     def events(self, name: str | None) -> list[dict[str, Any]]:
         return [calendar.describe(e) for e in calendar.coming(self.actor, name)]
 

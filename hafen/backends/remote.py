@@ -233,6 +233,11 @@ class RemoteBackend:
             else self._call("GET", f"/instances/{name}/policy")
         return result
 
+    def org_policy(self, slug: str, changes: dict[str, str]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PATCH", f"/organisations/{slug}/policy", json=changes) if changes \
+            else self._call("GET", f"/organisations/{slug}/policy")
+        return result
+
     def events(self, name: str | None) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", f"/instances/{name}/events" if name else "/events")
         return result

@@ -12,9 +12,11 @@ from django.utils import timezone
 
 from hafen import wake
 from hafen.access import audit
+from hafen.access import policy as access_policy
+from hafen.access.models import Organisation
 from hafen.access.policy import Action, Actor
 from hafen.config import get_settings
-from hafen.errors import InvalidInput
+from hafen.errors import InvalidInput, NotFound
 from hafen.instances import policy as elastic_policy
 from hafen.instances.models import Decision, Instance, Operation, Sleep
 
@@ -101,3 +103,46 @@ def set_policy(actor: Actor, name: str, **values: str | None) -> dict[str, Any]:
             instance.save(update_fields=["policy", "updated_at"])
         transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
         return {"instance": name, **describe(instance)}
+
+
+def _organisation(actor: Actor, slug: str, action: Action) -> Organisation:
+    organisation = Organisation.objects.filter(access_policy.organisation_filter(actor), slug=slug).first()
+    if organisation is None:
+        raise NotFound(f"no organisation {slug!r}")
+    access_policy.check(actor, action, organisation.id, f"organisation {slug!r}")
+    return organisation
+
+
+def describe_organisation(organisation: Organisation) -> dict[str, Any]:
+    """The organisation's own defaults, as shown (only the keys it sets)."""
+    values = organisation.policy or {}
+    return {"organisation": organisation.slug,
+            "policy": {key: elastic_policy.shown(key, values[key]) for key in elastic_policy.KEYS if key in values}}
+
+
+def show_organisation_policy(actor: Actor, slug: str) -> dict[str, Any]:
+    return describe_organisation(_organisation(actor, slug, Action.VIEW))
+
+
+def set_organisation_policy(actor: Actor, slug: str, **values: str | None) -> dict[str, Any]:
+    """The defaults of the organisation's instances (a key an instance does not set itself); 'default' takes
+    the organisation's value away. Operators and the organisation's admins; audited."""
+    given = {key: value for key, value in values.items() if value is not None}
+    with audit.audited(actor, Action.POLICY, "", organisation=slug, **given) as note:
+        if not given:
+            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --min, --max, --target-inflight or "
+                               "--target-cpu (a value, or default)")
+        changes = elastic_policy.changes(given)
+        removed = elastic_policy.removed(given)
+        organisation = _organisation(actor, slug, Action.POLICY)
+        note.organisation_id = organisation.id
+        with transaction.atomic():
+            organisation = Organisation.objects.select_for_update().get(pk=organisation.pk)
+            kept = {k: v for k, v in (organisation.policy or {}).items() if k not in removed}
+            organisation.policy = {**kept, **changes}
+            low, high = organisation.policy.get("min", 1), organisation.policy.get("max")
+            if high is not None and "max" in organisation.policy and high < low:
+                raise InvalidInput(f"max ({high}) is below min ({low})")
+            organisation.save(update_fields=["policy"])
+        transaction.on_commit(lambda: wake.notify(get_settings().wake_path))
+        return describe_organisation(organisation)

@@ -68,7 +68,7 @@ def format_duration(seconds: int | None) -> str:
     return "".join(parts)
 
 
-def _shown(key: str, value: int | None) -> str:
+def shown(key: str, value: int | None) -> str:
     if key in DURATIONS:
         return format_duration(value)
     if value is None:
@@ -99,7 +99,7 @@ class Policy:
         return self.max is not None
 
     def describe(self) -> dict[str, Any]:
-        return {key: {"value": _shown(key, getattr(self, key)),
+        return {key: {"value": shown(key, getattr(self, key)),
                       "seconds": getattr(self, key) if key in DURATIONS else None,
                       "number": None if key in DURATIONS else getattr(self, key),
                       "source": self.sources[key]} for key in KEYS}

@@ -18,7 +18,7 @@ from hafen.edge.activity import AccessLog
 from hafen.edge.config import ACCESS_LOG
 from hafen.engine.base import NodeState
 from hafen.engine.fake import fake_address
-from hafen.errors import Forbidden, InvalidInput
+from hafen.errors import Forbidden, InvalidInput, NotFound
 from hafen.instances import backups, elastic, services, updates
 from hafen.instances import policy as p
 from hafen.instances.models import Decision, Instance, Operation, OpState, Sleep, State
@@ -398,3 +398,28 @@ def test_the_instance_page_shows_the_sleep_card_and_admins_set_the_policy(runnin
     assert "45m without a request" in page(response)
     assert Client().post("/instances/ant/policy", {"idle": "1m"}).status_code in (302, 403)  # not logged in
     assert Instance.objects.get(name="ant").policy == {"idle": 2700}
+
+
+def test_an_organisations_defaults_are_set_by_its_admins_and_reach_its_instances(
+        running_instance, people, capsys, monkeypatch, settings):
+    running_instance("ant", organisation="acme")
+    with pytest.raises(Forbidden):
+        elastic.set_organisation_policy(people.actor("member"), "acme", idle="1h")
+    with pytest.raises(NotFound):
+        elastic.set_organisation_policy(people.actor("outsider"), "acme", idle="1h")
+    with pytest.raises(InvalidInput, match="below min"):
+        elastic.set_organisation_policy(people.actor("admin"), "acme", min="3", max="2")
+    shown = elastic.set_organisation_policy(people.actor("admin"), "acme", idle="2h", max="3")
+    assert shown == {"organisation": "acme", "policy": {"idle": "2h", "max": "3"}}
+    ant = Instance.objects.get(name="ant")
+    mine = p.effective(ant, settings)
+    assert (mine.idle, mine.max, mine.sources["idle"], mine.sources["max"]) == (7200, 3, "organisation",
+                                                                               "organisation")
+    code, out, _ = hafen(capsys, monkeypatch, "org", "policy", "acme", "--idle", "default")
+    assert code == 0 and "idle" not in out and "max              3" in out
+    code, out, err = hafen(capsys, monkeypatch, "org", "policy", "acme", "--target-cpu", "500")
+    assert code == 2 and "target-cpu" in err
+    reply = api(people, "admin", "patch", "/organisations/acme/policy", {"deep_sleep": "never"})
+    assert reply.status_code == 200 and reply.json()["policy"] == {"max": "3", "deep_sleep": "never"}
+    assert api(people, "member", "get", "/organisations/acme/policy").status_code == 200
+    assert api(people, "member", "patch", "/organisations/acme/policy", {"idle": "1h"}).status_code == 403
