@@ -123,7 +123,8 @@ def test_scale_during_a_create_brings_it_up_scaled(api: httpx.Client, names: lis
     assert operation(api, create["id"])["state"] == "superseded"
     assert operation(api, scale["id"])["state"] == "succeeded"
     data = instance(api, name)
-    assert data is not None and data["replicas"] == {"desired": 2, "running": 2}
+    assert data is not None and data["replicas"] == {"desired": 2, "running": 2, "set": 2, "autoscaled": None,
+                                                     "floor": None}
 
 
 def test_restart_during_a_start(plane: Plane, api: httpx.Client, names: list[str]) -> None:

@@ -55,7 +55,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert tls.status_code == 200
 
     shown = plane.json("show", name)
-    assert shown["replicas"] == {"desired": 1, "running": 1}
+    assert shown["replicas"] == {"desired": 1, "running": 1, "set": 1, "autoscaled": None, "floor": None}
     assert set(shown["services"]) == {"db", "redis", "setup", "web"}
     assert shown["created_at"] and shown["error"] == ""
     assert [i["name"] for i in plane.json("list")].count(name) == 1
@@ -71,7 +71,8 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
 
     # scale and restart
     plane.hafen("scale", name, "2")
-    assert plane.json("show", name)["replicas"] == {"desired": 2, "running": 2}
+    assert plane.json("show", name)["replicas"] == {"desired": 2, "running": 2, "set": 2, "autoscaled": None,
+                                                    "floor": None}
     assert len(plane.containers(f"{PREFIX}-{name}_web")) == 2
     before = {c.id for c in plane.containers(f"{PREFIX}-{name}_web")}
     plane.hafen("restart", name)

@@ -89,10 +89,11 @@ def test_a_new_version_migrates_and_broken_ones_roll_back_with_the_data(plane: P
     updating = [s for s in watcher.seen if s[0] == 503]
     assert updating and all(s[1] and "being updated" in s[2] and "http-equiv=refresh" in s[2] for s in updating)
     # Known gap (README, known limits): for about a second after the proxy leaves the instance's network, a
-    # request can follow its stale DNS answer out of the host (a bare 404 from the sandbox's gateway here)
+    # request can follow its stale DNS answer out of the host (a bare 404 from the sandbox's gateway here, or
+    # no answer at all: the watcher's timeout, seen once in a CI run)
     runs = [(k, len(list(g))) for k, g in itertools.groupby((s[0], s[2][:40]) for s in watcher.seen)]
     glitches = [s for s in watcher.seen if s[0] not in (200, 503)]
-    assert all(s[0] == 404 for s in glitches) and len(glitches) <= 10, runs
+    assert all(s[0] == 404 or s[2] == "ReadTimeout" for s in glitches) and len(glitches) <= 10, runs
 
 
 def test_a_new_build_of_the_same_version_rolls_over_without_a_failed_request(
