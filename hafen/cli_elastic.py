@@ -3,6 +3,8 @@ and what `hafen show` says of sleep."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,22 +37,36 @@ def show_elastic(data: dict[str, Any] | None, decisions: int = 3) -> None:
                                 (f"{decision['action']:<10}", "bold"), f" {decision['reason']}"), soft_wrap=True)
 
 
+def policy_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The policy's keys as options (of an instance, or an organisation's defaults), gathered in `changes`."""
+    options = [
+        click.option("--idle", help=f"Sleep after this long without a request: {DURATION}."),
+        click.option("--deep-sleep", "deep_sleep", help=f"Stop the database and cache too after: {DURATION}."),
+        click.option("--min", "min_", help="Autoscaling: the fewest web replicas (1-32, or default)."),
+        click.option("--max", "max_", help="Autoscaling: the most web replicas (1-32; off: none; or default)."),
+        click.option("--target-inflight", help="Autoscaling: open requests per replica to aim at (or default)."),
+        click.option("--target-cpu", help="Autoscaling: CPU per replica to aim at, % of its limit (or default)."),
+    ]
+
+    @functools.wraps(command)
+    def gathered(*args: Any, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
+                 target_inflight: str | None, target_cpu: str | None, **kwargs: Any) -> None:
+        given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_,
+                 "target_inflight": target_inflight, "target_cpu": target_cpu}
+        command(*args, changes={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+    for option in reversed(options):
+        gathered = option(gathered)
+    return gathered
+
+
 @cli.command()
 @click.argument("name")
-@click.option("--idle", help=f"Sleep after this long without a request: {DURATION}.")
-@click.option("--deep-sleep", "deep_sleep", help=f"Stop the database and cache too after this long: {DURATION}.")
-@click.option("--min", "min_", help="Autoscaling: the fewest web replicas (1-32, or default).")
-@click.option("--max", "max_", help="Autoscaling: the most web replicas (1-32; off: no autoscaling; or default).")
-@click.option("--target-inflight", help="Autoscaling: open requests per replica to aim at (or default).")
-@click.option("--target-cpu", help="Autoscaling: CPU per replica to aim at, in % of its limit (or default).")
+@policy_options
 @click.option("--json", "as_json", is_flag=True)
-def policy(name: str, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
-           target_inflight: str | None, target_cpu: str | None, as_json: bool) -> None:
+def policy(name: str, changes: dict[str, str], as_json: bool) -> None:
     """Show or set when an instance sleeps (scaled to zero, woken by the first request) and how its web
     service scales with its load."""
-    given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_, "target_inflight": target_inflight,
-             "target_cpu": target_cpu}
-    changes = {key: value for key, value in given.items() if value is not None}
     data = _backend().policy(name, changes)
     if as_json:
         _emit(data)
@@ -109,19 +125,11 @@ def event_remove(name: str, event_id: int) -> None:
 
 @org.command(name="policy")
 @click.argument("slug")
-@click.option("--idle", help=f"Its instances sleep after this long without a request: {DURATION}.")
-@click.option("--deep-sleep", "deep_sleep", help=f"Their database and cache stop too after: {DURATION}.")
-@click.option("--min", "min_", help="Autoscaling: the fewest web replicas (or default).")
-@click.option("--max", "max_", help="Autoscaling: the most web replicas; off: none (or default).")
-@click.option("--target-inflight", help="Autoscaling: open requests per replica (or default).")
-@click.option("--target-cpu", help="Autoscaling: CPU per replica, % of its limit (or default).")
+@policy_options
 @click.option("--json", "as_json", is_flag=True)
-def org_policy(slug: str, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
-               target_inflight: str | None, target_cpu: str | None, as_json: bool) -> None:
+def org_policy(slug: str, changes: dict[str, str], as_json: bool) -> None:
     """Show or set the defaults of an organisation's instances' policy (operators and its admins)."""
-    given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_, "target_inflight": target_inflight,
-             "target_cpu": target_cpu}
-    data = _backend().org_policy(slug, {k: v for k, v in given.items() if v is not None})
+    data = _backend().org_policy(slug, changes)
     if as_json:
         _emit(data)
         return

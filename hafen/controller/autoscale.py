@@ -67,7 +67,9 @@ class Autoscaler:
         return sum(shares) / len(shares) / limit * 100
 
     def tick(self, obs: Observation, instances: dict[str, Instance], busy: set[str],
-             open_requests: dict[str, int] | None, now: float | None = None) -> None:
+             open_requests: dict[str, int] | None, policies: dict[int, elastic_policy.Policy] | None = None,
+             now: float | None = None) -> None:
+        """`policies`: those this pass computed already (SleepKeeper's), by pk; the others are computed."""
         now = time.monotonic() if now is None else now
         gone = set(self.seen) - {i.pk for i in instances.values()}
         for pk in gone:
@@ -76,7 +78,7 @@ class Autoscaler:
             if instance.sandbox or instance.desired_state != Desired.RUNNING or instance.sleep != Sleep.AWAKE:
                 self.seen.pop(instance.pk, None)
                 continue
-            policy = elastic_policy.effective(instance, self.settings)
+            policy = (policies or {}).get(instance.pk) or elastic_policy.effective(instance, self.settings)
             if not policy.autoscaled or not instance.replicas:
                 if instance.auto_replicas and instance.name not in busy and instance.state == State.RUNNING:
                     self._apply(instance, 0, "autoscaling is off: the instance's own replicas again", {})

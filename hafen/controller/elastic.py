@@ -48,6 +48,8 @@ class SleepKeeper:
         self.held = ""  # why no instance may fall asleep now ("" when they may)
         self.open_requests: dict[str, int] | None = None  # what the proxy said this pass
         self.acted: set[str] = set()  # the instances this pass queued an operation for
+        # this pass's policies of the running instances, by pk (the autoscaler reads them too)
+        self.policies: dict[int, elastic_policy.Policy] = {}
 
     def start(self) -> None:
         self.watcher.start()
@@ -80,6 +82,7 @@ class SleepKeeper:
         self.acted = set()
         candidates = [i for i in instances.values() if not i.sandbox and i.desired_state == Desired.RUNNING]
         policies = {i.pk: elastic_policy.effective(i, self.settings) for i in candidates}
+        self.policies = policies
         lead = elastic_policy.parse_duration(self.settings.event_lead, "HAFEN_EVENT_LEAD") or 0
         events: dict[int, list[Event]] = {}
         for event in Event.objects.filter(end_at__gt=now, start_at__lte=now + timedelta(seconds=lead)):

@@ -115,7 +115,8 @@ class Controller:
             self.specs_checked = True
             busy = {op.instance_name for op in Operation.objects.filter(state__in=ACTIVE_STATES)}
         self.elastic.tick(obs, instances, busy)
-        self.autoscaler.tick(obs, instances, busy | self.elastic.acted, self.elastic.open_requests)
+        self.autoscaler.tick(obs, instances, busy | self.elastic.acted, self.elastic.open_requests,
+                             self.elastic.policies)
         self.backups.tick(obs, active)
         self.record_images()
         started = self.rollouts.pass_once()

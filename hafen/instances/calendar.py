@@ -9,7 +9,7 @@ gives for the event.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -23,7 +23,7 @@ from hafen.catalog import get_app
 from hafen.config import get_settings
 from hafen.engine import get_engine
 from hafen.errors import EngineError, Forbidden, InvalidInput, NotFound
-from hafen.instances import placement
+from hafen.instances import placement, validation
 from hafen.instances import policy as elastic_policy
 from hafen.instances.models import Desired, Event, Instance
 
@@ -33,20 +33,8 @@ MAX_AHEAD = timedelta(days=366)
 FORECAST_HOURS = 14 * 24
 
 
-def _moment(value: datetime | str, what: str) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidInput(f"{what}: an ISO time such as 2026-12-01T09:00 (UTC) or 2026-12-01T09:00+01:00, "
-                               f"not {value!r}") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def validate(start: datetime | str, end: datetime | str, participants: int, title: str) -> tuple[datetime, datetime]:
-    start_at, end_at = _moment(start, "start"), _moment(end, "end")
+    start_at, end_at = validation.moment(start, "start"), validation.moment(end, "end")
     now = timezone.now()
     if end_at <= start_at:
         raise InvalidInput("end: an event ends after it starts")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from pytimeparse2 import parse as parse_timespan
@@ -116,14 +117,22 @@ def _parsed(values: dict[str, str], where: str) -> dict[str, int | None]:
     return {k: parse_duration(v, f"{where} {k}") if k in DURATIONS else parse_count(k, v) for k, v in values.items()}
 
 
+@cache
+def _size_values(app_name: str, size_name: str) -> dict[str, int | None]:
+    """A size's defaults from app.toml, parsed once (the controller asks for every instance on every pass)."""
+    size = get_app(app_name).sizes.get(size_name)
+    return _parsed(size.policy if size else {}, f"{app_name} size {size_name}")
+
+
+@cache
+def _installation(idle: str, deep_sleep: str, target_inflight: int, target_cpu: int) -> dict[str, int | None]:
+    return {"idle": parse_duration(idle, "HAFEN_IDLE"), "deep_sleep": parse_duration(deep_sleep, "HAFEN_DEEP_SLEEP"),
+            "min": 1, "max": None, "target_inflight": target_inflight, "target_cpu": target_cpu}
+
+
 def effective(instance: Instance, settings: Settings) -> Policy:
-    app = get_app(instance.app)
-    size = app.sizes.get(instance.size)
-    size_values = _parsed(size.policy if size else {}, f"{app.name} size {instance.size}")
-    installation = {"idle": parse_duration(settings.idle, "HAFEN_IDLE"),
-                    "deep_sleep": parse_duration(settings.deep_sleep, "HAFEN_DEEP_SLEEP"),
-                    "min": 1, "max": None, "target_inflight": settings.target_inflight,
-                    "target_cpu": settings.target_cpu}
+    size_values = _size_values(instance.app, instance.size)
+    installation = _installation(settings.idle, settings.deep_sleep, settings.target_inflight, settings.target_cpu)
     organisation = instance.organisation.policy if instance.organisation else {}
     layers = (("instance", instance.policy), ("organisation", organisation), ("size", size_values),
               ("installation", installation))

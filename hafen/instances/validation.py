@@ -1,6 +1,7 @@
 """Checks of user input, before anything is written or created."""
 
 import re
+from datetime import UTC, datetime
 
 from hafen.access.policy import LOCKABLE
 from hafen.catalog import SIZES, App, get_app
@@ -72,3 +73,19 @@ def reason(value: str) -> str:
     if not 3 <= len(value) <= 200:
         raise InvalidInput("give the lock a reason of 3 to 200 characters")
     return value
+
+
+def moment(value: datetime | str, what: str) -> datetime:
+    """An ISO time with its zone, or without one read as UTC (a datetime passes through), in UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidInput(f"{what}: an ISO time such as 2026-12-01T09:00 (UTC) or 2026-12-01T09:00+01:00, "
+                               f"not {value!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise InvalidInput(f"{what}: {value.isoformat()} is out of range") from None

@@ -218,3 +218,11 @@ def test_the_pages_plan_list_and_chart_events_and_warn_operators_of_hours_over_c
     assert Event.objects.filter(pk=event_id).exists()
     admin.post(f"/instances/ant/events/{event_id}/remove")
     assert not Event.objects.filter(pk=event_id).exists()
+
+
+def test_a_time_out_of_range_is_refused_not_a_crash(running_instance, people):
+    running_instance("ant", organisation="acme")
+    bad = api(people, "admin", "post", "/instances/ant/events",
+              {"start_at": "0001-01-01T00:00+05:00", "end_at": f"{DAY}T10:00", "participants": 5})
+    assert bad.status_code == 400 and "out of range" in bad.json()["error"]["message"]
+    assert not Event.objects.exists()
