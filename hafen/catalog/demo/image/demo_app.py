@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def setup() -> None:
     if BREAK == "migration":
         with _db() as conn, conn.cursor() as cur:  # committed: only a restore undoes it
             cur.execute("DELETE FROM notes")
+        time.sleep(8)  # a migration takes time: a test can stop the controller while it runs
         sys.exit("setup: migration failed half-way (a build broken on purpose)")
     with _db() as conn, conn.cursor() as cur:
         cur.execute(
