@@ -142,6 +142,9 @@ class App(_Strict):
     backup: BackupDef
     # web replicas by an event's expected participants (ascending; beyond the last row, its replicas)
     participants: list[ParticipantsRow] = []
+    # The web's health check asks its database and cache, so swarm routes to it only once they answer: a
+    # wake from deep sleep may start every service at once instead of wave after wave.
+    health_covers_dependencies: bool = False
 
     def replicas_for(self, participants: int) -> int:
         """Web replicas an event of that many participants needs (1 without a table)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from functools import cache
 from typing import Any
 
@@ -101,6 +102,7 @@ class Controller:
         The operations are read before the instances: an instance is committed together with its
         first operation, so every operation read has its instance in the later read too.
         """
+        began = time.perf_counter()
         obs = self.engine.observe(self.settings.prefix)
         active = list(
             Operation.objects.filter(state__in=ACTIVE_STATES).select_related("instance").order_by("created_at", "id")
@@ -125,7 +127,7 @@ class Controller:
         pushed = self.registry_state.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them
-        self.heartbeat()
+        self.heartbeat(time.perf_counter() - began)
         return bool(active) or bool(self.edge_state.problem) or pushed or started
 
     def _record_observation(self, obs: Observation, instances: dict[str, Instance]) -> None:
@@ -242,10 +244,11 @@ class Controller:
                 Operation.objects.create(instance=instance, instance_name=instance.name,
                                          organisation_id=instance.organisation_id, kind="repair")
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, pass_seconds: float = 0.0) -> None:
         status = self.edge_state.applied.get("status", "")
         ControlPlane.objects.update_or_create(
-            pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": status}
+            pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": status,
+                            "pass_seconds": round(pass_seconds, 4)}
         )
 
     def record_images(self) -> None:

@@ -385,9 +385,13 @@ def sleep_steps(ctx: Context) -> list[Step]:
 
 
 def wake_steps(ctx: Context) -> list[Step]:
-    """The services in their waves, without the setup job (nothing of the data changed while it slept)."""
+    """The services in their waves, without the setup job (nothing of the data changed while it slept); all
+    at once where the app's web answers its health check only once its dependencies do."""
     steps: list[Step] = []
-    for index, wave in enumerate(ctx.waves):
+    waves = ctx.waves
+    if ctx.app.health_covers_dependencies:
+        waves = [[svc for wave in waves for svc in wave]]
+    for index, wave in enumerate(waves):
         wave = [svc for svc in wave if not ctx.specs[svc].job]
         if not wave:
             continue

@@ -848,3 +848,12 @@ def test_scale_to_zero_lets_the_edge_go_before_the_web_stops(controller, engine,
     network = naming.instance_edge_network("unit", "eve")
     assert network in engine.networks
     assert not any(network in nets for nets in engine.edge_containers("unit").values())
+
+
+def test_the_health_endpoint_says_how_long_the_last_pass_took(controller, running_instance):
+    from django.test import Client
+
+    running_instance("ant")
+    controller.pass_once()
+    shown = Client().get("/healthz").json()["controller"]
+    assert shown["running"] and 0 < shown["pass_seconds"] < 5

@@ -423,3 +423,22 @@ def test_an_organisations_defaults_are_set_by_its_admins_and_reach_its_instances
     assert reply.status_code == 200 and reply.json()["policy"] == {"max": "3", "deep_sleep": "never"}
     assert api(people, "member", "get", "/organisations/acme/policy").status_code == 200
     assert api(people, "member", "patch", "/organisations/acme/policy", {"idle": "1h"}).status_code == 403
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_a_deep_sleeper_wakes_all_at_once_only_where_the_web_checks_its_dependencies(
+        sleepy, controller, converge, snapshot, access_log, monkeypatch, together):
+    from hafen.catalog import get_app
+
+    monkeypatch.setattr(get_app("demo"), "health_covers_dependencies", together)
+    elastic.set_policy(LOCAL, "eve", deep_sleep="1m")
+    idle_for("eve", 120)
+    snapshot("eve", "abc123")
+    settle(controller, converge)
+    assert Instance.objects.get(name="eve").sleep == Sleep.DEEP
+    request_to(access_log, "eve.localhost")
+    settle(controller, converge)
+    wake = Operation.objects.filter(instance__name="eve", kind="wake").latest("id")
+    assert wake.state == OpState.SUCCEEDED
+    deploys = [step["name"] for step in wake.steps if step["name"].startswith("deploy:")]
+    assert deploys == (["deploy:db, redis, web"] if together else ["deploy:db, redis", "deploy:web"])
