@@ -8,10 +8,12 @@ A control plane of the benchmark's own, whose instances fall asleep after --idle
 1. it waits until at most 10 % of them are awake, and measures the machine at rest for --seconds after
    --settle seconds: its idle CPU (/proc/stat), the CPU of dockerd, containerd, the shims, the instances'
    containers and the controller (in % of one core, as bench/idle.py), the memory in use
-   (MemTotal - MemAvailable) and per instance (docker stats), the time of the dashboard (an operator's
+   (MemTotal - MemAvailable) and per instance (docker stats), the controller's pass time (its /healthz, ten
+   readings), the time of the dashboard (an operator's
    first page, median of 5, over HTTP) and of `hafen list --json`;
 2. it wakes --wake instances chosen at random at once: a client each asks its login page through the edge
-   until it answers, then logs the admin in over OpenSlides' REST API; the seconds of each;
+   until it answers, then logs the admin in over OpenSlides' REST API; the seconds of each, and the CPU
+   seconds dockerd, containerd, the shims, the controller and the containers spent meanwhile;
 3. --deep of them are given `--deep-sleep 10s`: the memory of an instance in deep sleep.
 
 Goals (issue 10): 100 instances, at most 10 % awake, the machine at least 80 % idle, each of 10 woken at
@@ -39,7 +41,7 @@ from typing import Any
 import httpx
 
 from bench.common import BenchPlane, conclude, fmt, log, new_report, stats, table, wait_until
-from bench.idle import create_many, memory_per_instance, sample
+from bench.idle import cpu_seconds_between, cpu_seconds_so_far, create_many, memory_per_instance, sample
 
 PREFIX = "bdn"
 HTTP_PORT, HTTPS_PORT, WEB_PORT = 32080, 32443, 32765
@@ -65,6 +67,15 @@ class Bench:
     def states(self) -> dict[str, str]:
         rows = json.loads(self.plane.hafen("list", "--json", timeout=120).stdout)
         return {row["name"]: row["state"] for row in rows}
+
+    def pass_seconds(self, readings: int = 10, interval: float = 2.0) -> dict[str, Any]:
+        """The controller's last pass time as its health endpoint says, read `readings` times."""
+        seen = []
+        for _ in range(readings):
+            health = httpx.get(f"http://127.0.0.1:{WEB_PORT}/healthz", timeout=30).json()
+            seen.append(health["controller"]["pass_seconds"])
+            time.sleep(interval)
+        return stats(seen)
 
     def dashboard_seconds(self) -> dict[str, Any]:
         """An operator's first page of the dashboard, over HTTP, median of 5 (and `hafen list --json`)."""
@@ -148,6 +159,7 @@ class Bench:
             asleep = [n for n in self.names if states.get(n) == "sleeping"]
             report["memory_asleep"] = memory_per_instance(self.plane, asleep)
             report["control_plane"] = self.dashboard_seconds()
+            report["control_plane"]["pass_s"] = self.pass_seconds()
             log(f"at rest: {report['at_rest']['idle_percent']}% idle, {report['memory_used_gib']} GiB used")
 
             chosen = random.Random(args.seed).sample(asleep, min(args.wake, len(asleep)))
@@ -159,8 +171,12 @@ class Bench:
                 gate.wait()
                 return self.wake_one(name, passwords[name])
 
+            before, started = cpu_seconds_so_far(self.plane), time.monotonic()
             with ThreadPoolExecutor(len(chosen)) as pool:
                 report["wakes"] = list(pool.map(woken, chosen))
+            # where the cores went while they woke (the machine has two): which part a cheaper start must cut
+            report["wake_cpu_seconds"] = {"wall": round(time.monotonic() - started, 1),
+                                          **cpu_seconds_between(before, cpu_seconds_so_far(self.plane))}
             report["wake_s"] = stats([w["answered_s"] for w in report["wakes"]])
             report["memory_awake"] = memory_per_instance(self.plane, chosen)
             log(f"woke {len(chosen)} at once: {report['wake_s']}")
@@ -170,7 +186,7 @@ class Bench:
                 self.plane.hafen("policy", name, "--deep-sleep", "10s", timeout=60)
             wait_until(lambda: all(self.states().get(n) == "sleeping" for n in deep), 300, 5)
             time.sleep(30)
-            report["memory_deep"] = memory_per_instance(self.plane, deep)
+            report["memory_deep"] = memory_per_instance(self.plane, deep, absent_is_zero=True)
         finally:
             log(f"erasing {len(self.names)} instances")
             with ThreadPoolExecutor(4) as pool:
@@ -192,9 +208,12 @@ def summary(report: dict[str, Any]) -> str:
         ["MiB per instance deep", fmt((report.get("memory_deep") or {}).get("median_mib"), 1), "-"],
         ["wake of 10 at once, median s", fmt((report.get("wake_s") or {}).get("median")), "-"],
         ["wake of 10 at once, max s", fmt((report.get("wake_s") or {}).get("max")), f"<= {GOALS['wake_s']:.0f}"],
+        ["CPU s while 10 woke: containers", fmt((report.get("wake_cpu_seconds") or {}).get("containers"), 1), "-"],
+        ["CPU s while 10 woke: dockerd", fmt((report.get("wake_cpu_seconds") or {}).get("dockerd"), 1), "-"],
         ["controller % of a core", fmt(use.get("controller"), 1), "-"],
         ["dockerd % of a core", fmt(use.get("dockerd"), 1), "-"],
         ["containers % of a core", fmt(use.get("containers"), 1), "-"],
+        ["controller pass s (median of 10)", fmt((control.get("pass_s") or {}).get("median"), 3), "-"],
         ["dashboard s (median of 5)", fmt((control.get("dashboard") or {}).get("median"), 3), "-"],
         ["hafen list --json s", fmt((control.get("hafen_list") or {}).get("median"), 2), "-"],
     ]

@@ -131,9 +131,34 @@ def create_many(plane: BenchPlane, app: str, names: list[str], parallel: int, pr
         return [name for name in pool.map(one, names) if name]
 
 
-def memory_per_instance(plane: BenchPlane, names: list[str]) -> dict[str, Any]:
+def cpu_seconds_so_far(plane: BenchPlane) -> dict[str, float]:
+    """CPU seconds used so far by each process group, and by each container of the plane's instances (by id)."""
+    used = {f"process:{group}": seconds for group, seconds in process_seconds(processes(plane)).items()}
+    for cid in docker_lines("ps", "-q", "--no-trunc", "--filter", f"label={plane.label}",
+                            "--filter", "label=hafen.instance"):
+        used[f"container:{cid}"] = container_seconds([cid])
+    return used
+
+
+def cpu_seconds_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Seconds of CPU per process group and of the instances' containers between two readings (a process or
+    container that started in between counts whole; one that ended in between is missed)."""
+    spent: dict[str, float] = {"containers": 0.0}
+    for key, seconds in after.items():
+        delta = max(0.0, seconds - before.get(key, 0.0))
+        if key.startswith("container:"):
+            spent["containers"] += delta
+        else:
+            spent[key.removeprefix("process:")] = round(delta, 2)
+    spent["containers"] = round(spent["containers"], 2)
+    return spent
+
+
+def memory_per_instance(plane: BenchPlane, names: list[str], absent_is_zero: bool = False) -> dict[str, Any]:
+    """Median MiB per instance and per service; an instance without a container counts 0 if `absent_is_zero`
+    (deep sleep), else not at all."""
     memory = plane.memory_by_instance()
-    totals = [sum(memory[n].values()) for n in names if n in memory]
+    totals = [sum(memory.get(n, {}).values()) for n in names if absent_is_zero or n in memory]
     services: dict[str, list[float]] = {}
     for name in names:
         for svc, mib in memory.get(name, {}).items():
