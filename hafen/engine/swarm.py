@@ -372,6 +372,10 @@ class SwarmEngine(Engine):
             "rollback_config": None if spec.job else dt.RollbackConfig(parallelism=1, order="stop-first"),
             "stop_grace_period": 10_000_000_000,
             "init": True,
+            # Docker 20.10 stores an update's container spec with an empty DNS configuration where the
+            # create's had none: a change of the task template, so the first scale of a service rolled
+            # its running tasks over. Created with it, the spec stays the same.
+            "dns_config": dt.DNSConfig(),
         }
 
     def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:

@@ -61,6 +61,16 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert [i["name"] for i in plane.json("list")].count(name) == 1
     assert plane.json("credentials", name) == {"username": "admin", "password": password}
 
+    # the first change of the web service after the create (its replicas) keeps the task that runs: the
+    # service's template stays as created, so the swarm rolls nothing over
+    web = plane.docker.services.get(f"{PREFIX}-{name}_web")
+    first = {t["ID"] for t in web.tasks() if t["DesiredState"] == "running"}
+    plane.hafen("scale", name, "2")
+    web.reload()
+    assert first < {t["ID"] for t in web.tasks() if t["DesiredState"] == "running"}
+    assert web.attrs.get("UpdateStatus") is None, web.attrs["UpdateStatus"]
+    plane.hafen("scale", name, "1")
+
     # stop: the edge answers 503 with a page that says so; start brings the data back
     plane.hafen("stop", name)
     stopped = plane.http(domain).get("/")
