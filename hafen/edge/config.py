@@ -168,9 +168,11 @@ def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> d
             "handle": [
                 {
                     "handler": "reverse_proxy",
+                    # The DNS answer (the healthy web tasks) is kept 250 ms: a woken or new replica gets
+                    # requests that soon, and one that went away is forgotten as soon.
                     "dynamic_upstreams": {
                         "source": "a", "name": upstream_name("{http.request.host}", route_suffix),
-                        "port": str(WEB_PORT), "refresh": "1s",
+                        "port": str(WEB_PORT), "refresh": "250ms",
                     },
                     # Rides over a replica that goes away during a rolling update; also how long a
                     # host without a running web service waits for the status server's page.

@@ -35,7 +35,7 @@ def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_rout
     assert handler["handler"] == "reverse_proxy"
     # fully qualified: no search domain of the host's resolver turns it into another name
     assert handler["dynamic_upstreams"] == {
-        "source": "a", "name": "{http.request.host}.unit-route.", "port": str(WEB_PORT), "refresh": "1s",
+        "source": "a", "name": "{http.request.host}.unit-route.", "port": str(WEB_PORT), "refresh": "250ms",
     }
     assert "upstreams" not in handler  # no static upstream that would pin one task's address
 
