@@ -16,4 +16,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     echo "hafen-postgres: initialised database $POSTGRES_DB"
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections=100
+# Autovacuum looks at each database every 5 minutes, not every minute: its workers were more than half of an idle
+# server's own CPU (0.5 of 0.8 ms a second, measured without probes).
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_connections=100 -c autovacuum_naptime=5min
