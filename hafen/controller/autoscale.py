@@ -46,6 +46,8 @@ class Autoscaler:
         self.engine = engine
         self.settings = settings
         self.seen: dict[int, _Seen] = {}
+        # the instances autoscaling has above their floor: their scale-down needs passes to decide
+        self.above_floor: set[int] = set()
 
     def _cpu_percent(self, seen: _Seen, web: ServiceState, limit: float, now: float) -> float | None:
         """Mean CPU of the running tasks since the last read, in % of a replica's limit (in CPUs)."""
@@ -71,6 +73,7 @@ class Autoscaler:
              now: float | None = None) -> None:
         """`policies`: those this pass computed already (SleepKeeper's), by pk; the others are computed."""
         now = time.monotonic() if now is None else now
+        self.above_floor = set()
         gone = set(self.seen) - {i.pk for i in instances.values()}
         for pk in gone:
             del self.seen[pk]
@@ -98,16 +101,17 @@ class Autoscaler:
                 seen.samples.append(autoscale.Sample(now, len(running), in_flight, cpu))
             while seen.samples and now - seen.samples[0].at > SAMPLE_WINDOW:
                 seen.samples.popleft()
+            current, low = web_replicas(instance), max(policy.min, instance.floor_replicas)
+            if current > low:
+                self.above_floor.add(instance.pk)
             if instance.name in busy:
                 continue
-            current = web_replicas(instance)
             recommendation = autoscale.recommend(current, seen.samples, policy.target_inflight, policy.target_cpu)
             if recommendation is None:
                 continue
             seen.history.append((now, recommendation.desired))
             target, why = autoscale.decide(current, recommendation.desired, seen.history, seen.last_up, now,
-                                           low=max(policy.min, instance.floor_replicas), high=policy.max or 1,
-                                           seen_since=seen.since)
+                                           low=low, high=policy.max or 1, seen_since=seen.since)
             if target != current:
                 if target > current:
                     seen.last_up = now

@@ -41,10 +41,11 @@ RECORD_STEP = timedelta(seconds=5)
 
 
 class SleepKeeper:
-    def __init__(self, edge: Edge, settings: Settings, on_request: Callable[[], None]) -> None:
+    def __init__(self, edge: Edge, settings: Settings, on_request: Callable[[], None],
+                 on_traffic: Callable[[], None] | None = None) -> None:
         self.edge = edge
         self.settings = settings
-        self.watcher = Watcher(settings.edge_dir / ACCESS_LOG, on_request)
+        self.watcher = Watcher(settings.edge_dir / ACCESS_LOG, on_request, on_traffic)
         self.held = ""  # why no instance may fall asleep now ("" when they may)
         self.open_requests: dict[str, int] | None = None  # what the proxy said this pass
         self.acted: set[str] = set()  # the instances this pass queued an operation for

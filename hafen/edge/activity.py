@@ -96,11 +96,14 @@ class AccessLog:
 
 class Watcher:
     """Keeps the newest request time per host from the access log, read in a daemon thread; calls
-    `on_request` when a request for one of the `watched` hosts (the sleeping instances') comes in."""
+    `on_request` when a request for one of the `watched` hosts (the sleeping instances') comes in, and
+    `on_traffic` when any request does."""
 
-    def __init__(self, path: Path, on_request: Callable[[], None]) -> None:
+    def __init__(self, path: Path, on_request: Callable[[], None],
+                 on_traffic: Callable[[], None] | None = None) -> None:
         self.log = AccessLog(path)
         self.on_request = on_request
+        self.on_traffic = on_traffic
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
         self._watched: frozenset[str] = frozenset()
@@ -124,6 +127,8 @@ class Watcher:
                     self._seen[host] = ts
             watched = self._watched
         self._caught_up.set()
+        if fresh and self.on_traffic is not None:
+            self.on_traffic()
         if watched and not watched.isdisjoint(fresh):
             self.on_request()
 

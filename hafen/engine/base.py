@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -238,6 +239,12 @@ class Engine(ABC):
     @abstractmethod
     def ensure_swarm(self, advertise_addr: str) -> bool:
         """Turn swarm mode on if it is off; return whether it was turned on."""
+
+    @abstractmethod
+    def watch(self, prefix: str, on_event: Callable[[], None], stop: threading.Event) -> None:
+        """Call `on_event` whenever a container of the installation dies, starts or changes its health on
+        this node, until `stop` is set. An engine without an event stream returns at once: the controller
+        then learns of such changes only by its passes."""
 
     @abstractmethod
     def observe(self, prefix: str) -> Observation: ...

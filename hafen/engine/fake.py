@@ -8,6 +8,7 @@ with `fail`.
 from __future__ import annotations
 
 import hashlib
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class FakeEngine(Engine):
 
     def ping(self) -> None:
         self._check("ping")
+
+    def watch(self, prefix: str, on_event: Callable[[], None], stop: threading.Event) -> None:
+        """No event stream: the tests drive the passes."""
 
     def ensure_swarm(self, advertise_addr: str) -> bool:
         self._check("ensure_swarm")

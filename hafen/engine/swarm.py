@@ -7,7 +7,9 @@ Every error of the SDK and of `requests` under it is translated here, in
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -48,6 +50,13 @@ API request that pings the engine, for a minute on a hung engine before anyone l
 20 s still leaves a wide margin. Log streams are not cut by it: once a log's body starts, the
 SDK lifts the socket's timeout, so `--follow` may stay silent for as long as it likes.
 """
+
+# A container's end, start and health (Docker sends health_status only when the status changes, not per
+# probe; exec events, one per probe, are left out), and the kernel's OOM kill.
+WATCHED_EVENTS = ("die", "start", "oom", "health_status")
+WATCH_RETRY = 5.0
+
+log = logging.getLogger("hafen.engine")
 
 IMAGE_REF_TTL = 10.0
 """Seconds an image's digest in the registry is taken as known: a push is seen this much later."""
@@ -151,6 +160,26 @@ class SwarmEngine(Engine):
             return False
         _call("swarm init", lambda: self.client.swarm.init(advertise_addr=advertise_addr))
         return True
+
+    def watch(self, prefix: str, on_event: Callable[[], None], stop: threading.Event) -> None:
+        """Docker's event stream on a client of its own (it holds a connection open), filtered to the
+        installation's containers and the actions that change what a pass would see; the stream is opened
+        again after the daemon restarted."""
+        filters = {"type": ["container"], "label": [f"{LABEL_PREFIX}={prefix}"], "event": list(WATCHED_EVENTS)}
+        while not stop.is_set():
+            client: docker.DockerClient | None = None
+            try:
+                client = docker.from_env(timeout=TIMEOUT)
+                for _ in client.events(decode=True, filters=filters):
+                    if stop.is_set():
+                        break
+                    on_event()
+            except SDK_ERRORS as exc:
+                log.debug("engine events: %s", exc)
+            finally:
+                if client is not None:
+                    client.close()
+            stop.wait(WATCH_RETRY)
 
     def cpu_usage_ns(self, container: str) -> int | None:
         """From the container's cgroup: v1 (cpuacct.usage, ns) or v2 (cpu.stat usage_usec), under the

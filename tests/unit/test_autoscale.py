@@ -142,11 +142,13 @@ def test_the_controller_scales_a_web_service_with_its_open_requests_and_back(
         clock[0] += 10
         converge(controller)
     assert Instance.objects.get(name="eve").auto_replicas == 4
+    assert controller.autoscaler.above_floor == {eve.pk} and not controller.resting  # its scale-down needs passes
     for _ in range(15):
         clock[0] += 10
         converge(controller)
     eve.refresh_from_db()
     assert eve.auto_replicas == 1 and engine.services["unit-eve_web"].replicas == 1
+    assert controller.autoscaler.above_floor == set()
     elastic.set_policy(LOCAL, "eve", max="off")
     converge(controller)
     eve.refresh_from_db()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from hafen import cli
 from hafen.access.models import AuditEntry
 from hafen.access.policy import Actor
+from hafen.controller import loop
 from hafen.controller.loop import Controller
 from hafen.edge.activity import AccessLog
 from hafen.edge.config import ACCESS_LOG
@@ -200,6 +201,41 @@ def test_an_idle_instance_falls_asleep_and_the_first_request_wakes_it(sleepy, co
     # awake again, it does not fall asleep at once: its idle clock starts at that request
     settle(controller, converge)
     assert Instance.objects.get(name="eve").sleep == Sleep.AWAKE
+
+
+def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_something_does(
+        sleepy, controller, converge, edge, access_log):
+    settle(controller, converge)
+
+    def rest():
+        controller.stirred_at = time.monotonic() - loop.REST_AFTER - 1
+        controller.wake.clear()
+
+    rest()
+    assert controller.resting and controller.interval(False) == loop.REST_INTERVAL
+    assert controller.interval(True) == loop.BUSY_INTERVAL
+    assert not controller.pass_once() and controller.resting  # a pass that sees nothing new keeps the rest
+
+    edge.open_requests = {f"{fake_address('unit-eve_web', 0)}:8000": 1}  # someone has a page open
+    controller.pass_once()
+    assert not controller.resting and controller.interval(False) == loop.IDLE_INTERVAL
+    edge.open_requests = {}
+
+    rest()
+    request_to(access_log, "eve.localhost")  # a request to an awake instance: autoscaling needs the passes
+    controller.elastic.watcher.poll()
+    assert controller.wake.is_set() and not controller.resting
+
+    rest()
+    controller.stir()  # what the engine's event stream calls when a container dies or changes its health
+    assert controller.wake.is_set() and not controller.resting
+    controller.wake.clear()
+    controller.stir()  # not resting: no extra pass
+    assert not controller.wake.is_set()
+
+    rest()
+    services.stop(LOCAL, "eve")  # new work is a busy pass, and the change stirs until it is done
+    assert controller.pass_once() and not controller.resting
 
 
 def test_an_open_request_keeps_it_awake(sleepy, controller, converge, edge):
