@@ -22,6 +22,9 @@ def show_elastic(data: dict[str, Any] | None, decisions: int = 3) -> None:
     policy = data["policy"]
     out.print(f"{'sleeps after':<13} {policy['idle']['value']} ({policy['idle']['source']}), deep sleep after "
               f"{policy['deep_sleep']['value']} ({policy['deep_sleep']['source']})")
+    hold = policy["hold"]
+    out.print(f"{'wakes with':<13} " + (f"requests held up to {hold['value']}" if hold["seconds"] else
+                                        "the waking page for every request") + f" ({hold['source']})")
     if policy["max"]["number"] is None:
         out.print(f"{'autoscaling':<13} off ({policy['max']['source']})")
     else:
@@ -42,6 +45,8 @@ def policy_options(command: Callable[..., None]) -> Callable[..., None]:
     options = [
         click.option("--idle", help=f"Sleep after this long without a request: {DURATION}."),
         click.option("--deep-sleep", "deep_sleep", help=f"Stop the database and cache too after: {DURATION}."),
+        click.option("--hold", help="Hold a request to a sleeping instance until it answers, for up to: off, 5s, "
+                                    "10s, 20s, 30s, 60s (or default); else the waking page at once."),
         click.option("--min", "min_", help="Autoscaling: the fewest web replicas (1-32, or default)."),
         click.option("--max", "max_", help="Autoscaling: the most web replicas (1-32; off: none; or default)."),
         click.option("--target-inflight", help="Autoscaling: open requests per replica to aim at (or default)."),
@@ -49,9 +54,9 @@ def policy_options(command: Callable[..., None]) -> Callable[..., None]:
     ]
 
     @functools.wraps(command)
-    def gathered(*args: Any, idle: str | None, deep_sleep: str | None, min_: str | None, max_: str | None,
-                 target_inflight: str | None, target_cpu: str | None, **kwargs: Any) -> None:
-        given = {"idle": idle, "deep_sleep": deep_sleep, "min": min_, "max": max_,
+    def gathered(*args: Any, idle: str | None, deep_sleep: str | None, hold: str | None, min_: str | None,
+                 max_: str | None, target_inflight: str | None, target_cpu: str | None, **kwargs: Any) -> None:
+        given = {"idle": idle, "deep_sleep": deep_sleep, "hold": hold, "min": min_, "max": max_,
                  "target_inflight": target_inflight, "target_cpu": target_cpu}
         command(*args, changes={k: v for k, v in given.items() if v is not None}, **kwargs)
 

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # instance without a request for `idle` sleeps, after `deep_sleep` its database and cache stop too.
     idle: str = "30m"
     deep_sleep: str = "24h"
+    # how long the edge holds a request to a sleeping instance until it answers (off, 5s, 10s, 20s, 30s, 60s)
+    wake_hold: str = "off"
     # how long before an event its instance is woken and given the event's replicas
     event_lead: str = "30m"
     # autoscaling's defaults (an instance's policy sets its range, min and max, to turn it on): the

@@ -140,6 +140,8 @@ class ElasticPolicyOut(Schema):
     idle: PolicyValueOut = Field(description="Without a request for this long, the instance sleeps")
     deep_sleep: PolicyValueOut = Field(description="Without a request for this long, its database and cache "
                                                    "stop too")
+    hold: PolicyValueOut = Field(description="How long the edge holds a GET or HEAD to a sleeping instance until "
+                                             "it answers (off: the waking page at once)")
     min: PolicyValueOut = Field(description="Autoscaling: the fewest web replicas")
     max: PolicyValueOut = Field(description="Autoscaling: the most web replicas; off: no autoscaling")
     target_inflight: PolicyValueOut = Field(description="Autoscaling: open requests per replica to aim at")
@@ -170,6 +172,7 @@ class ElasticPolicyIn(Schema):
                                                                       "default (the organisation's, size's or "
                                                                       "installation's)")
     deep_sleep: str | None = Field(default=None, max_length=32, description="As idle")
+    hold: str | None = Field(default=None, max_length=8, description="off, 5s, 10s, 20s, 30s, 60s, or default")
     min: str | None = Field(default=None, max_length=8, description="1 to 32, or default")
     max: str | None = Field(default=None, max_length=8, description="1 to 32, off, or default")
     target_inflight: str | None = Field(default=None, max_length=8, description="1 to 10000, or default")

@@ -24,6 +24,7 @@ from hafen.engine.base import (
 )
 from hafen.errors import EngineError
 from hafen.instances import naming
+from hafen.instances import policy as elastic_policy
 from hafen.instances.models import Desired, Instance, State
 
 log = logging.getLogger("hafen.edge")
@@ -249,15 +250,22 @@ class EdgeReconciler:
         )
 
     def _mark_asleep(self, instances: list[Instance]) -> None:
-        """One empty file per domain of a sleeping instance, which the proxy checks (see caddy.proxy_config)."""
-        folder = self.settings.edge_dir / caddy.ASLEEP_DIR
-        folder.mkdir(parents=True, exist_ok=True)
-        wanted = {i.domain for i in instances if i.sleep and i.desired_state == Desired.RUNNING}
-        present = {path.name for path in folder.iterdir()}
-        for domain in present - wanted:
-            (folder / domain).unlink(missing_ok=True)
-        for domain in wanted - present:
-            (folder / domain).touch()
+        """One empty file per domain of a sleeping instance, which the proxy checks (see caddy.proxy_config);
+        and one in the folder of its hold step for a sleeping or waking one whose policy holds requests."""
+        running = [i for i in instances if i.desired_state == Desired.RUNNING]
+        folders = {self.settings.edge_dir / caddy.ASLEEP_DIR: {i.domain for i in running if i.sleep}}
+        holding = {i.domain: hold for i in running if i.sleep or i.state == State.WAKING
+                   for hold in [elastic_policy.effective(i, self.settings).hold] if hold}
+        for step in caddy.HOLD_STEPS:
+            folder = self.settings.edge_dir / caddy.HOLD_DIR / str(step)
+            folders[folder] = {domain for domain, hold in holding.items() if hold == step}
+        for folder, wanted in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            present = {path.name for path in folder.iterdir()}
+            for domain in present - wanted:
+                (folder / domain).unlink(missing_ok=True)
+            for domain in wanted - present:
+                (folder / domain).touch()
 
     def reconcile(self, obs: Observation, instances: list[Instance]) -> None:
         configs, routes = self._configs(instances)

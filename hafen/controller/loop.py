@@ -138,7 +138,7 @@ class Controller:
         active = list(
             Operation.objects.filter(state__in=ACTIVE_STATES).select_related("instance").order_by("created_at", "id")
         )
-        instances = {i.name: i for i in Instance.objects.all()}
+        instances = {i.name: i for i in Instance.objects.select_related("organisation")}
         self._record_observation(obs, instances)
         self._advance_operations(active, obs, instances)
         busy = {op.instance_name for op in active}
@@ -154,7 +154,7 @@ class Controller:
         self.record_images()
         started = self.rollouts.pass_once()
         moves.finish_drains(self.engine, obs)
-        self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False)))
+        self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False).select_related("organisation")))
         pushed = self.registry_state.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them

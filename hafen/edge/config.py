@@ -66,6 +66,14 @@ ACCESS_LOGGER = "hafen"
 ACCESS_LOG_ROLL_MB = 10
 # In the edge directory: an empty file per domain of a sleeping instance (see proxy_config).
 ASLEEP_DIR = "asleep"
+# ... and HOLD_DIR/<seconds>/<domain> for a sleeping or waking instance whose policy holds requests: the
+# proxy holds a GET or HEAD request for up to that many seconds until the web service answers. Caddy's
+# try_duration is fixed per handler, so the proxy has one route per step.
+HOLD_DIR = "hold"
+HOLD_STEPS = (5, 10, 20, 30, 60)
+# What a held request first asks of the proxy itself, so that the access log (a line per finished request)
+# shows the request to the sleeping instance at once and the controller wakes it.
+WAKE_PATH = "/.hafen-wake"
 
 
 def _page(title: str, text: str, reload: int = 0) -> str:
@@ -152,37 +160,54 @@ def access_logging(directory: str = "/etc/hafen-edge") -> dict[str, Any]:
     }}
 
 
+def _to_web(route_suffix: str, try_duration: str) -> dict[str, Any]:
+    return {
+        "handler": "reverse_proxy",
+        # The DNS answer (the healthy web tasks) is kept 250 ms: a woken or new replica gets
+        # requests that soon, and one that went away is forgotten as soon.
+        "dynamic_upstreams": {
+            "source": "a", "name": upstream_name("{http.request.host}", route_suffix),
+            "port": str(WEB_PORT), "refresh": "250ms",
+        },
+        # Rides over a replica that goes away during a rolling update; also how long a host without a
+        # running web service waits (1 s, or a held request's step) for the status server's page.
+        "load_balancing": {
+            "selection_policy": {"policy": "round_robin"}, "try_duration": try_duration, "try_interval": "250ms",
+        },
+    }
+
+
+def _held(host_guard: dict[str, Any], hold_root: str, step: int, route_suffix: str) -> dict[str, Any]:
+    """A GET or HEAD to a sleeping instance that holds requests for `step` seconds: a request to the proxy
+    itself at WAKE_PATH (logged at once: the wake), then the web service, tried for up to `step` seconds.
+    Methods with a body are not held (the wake's request would read it): they get the waking page."""
+    wake = {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:80"}],
+            "rewrite": {"method": "GET", "uri": WAKE_PATH},
+            # its 204 is not the answer: a route that writes nothing hands the request on to the web
+            "handle_response": [{"match": {"status_code": [2]}, "routes": [{"handle": [{"handler": "vars"}]}]}]}
+    match = {**host_guard, "method": ["GET", "HEAD"],
+             "file": {"root": f"{hold_root}/{step}", "try_files": ["/{http.request.host}"]}}
+    return {"match": [match], "handle": [wake, _to_web(route_suffix, f"{step}s")], "terminal": True}
+
+
 def proxy_config(status_host: str, route_suffix: str, acme_email: str = "") -> dict[str, Any]:
     """The proxy's configuration; it depends on settings only, never on the instances."""
     host_guard = {"vars_regexp": {"{http.request.host}": {"pattern": HOST_PATTERN}}}
     # No web service answers for the host: the status server tells why.
     status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"{status_host}:{STATUS_PORT}"}]}
+    hold_root = f"/etc/hafen-edge/{HOLD_DIR}"
+    held = {"file": {"root": hold_root, "try_files": [f"/{step}/{{http.request.host}}" for step in HOLD_STEPS]}}
     routes = [
+        # The held request's note to the access log (answered here, so it never reaches the instance).
+        {"match": [{**host_guard, **held, "path": [WAKE_PATH]}],
+         "handle": [{"handler": "static_response", "status_code": 204}], "terminal": True},
+        *[_held(host_guard, hold_root, step, route_suffix) for step in HOLD_STEPS],
         # A sleeping instance (a file of its domain's name in ASLEEP_DIR, which the controller keeps): the
         # waking page at once, not after the second the proxy would wait for its web service.
         {"match": [{**host_guard, "file": {"root": f"/etc/hafen-edge/{ASLEEP_DIR}",
                                            "try_files": ["/{http.request.host}"]}}],
          "handle": [status], "terminal": True},
-        {
-            "match": [host_guard],
-            "handle": [
-                {
-                    "handler": "reverse_proxy",
-                    # The DNS answer (the healthy web tasks) is kept 250 ms: a woken or new replica gets
-                    # requests that soon, and one that went away is forgotten as soon.
-                    "dynamic_upstreams": {
-                        "source": "a", "name": upstream_name("{http.request.host}", route_suffix),
-                        "port": str(WEB_PORT), "refresh": "250ms",
-                    },
-                    # Rides over a replica that goes away during a rolling update; also how long a
-                    # host without a running web service waits for the status server's page.
-                    "load_balancing": {
-                        "selection_policy": {"policy": "round_robin"}, "try_duration": "1s", "try_interval": "250ms",
-                    },
-                }
-            ],
-            "terminal": True,
-        },
+        {"match": [host_guard], "handle": [_to_web(route_suffix, "1s")], "terminal": True},
         {"handle": [_not_found()]},
     ]
     errors = {"routes": [{"handle": [status]}]}

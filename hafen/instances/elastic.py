@@ -84,14 +84,14 @@ def show_policy(actor: Actor, name: str) -> dict[str, Any]:
 
 def set_policy(actor: Actor, name: str, **values: str | None) -> dict[str, Any]:
     """Set (a duration or never; a number, max also off) or take away ('default') the instance's own values
-    of the policy's keys (idle, deep_sleep, min, max, target_inflight, target_cpu); audited."""
+    of the policy's keys (idle, deep_sleep, hold, min, max, target_inflight, target_cpu); audited."""
     from hafen.instances.services import authorized
 
     given = {key: value for key, value in values.items() if value is not None}
     with audit.audited(actor, Action.POLICY, name, **given) as note:
         if not given:
-            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --min, --max, --target-inflight or "
-                               "--target-cpu (a value, or default)")
+            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --hold, --min, --max, "
+                               "--target-inflight or --target-cpu (a value, or default)")
         changes = elastic_policy.changes(given)
         removed = elastic_policy.removed(given)
         instance = authorized(actor, Action.POLICY, name, note)
@@ -130,8 +130,8 @@ def set_organisation_policy(actor: Actor, slug: str, **values: str | None) -> di
     given = {key: value for key, value in values.items() if value is not None}
     with audit.audited(actor, Action.POLICY, "", organisation=slug, **given) as note:
         if not given:
-            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --min, --max, --target-inflight or "
-                               "--target-cpu (a value, or default)")
+            raise InvalidInput("nothing to change: give --idle, --deep-sleep, --hold, --min, --max, "
+                               "--target-inflight or --target-cpu (a value, or default)")
         changes = elastic_policy.changes(given)
         removed = elastic_policy.removed(given)
         organisation = _organisation(actor, slug, Action.POLICY)

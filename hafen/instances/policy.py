@@ -17,13 +17,18 @@ from pytimeparse2 import parse as parse_timespan
 
 from hafen.catalog import App, get_app
 from hafen.config import Settings
+from hafen.edge.config import HOLD_STEPS
 from hafen.errors import InvalidInput
 from hafen.instances.models import Instance, Sleep
 
 DURATIONS = ("idle", "deep_sleep")
+# how long the edge holds a request to a sleeping instance (GET or HEAD) until it answers, instead of the
+# waking page at once; off (None) or one of the proxy's steps (each step is one route of its static
+# configuration: see edge.config.HOLD_STEPS)
+HOLD = "hold"
 # autoscaling: web replicas between min and max (max "off": no autoscaling), aiming at a target per replica
 COUNTS = ("min", "max", "target_inflight", "target_cpu")
-KEYS = (*DURATIONS, *COUNTS)
+KEYS = (*DURATIONS, HOLD, *COUNTS)
 LIMITS = {"min": (1, 32), "max": (1, 32), "target_inflight": (1, 10_000), "target_cpu": (5, 100)}
 NEVER = "never"
 OFF = "off"
@@ -43,6 +48,27 @@ def parse_duration(text: str, what: str = "duration") -> int | None:
     if not MIN_IDLE <= seconds <= MAX_DURATION:
         raise InvalidInput(f"{what}: {text} is out of range ({MIN_IDLE}s to 366d, or never)")
     return seconds
+
+
+def parse_hold(text: str, what: str = "hold") -> int | None:
+    """'off' is None; else one of the edge's steps (5s, 10s, 20s, 30s, 60s) in seconds."""
+    value = text.strip().lower()
+    steps = ", ".join(f"{step}s" for step in HOLD_STEPS)
+    if value == OFF:
+        return None
+    seconds = parse_timespan(value) if value else None
+    if seconds is None or isinstance(seconds, bool) or int(seconds) not in HOLD_STEPS:
+        raise InvalidInput(f"{what}: off or one of {steps}, not {text!r}")
+    return int(seconds)
+
+
+def parse(key: str, text: str, what: str = "") -> int | None:
+    what = what or key.replace("_", "-")
+    if key in DURATIONS:
+        return parse_duration(text, what)
+    if key == HOLD:
+        return parse_hold(text, what)
+    return parse_count(key, text)
 
 
 def parse_count(key: str, text: str) -> int | None:
@@ -74,6 +100,8 @@ def shown(key: str, value: int | None) -> str:
         return format_duration(value)
     if value is None:
         return OFF
+    if key == HOLD:
+        return format_duration(value)
     return f"{value}%" if key == "target_cpu" else str(value)
 
 
@@ -83,6 +111,7 @@ class Policy:
     deep_sleep: int | None
     # where each key came from: instance, organisation, size or installation
     sources: dict[str, str]
+    hold: int | None = None  # None: off
     min: int = 1
     max: int | None = None  # None: no autoscaling
     target_inflight: int = 10
@@ -100,9 +129,10 @@ class Policy:
         return self.max is not None
 
     def describe(self) -> dict[str, Any]:
+        timed = (*DURATIONS, HOLD)
         return {key: {"value": shown(key, getattr(self, key)),
-                      "seconds": getattr(self, key) if key in DURATIONS else None,
-                      "number": None if key in DURATIONS else getattr(self, key),
+                      "seconds": getattr(self, key) if key in timed else None,
+                      "number": None if key in timed else getattr(self, key),
                       "source": self.sources[key]} for key in KEYS}
 
 
@@ -114,7 +144,7 @@ def _layer(values: dict[str, Any], key: str) -> tuple[bool, int | None]:
 
 
 def _parsed(values: dict[str, str], where: str) -> dict[str, int | None]:
-    return {k: parse_duration(v, f"{where} {k}") if k in DURATIONS else parse_count(k, v) for k, v in values.items()}
+    return {k: parse(k, v, f"{where} {k}") for k, v in values.items()}
 
 
 @cache
@@ -125,14 +155,17 @@ def _size_values(app_name: str, size_name: str) -> dict[str, int | None]:
 
 
 @cache
-def _installation(idle: str, deep_sleep: str, target_inflight: int, target_cpu: int) -> dict[str, int | None]:
+def _installation(idle: str, deep_sleep: str, hold: str, target_inflight: int, target_cpu: int
+                  ) -> dict[str, int | None]:
     return {"idle": parse_duration(idle, "HAFEN_IDLE"), "deep_sleep": parse_duration(deep_sleep, "HAFEN_DEEP_SLEEP"),
-            "min": 1, "max": None, "target_inflight": target_inflight, "target_cpu": target_cpu}
+            "hold": parse_hold(hold, "HAFEN_WAKE_HOLD"), "min": 1, "max": None, "target_inflight": target_inflight,
+            "target_cpu": target_cpu}
 
 
 def effective(instance: Instance, settings: Settings) -> Policy:
     size_values = _size_values(instance.app, instance.size)
-    installation = _installation(settings.idle, settings.deep_sleep, settings.target_inflight, settings.target_cpu)
+    installation = _installation(settings.idle, settings.deep_sleep, settings.wake_hold, settings.target_inflight,
+                                 settings.target_cpu)
     organisation = instance.organisation.policy if instance.organisation else {}
     layers = (("instance", instance.policy), ("organisation", organisation), ("size", size_values),
               ("installation", installation))
@@ -154,7 +187,7 @@ def changes(given: dict[str, str]) -> dict[str, int | None]:
         if key not in KEYS:
             raise InvalidInput(f"no policy key {key!r}; keys: {', '.join(KEYS)}")
         if text.strip().lower() != "default":
-            found[key] = parse_duration(text, key.replace("_", "-")) if key in DURATIONS else parse_count(key, text)
+            found[key] = parse(key, text)
     return found
 
 

@@ -97,6 +97,14 @@ def test_an_idle_instance_sleeps_wakes_on_a_request_and_stays_awake_while_a_webs
     plane.hafen("start", name)
     assert first_answer(plane.http(f"{name}.localhost"))[0] < 10
 
+    # with a hold in its policy, the first GET wakes it and waits for the app instead of the waking page
+    plane.hafen("policy", name, "--idle", f"{IDLE}s", "--hold", "20s")
+    asleep(plane, name)
+    started = time.monotonic()
+    held = plane.http(f"{name}.localhost").get("/health", timeout=40)
+    assert held.status_code == 200 and time.monotonic() - started < 20, (held.status_code, held.text[:200])
+    assert notes(client) == ["before its sleep"]
+
 
 def test_a_controller_killed_while_an_instance_falls_asleep_or_wakes_converges(
         plane: Plane, instance_name: str) -> None:

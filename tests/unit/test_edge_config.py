@@ -3,7 +3,17 @@ import re
 import pytest
 
 from hafen.controller.edge import route_for
-from hafen.edge.config import ASK_PATH, STATUS_PORT, WEB_PORT, Route, build, digest, proxy_config
+from hafen.edge.config import (
+    ASK_PATH,
+    HOLD_STEPS,
+    STATUS_PORT,
+    WAKE_PATH,
+    WEB_PORT,
+    Route,
+    build,
+    digest,
+    proxy_config,
+)
 from hafen.errors import EngineError
 from hafen.instances import services
 from hafen.instances.models import Desired, Instance, Operation, OpState
@@ -29,7 +39,7 @@ def policies_of(config):
 
 def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_route_suffix():
     config = proxy_config("unit-edge-status", "unit-route")
-    route = routes_of(config, "http")[1]
+    route = routes_of(config, "http")[-2]
     [handler] = route["handle"]
     assert route["terminal"] is True
     assert handler["handler"] == "reverse_proxy"
@@ -41,7 +51,7 @@ def test_proxy_sends_each_host_to_the_web_service_with_that_alias_under_the_rout
 
 
 def guard(config):
-    [asleep], [forward] = (route["match"] for route in routes_of(config, "http")[:2])
+    [asleep], [forward] = (route["match"] for route in routes_of(config, "http")[-3:-1])
     assert asleep["vars_regexp"] == forward["vars_regexp"]  # the same guard before the sleepers' files
     return forward["vars_regexp"]["{http.request.host}"]["pattern"]
 
@@ -49,11 +59,34 @@ def guard(config):
 def test_a_sleeping_instances_domain_gets_the_status_servers_page_at_once():
     """Without the second the proxy waits for a web service: its file in the edge directory says it sleeps."""
     config = proxy_config("unit-edge-status", "unit-route")
-    asleep = routes_of(config, "http")[0]
+    asleep = routes_of(config, "http")[-3]
     assert asleep["match"][0]["file"] == {"root": "/etc/hafen-edge/asleep", "try_files": ["/{http.request.host}"]}
     status = {"handler": "reverse_proxy", "upstreams": [{"dial": f"unit-edge-status:{STATUS_PORT}"}]}
     assert asleep["handle"] == [status]
     assert asleep["terminal"] is True
+
+
+def test_a_sleeping_instance_that_holds_requests_wakes_on_a_note_to_the_log_and_is_waited_for():
+    """Its GET or HEAD first asks the proxy itself at WAKE_PATH (answered at once, so the access log shows
+    the request while it is still held), then waits for the web service for up to the policy's step."""
+    routes = routes_of(proxy_config("unit-edge-status", "unit-route"), "http")
+    note, held = routes[0], routes[1:1 + len(HOLD_STEPS)]
+    assert note["match"][0]["path"] == [WAKE_PATH]
+    assert note["match"][0]["file"]["try_files"] == [f"/{step}/{{http.request.host}}" for step in HOLD_STEPS]
+    assert note["handle"] == [{"handler": "static_response", "status_code": 204}]
+    forward = routes[-2]["handle"][0]
+    for step, route in zip(HOLD_STEPS, held, strict=True):
+        [match] = route["match"]
+        assert match["method"] == ["GET", "HEAD"]  # a body would be read by the note: not held
+        assert match["file"] == {"root": f"/etc/hafen-edge/hold/{step}", "try_files": ["/{http.request.host}"]}
+        assert match["vars_regexp"] == routes[-2]["match"][0]["vars_regexp"]
+        wake, web = route["handle"]
+        assert wake["upstreams"] == [{"dial": "127.0.0.1:80"}]
+        assert wake["rewrite"] == {"method": "GET", "uri": WAKE_PATH}
+        assert wake["handle_response"][0]["routes"]  # a route that writes nothing: on to the web service
+        assert web["dynamic_upstreams"] == forward["dynamic_upstreams"]
+        assert web["load_balancing"]["try_duration"] == f"{step}s"
+    assert forward["load_balancing"]["try_duration"] == "1s"
 
 
 def test_the_access_log_keeps_no_header_address_or_path_of_a_request():
@@ -90,9 +123,9 @@ def test_proxy_guard_refuses_anything_but_a_lower_case_domain_name(host):
 def test_a_host_the_guard_refuses_gets_the_404_page_from_the_proxy_itself():
     for server in ("http", "https"):
         routes = routes_of(proxy_config("s", "unit-route"), server)
-        assert len(routes) == 3
-        assert "match" not in routes[2]
-        [handler] = routes[2]["handle"]
+        assert len(routes) == 4 + len(HOLD_STEPS)
+        assert "match" not in routes[-1]
+        [handler] = routes[-1]["handle"]
         assert handler["handler"] == "static_response"  # no upstream: no connection is opened
         assert handler["status_code"] == 404
         assert handler["body"] == routes_of(build([]))[-1]["handle"][0]["body"]

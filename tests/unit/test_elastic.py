@@ -43,6 +43,18 @@ def test_durations(text, seconds):
         assert p.parse_duration(p.format_duration(seconds)) == seconds
 
 
+@pytest.mark.parametrize(("text", "seconds"), [("off", None), ("5s", 5), ("10s", 10), ("1m", 60), (" 30S ", 30)])
+def test_hold_steps(text, seconds):
+    assert p.parse_hold(text) == seconds
+    assert p.shown("hold", seconds) == ("off" if seconds is None else p.format_duration(seconds))
+
+
+@pytest.mark.parametrize("text", ["", "never", "7s", "0", "2m", "soon"])
+def test_a_hold_that_is_no_step_of_the_edge_is_refused(text):
+    with pytest.raises(InvalidInput, match=r"hold: off or one of 5s, 10s, 20s, 30s, 60s"):
+        p.parse_hold(text)
+
+
 @pytest.mark.parametrize("text", ["", "abc", "5s", "-20s", "0", "400d", "20 parsecs"])
 def test_bad_durations_say_what_is_wrong(text):
     with pytest.raises(InvalidInput, match="idle"):
@@ -55,6 +67,7 @@ def test_the_policy_comes_from_the_instance_its_organisation_its_size_or_the_ins
     assert p.effective(small, settings).describe() == {
         "idle": {"value": "30m", "seconds": 1800, "number": None, "source": "installation"},
         "deep_sleep": {"value": "1d", "seconds": 86400, "number": None, "source": "installation"},
+        "hold": {"value": "off", "seconds": None, "number": None, "source": "installation"},
         "min": {"value": "1", "seconds": None, "number": 1, "source": "installation"},
         "max": {"value": "off", "seconds": None, "number": None, "source": "installation"},
         "target_inflight": {"value": "10", "seconds": None, "number": 10, "source": "installation"},
@@ -238,6 +251,33 @@ def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_somethi
     assert controller.pass_once() and not controller.resting
 
 
+def test_a_sleeper_that_holds_requests_has_its_domain_in_the_folder_of_its_step_until_it_runs(
+        sleepy, controller, converge, engine, access_log, settings):
+    domain, hold = "eve.localhost", settings.edge_dir / "hold"
+    elastic.set_policy(LOCAL, "eve", hold="10s")
+    idle_for("eve", 30)
+    settle(controller, converge)
+    assert Instance.objects.get(name="eve").sleep == Sleep.LIGHT
+    assert sorted(str(f.relative_to(hold)) for f in hold.rglob("*.*")) == [f"10/{domain}"]
+    elastic.set_policy(LOCAL, "eve", hold="off")
+    controller.pass_once()
+    assert not list(hold.rglob("*.*"))
+    elastic.set_policy(LOCAL, "eve", hold="20s")
+    controller.pass_once()
+    assert sorted(str(f.relative_to(hold)) for f in hold.rglob("*.*")) == [f"20/{domain}"]
+
+    request_to(access_log, domain)
+    controller.elastic.watcher.poll()
+    controller.pass_once()  # the wake decision: the waking page's file goes, the held requests' stays
+    controller.pass_once()
+    assert Instance.objects.get(name="eve").state == State.WAKING
+    assert not (settings.edge_dir / "asleep" / domain).exists()
+    assert (hold / "20" / domain).exists()
+    converge(controller)
+    assert Instance.objects.get(name="eve").state == State.RUNNING
+    assert not list(hold.rglob("*.*"))
+
+
 def test_an_open_request_keeps_it_awake(sleepy, controller, converge, edge):
     idle_for("eve", 300)
     edge.open_requests = {f"{fake_address('unit-eve_web', 0)}:8000": 1}
@@ -390,8 +430,15 @@ def test_the_policy_command_shows_sets_and_refuses_bad_input(capsys, monkeypatch
     assert code == 0 and "20m (instance)" in out and "never (instance)" in out
     code, out, err = hafen(capsys, monkeypatch, "policy", "eve", "--idle", "3s")
     assert code != 0 and out == "" and len(err.strip().splitlines()) == 1 and "out of range" in err
+    code, out, err = hafen(capsys, monkeypatch, "policy", "eve", "--hold", "7s")
+    assert code != 0 and out == "" and len(err.strip().splitlines()) == 1 and "one of 5s, 10s" in err
+    assert "wakes with    the waking page for every request (installation)" in hafen(capsys, monkeypatch, "policy",
+                                                                                      "eve")[1]
+    code, out, _ = hafen(capsys, monkeypatch, "policy", "eve", "--hold", "30s")
+    assert code == 0 and "wakes with    requests held up to 30s (instance)" in out
     code, out, _ = hafen(capsys, monkeypatch, "policy", "eve", "--json")
     assert json.loads(out)["policy"]["idle"]["seconds"] == 1200
+    assert json.loads(out)["policy"]["hold"] == {"value": "30s", "seconds": 30, "number": None, "source": "instance"}
     code, out, _ = hafen(capsys, monkeypatch, "show", "eve")
     assert "sleeps after  20m (instance)" in out and "last request" in out
 
