@@ -103,7 +103,7 @@ def test_an_idle_instance_sleeps_wakes_on_a_request_and_stays_awake_while_a_webs
     started = time.monotonic()
     held = plane.http(f"{name}.localhost").get("/health", timeout=40)
     assert held.status_code == 200 and time.monotonic() - started < 20, (held.status_code, held.text[:200])
-    assert notes(client) == ["before its sleep"]
+    assert notes(login(plane, name, data["password"])) == ["before its sleep"]  # (the stop ended the session)
 
 
 def test_a_controller_killed_while_an_instance_falls_asleep_or_wakes_converges(
