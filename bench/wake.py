@@ -15,6 +15,10 @@ page's own 2 s) until the app answers 200. The figure is the time from the first
 that 200 answer (the login page is a few kB: its first byte), median (min, max) of --runs runs per app and
 level; the answers before it are counted (none may be an error page of the proxy: 502 or 504).
 
+Where the time goes, per run (seconds after the first request, medians in the summary): the wake operation
+queued (the controller's decision) and its services deployed (`hafen show --json`), and, from Docker's
+events of the instance's containers, each service's container started and healthy.
+
 Goals (issue 10): OpenSlides from sleep <= 5 s, from deep sleep <= 10 s; the demo app <= 2 s.
 
 Everything runs under the prefix "bwk" on the ports 34080/34443 (edge) and 34765 (control-plane web);
@@ -29,12 +33,16 @@ Results: bench/results/wake-<UTC timestamp>.json and wake-latest.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import statistics
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
+import docker
 import httpx
 
 from bench.common import BenchPlane, conclude, fmt, log, new_report, stats, table, wait_until
@@ -63,12 +71,36 @@ class Bench:
         return data["state"] == "sleeping" and data["elastic"]["sleep"] == level and all(
             data["services"].get(svc, {}).get("running", 0) == 0 for svc in stopped)
 
+    def phases(self, name: str, began: float) -> dict[str, float]:
+        """Seconds after `began` (epoch): the wake decided and deployed, each container started and healthy."""
+        found: dict[str, float] = {}
+        wake = next((op for op in self.show(name)["operations"] if op["kind"] == "wake"), None)
+        if wake is not None:
+            found["decided"] = datetime.fromisoformat(wake["created_at"]).timestamp() - began
+            deploy = next((step for step in wake["steps"] if step["name"].startswith("deploy:")), None)
+            if deploy and deploy.get("finished_at"):
+                found["deployed"] = datetime.fromisoformat(deploy["finished_at"]).timestamp() - began
+        client = docker.from_env()
+        try:
+            for event in client.events(since=int(began) - 1, until=int(time.time()) + 1, decode=True,
+                                       filters={"type": ["container"], "label": [f"hafen.instance={name}"],
+                                                "event": ["start", "health_status"]}):
+                service = event["Actor"]["Attributes"].get("hafen.service", "?")
+                at = event["timeNano"] / 1e9 - began
+                what = "started" if event["Action"] == "start" else event["Action"].split(": ")[-1]
+                key = f"{service}_{what}"
+                if at > 0 and key not in found:
+                    found[key] = at
+        finally:
+            client.close()
+        return {key: round(value, 3) for key, value in sorted(found.items(), key=lambda kv: kv[1])}
+
     def wake(self, name: str) -> dict[str, Any]:
         seen: Counter[int] = Counter()
         with httpx.Client(base_url=f"http://127.0.0.1:{HTTP_PORT}", headers={"Host": f"{name}.localhost",
                                                                              "Accept": "text/html"},
                           timeout=30) as client:
-            started = time.monotonic()
+            started, began = time.monotonic(), time.time()
             while time.monotonic() - started < WAKE_TIMEOUT:
                 try:
                     response = client.get("/")
@@ -78,7 +110,8 @@ class Bench:
                     time.sleep(POLL)
                     continue
                 if response.status_code == 200:
-                    return {"seconds": round(time.monotonic() - started, 3), "answers_before": dict(seen)}
+                    return {"seconds": round(time.monotonic() - started, 3), "answers_before": dict(seen),
+                            "phases": self.phases(name, began)}
                 seen[response.status_code] += 1
                 time.sleep(POLL)
         raise RuntimeError(f"{name} did not answer within {WAKE_TIMEOUT:.0f}s: {dict(seen)}")
@@ -94,7 +127,7 @@ class Bench:
                 runs = []
                 for run in range(1, self.args.runs + 1):
                     started = time.monotonic()
-                    if not wait_until(lambda lv=level: self.asleep(name, lv), ASLEEP_TIMEOUT, 0.5):
+                    if not wait_until(functools.partial(self.asleep, name, level), ASLEEP_TIMEOUT, 0.5):
                         raise RuntimeError(f"{name} did not fall into {level} sleep within {ASLEEP_TIMEOUT:.0f}s")
                     fell = round(time.monotonic() - started, 1)
                     result = self.wake(name)
@@ -104,8 +137,11 @@ class Bench:
                     log(f"{name}: {level} run {run}: asleep after {fell}s, answered {result['seconds']:.2f}s "
                         f"after the first request ({result['answers_before']})")
                     runs.append({**result, "fell_asleep_after_s": fell})
+                phases = sorted({key for r in runs for key in r["phases"]})
                 figures[level] = {"runs": runs, "seconds": stats([r["seconds"] for r in runs]),
-                                  "goal_s": GOALS[app][level]}
+                                  "goal_s": GOALS[app][level],
+                                  "phases_median_s": {key: statistics.median(r["phases"][key] for r in runs
+                                                                             if key in r["phases"]) for key in phases}}
         finally:
             self.plane.hafen("policy", name, "--idle", "never", timeout=60, check=False)
             self.plane.erase(name)
@@ -130,6 +166,10 @@ def summary(report: dict[str, Any]) -> str:
                          fmt(figure["goal_s"], 1), str(len(figure["runs"]))])
     lines = ["wake: first request to the login page's answer, seconds",
              *table(["app", "sleep", "median", "min", "max", "goal", "runs"], rows, [11, 6, 7, 7, 7, 5, 4], left=2)]
+    for app, levels in report["figures"].items():
+        for level, figure in levels.items():
+            steps = sorted((figure.get("phases_median_s") or {}).items(), key=lambda kv: kv[1] or 0)
+            lines.append(f"  {app} {level}, medians: " + ", ".join(f"{key} {fmt(value)}" for key, value in steps))
     lines += [f"problem: {p}" for p in report["problems"]]
     return "\n".join(lines)
 
