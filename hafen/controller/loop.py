@@ -148,6 +148,7 @@ class Controller:
             self.specs_checked = True
             busy = {op.instance_name for op in Operation.objects.filter(state__in=ACTIVE_STATES)}
         self.elastic.tick(obs, instances, busy)
+        active += self._start_decided(self.elastic.acted, obs)
         self.autoscaler.tick(obs, instances, busy | self.elastic.acted, self.elastic.open_requests,
                              self.elastic.policies)
         self.backups.tick(obs, active)
@@ -163,6 +164,18 @@ class Controller:
         if busy_now or self._stirring(instances):
             self.stirred_at = time.monotonic()
         return busy_now
+
+    def _start_decided(self, names: set[str], obs: Observation) -> list[Operation]:
+        """Advance the operations this pass's sleep decisions queued at once, on this pass's observation: a
+        wake's services start a pass sooner. (Only instances without other work were decided on.)"""
+        if not names:
+            return []
+        fresh = list(Operation.objects.filter(instance_name__in=names, state=OpState.PENDING)
+                     .select_related("instance", "instance__organisation"))
+        for op in fresh:
+            if op.instance is not None:
+                self._advance(op, op.instance, obs)
+        return fresh
 
     def _record_observation(self, obs: Observation, instances: dict[str, Instance]) -> None:
         changed = []

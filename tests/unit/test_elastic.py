@@ -268,8 +268,7 @@ def test_a_sleeper_that_holds_requests_has_its_domain_in_the_folder_of_its_step_
 
     request_to(access_log, domain)
     controller.elastic.watcher.poll()
-    controller.pass_once()  # the wake decision: the waking page's file goes, the held requests' stays
-    controller.pass_once()
+    controller.pass_once()  # the wake decided and started: the waking page's file goes, the held requests' stays
     assert Instance.objects.get(name="eve").state == State.WAKING
     assert not (settings.edge_dir / "asleep" / domain).exists()
     assert (hold / "20" / domain).exists()
