@@ -110,7 +110,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert [networks for networks in engine.edge_containers("unit").values()] == [
         {"unit-edge", "unit-eve_edge"}
     ]
-    proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][-2]["handle"][0]  # (before: held, sleepers)
+    proxy = edge.configs["proxy"]["apps"]["http"]["servers"]["http"]["routes"][-2]["handle"][0]  # (-1: the 404)
     assert proxy["dynamic_upstreams"]["name"] == "{http.request.host}.unit-route."
     assert "starting" in handler_for(edge, "eve.localhost")["body"]  # shown only while no web answers
     assert edge.probe("eve.localhost", "/health") == 200
