@@ -99,7 +99,7 @@ def event_add(name: str, start: str, end: str, participants: int, title: str, as
         return
     out.print(f"event {data['id']} of {name}: {data['start_at'][:16].replace('T', ' ')} to "
               f"{data['end_at'][:16].replace('T', ' ')} UTC, {data['participants']} participants, "
-              f"{data['web_replicas']} web replica(s)", soft_wrap=True)
+              f"{data['web_replicas']} web replica(s), limits of size {data['size']}", soft_wrap=True)
 
 
 @event.command(name="list")
@@ -111,11 +111,11 @@ def event_list(name: str | None, as_json: bool) -> None:
     if as_json:
         _emit(rows)
         return
-    table = _table("ID", "INSTANCE", "START (UTC)", "END (UTC)", "PARTICIPANTS", "REPLICAS", "TITLE")
+    table = _table("ID", "INSTANCE", "START (UTC)", "END (UTC)", "PARTICIPANTS", "REPLICAS", "SIZE", "TITLE")
     for row in rows:
         table.add_row(str(row["id"]), row["instance"], row["start_at"][:16].replace("T", " "),
                       row["end_at"][:16].replace("T", " "), str(row["participants"]), str(row["web_replicas"]),
-                      Text(row["title"]))
+                      row["size"], Text(row["title"]))
     out.print(table)
 
 

@@ -77,6 +77,8 @@ class InstanceOut(Schema):
     domain: str
     url: str
     size: str
+    limits_size: str = Field(description="The size whose memory and CPU limits its services have now: its own, or "
+                                         "a larger one while an event asks for it")
     organisation: str | None
     state: str
     desired_state: str
@@ -197,6 +199,8 @@ class EventOut(Schema):
     participants: int
     web_replicas: int = Field(description="The web replicas the instance runs at least, from HAFEN_EVENT_LEAD "
                                           "before the start to the end")
+    size: str = Field(description="The size whose memory and CPU limits its services have meanwhile (its own, or "
+                                  "the larger one the app's participants table names)")
     created_by: str
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 import jinja2
 import yaml
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from hafen.errors import InvalidInput
 
@@ -47,10 +47,12 @@ class Size(_Strict):
 
 
 class ParticipantsRow(_Strict):
-    """Up to `up_to` participants of an event, the web service needs `web_replicas` replicas."""
+    """Up to `up_to` participants of an event, the web service needs `web_replicas` replicas, and the
+    services the limits of at least the size `size` (empty: the instance's own)."""
 
     up_to: int = Field(ge=1)
     web_replicas: int = Field(ge=1, le=32)
+    size: str = ""
 
 
 class ImageDef(_Strict):
@@ -146,13 +148,21 @@ class App(_Strict):
     # wake from deep sleep may start every service at once instead of wave after wave.
     health_covers_dependencies: bool = False
 
-    def replicas_for(self, participants: int) -> int:
-        """Web replicas an event of that many participants needs (1 without a table)."""
+    def row_for(self, participants: int) -> ParticipantsRow:
+        """The row of the table for an event of that many participants (1 web replica without a table)."""
         rows = sorted(self.participants, key=lambda row: row.up_to)
         for row in rows:
             if participants <= row.up_to:
-                return row.web_replicas
-        return rows[-1].web_replicas if rows else 1
+                return row
+        return rows[-1] if rows else ParticipantsRow(up_to=participants, web_replicas=1)
+
+    def replicas_for(self, participants: int) -> int:
+        return self.row_for(participants).web_replicas
+
+    def larger_size(self, *names: str) -> str:
+        """The largest of the named sizes, in the order app.toml lists them (empty names are left out)."""
+        order = list(self.sizes)
+        return max((name for name in names if name in self.sizes), key=order.index, default=names[0])
 
     @property
     def backup_volumes(self) -> list[str]:
@@ -176,6 +186,13 @@ class App(_Strict):
         if value != 8000:
             raise ValueError("the edge proxies every app's web service on port 8000")
         return value
+
+    @model_validator(mode="after")
+    def _participant_sizes(self) -> App:
+        unknown = sorted({row.size for row in self.participants if row.size and row.size not in self.sizes})
+        if unknown:
+            raise ValueError(f"participants name sizes the app does not have: {', '.join(unknown)}")
+        return self
 
     _directory: Path | None = PrivateAttr(default=None)
 

@@ -109,7 +109,8 @@ class SleepKeeper:
                 if decision is not None:
                     self._decide(instance, decision)
                     continue
-            if floor.replicas != instance.floor_replicas and instance.state == State.RUNNING:
+            if (floor.replicas, floor.size) != (instance.floor_replicas, instance.floor_size) \
+                    and instance.state == State.RUNNING:
                 self._set_floor(instance, floor)
                 continue
             if floor.replicas or self.held or instance.state not in (State.RUNNING, State.SLEEPING):
@@ -136,21 +137,24 @@ class SleepKeeper:
         return newest is not None and newest > last_request
 
     def _set_floor(self, instance: Instance, floor: elastic_policy.Floor) -> None:
-        """The web replicas an event asks for (or, after it, those of the instance again), by a scale."""
-        was = instance.floor_replicas
+        """The web replicas and limits an event asks for (or, after it, those of the instance again), by a
+        scale (which also gives the services new limits: swarm rolls their tasks over)."""
+        was, was_size = instance.floor_replicas, instance.floor_size
         with transaction.atomic():
             current = Instance.objects.select_for_update().get(pk=instance.pk)
             if current.desired_state != Desired.RUNNING or current.sleep:
                 return
-            current.floor_replicas = floor.replicas
-            current.save(update_fields=["floor_replicas", "updated_at"])
+            current.floor_replicas, current.floor_size = floor.replicas, floor.size
+            current.save(update_fields=["floor_replicas", "floor_size", "updated_at"])
             elastic.queue(current, "scale")
             self.acted.add(instance.name)
-            reason = floor.reason or f"the event is over: {current.replicas} web replica(s) again"
+            reason = floor.reason or f"the event is over: {current.replicas} web replica(s) again" + (
+                f", the limits of size {current.size}" if was_size else "")
             elastic.record(current, elastic_policy.Decision(
                 "scale", reason, {"event": floor.event_id, "floor_before": was, "floor": floor.replicas,
+                                  "size_before": was_size or current.size, "size": floor.size or current.size,
                                   "replicas": current.replicas}))
-        instance.floor_replicas = floor.replicas
+        instance.floor_replicas, instance.floor_size = floor.replicas, floor.size
         log.info("%s: web replicas of its events %d (was %d)", instance.name, floor.replicas, was)
 
     def _decide(self, instance: Instance, decision: elastic_policy.Decision) -> None:

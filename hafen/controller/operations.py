@@ -66,8 +66,9 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         domain=instance.domain,
         app=get_app(instance.app),
         version=instance.version,
-        size=instance.size,
-        # an event's floor raises the replicas, but never brings up a web service scaled to zero on purpose
+        # an event's floor raises the limits to those of its size (if larger), and the replicas, but never
+        # brings up a web service scaled to zero on purpose
+        size=get_app(instance.app).larger_size(instance.size, instance.floor_size),
         replicas=max(web_replicas(instance), instance.floor_replicas) if instance.replicas else 0,
         secret_versions=versions,
         running=running,
@@ -492,8 +493,15 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
     if kind == "update":
         return updates.plan(ctx)
     if kind in ("restart", "scale"):
-        update = [Step(f"deploy:{web}", f"update {web}", deploy([web])),
-                  Step(f"wait:{web}", f"wait for {web}", wait_for([web]))]
+        # a scale sets the web's replicas, and an event's limits change the other services too (each wave
+        # in turn; a wave without the web whose services are as rendered is left out)
+        current = ctx.obs.services_of(ctx.instance.name)
+        waves = [[svc for svc in wave if not ctx.specs[svc].job] for wave in ctx.waves
+                 if web in wave or any(svc in current and current[svc].spec_digest != ctx.specs[svc].digest()
+                                       for svc in wave)] if kind == "scale" else [[web]]
+        update = [step for names in (", ".join(wave) for wave in waves if wave)
+                  for step in (Step(f"deploy:{names}", f"update {names}", deploy(names.split(", "))),
+                               Step(f"wait:{names}", f"wait for {names}", wait_for(names.split(", "))))]
         if ctx.instance.replicas == 0:  # the edge lets go of the web service before it stops (see `route`)
             return [Step("route", "show the stopped page at the edge", route), *update]
         return [*update, Step("route", "route the domain at the edge", route)]

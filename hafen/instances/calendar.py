@@ -58,6 +58,7 @@ def describe(event: Event) -> dict[str, Any]:
             "organisation": instance.organisation.slug if instance.organisation else None,
             "title": event.title, "start_at": event.start_at.isoformat(), "end_at": event.end_at.isoformat(),
             "participants": event.participants, "web_replicas": app.replicas_for(event.participants),
+            "size": app.larger_size(instance.size, app.row_for(event.participants).size),
             "created_by": event.created_by}
 
 
@@ -134,10 +135,10 @@ def forecast(actor: Actor, hours: int = FORECAST_HOURS) -> dict[str, Any]:
         by_instance.setdefault(event.instance_id, []).append(event)
     cost: dict[tuple[str, str, str, int], tuple[int, int]] = {}
 
-    def reserved(instance: Instance, replicas: int) -> tuple[int, int]:
-        key = (instance.app, instance.version, instance.size, replicas)
+    def reserved(instance: Instance, replicas: int, size: str = "") -> tuple[int, int]:
+        key = (instance.app, instance.version, get_app(instance.app).larger_size(instance.size, size), replicas)
         if key not in cost:
-            cost[key] = placement.reserved(instance.app, instance.version, instance.size, replicas)
+            cost[key] = placement.reserved(*key)
         return cost[key]
 
     base_memory = base_cpus = 0  # what runs whatever the hour: instances awake now without events
@@ -159,7 +160,7 @@ def forecast(actor: Actor, hours: int = FORECAST_HOURS) -> dict[str, Any]:
                 ids.append(floor.event_id or 0)
             elif instance.sleep or not instance.replicas:
                 continue
-            mem, cpu = reserved(instance, max(instance.replicas, floor.replicas))
+            mem, cpu = reserved(instance, max(instance.replicas, floor.replicas), floor.size)
             memory, cpus = memory + mem, cpus + cpu
         series.append(Hour(start, memory, cpus, ids))
     try:

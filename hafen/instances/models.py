@@ -81,6 +81,8 @@ class Instance(models.Model):
     last_active_at = models.DateTimeField(null=True, blank=True)
     # the web replicas its events ask for now (the controller sets it; 0: no event): it runs at least these
     floor_replicas = models.PositiveIntegerField(default=0)
+    # ... and the size whose limits its services get meanwhile, if larger than its own ("": its own)
+    floor_size = models.CharField(max_length=16, blank=True, default="")
     # the web replicas autoscaling chose (0: no autoscaling: `replicas` holds)
     auto_replicas = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)

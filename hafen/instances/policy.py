@@ -247,18 +247,23 @@ class Floor:
     replicas: int
     event_id: int | None
     reason: str
+    size: str = ""  # the size whose limits the services get meanwhile ("": the instance's own)
 
 
 def event_floor(app: App, events: list[Any], now: datetime, lead: int) -> Floor:
     """The floor of the events whose window (from `lead` seconds before its start to its end) holds now;
     the largest if several do. `events` have start_at, end_at, participants, title and pk."""
     best: Floor = Floor(0, None, "")
+    best_participants = 0
     for event in events:
         if event.start_at - timedelta(seconds=lead) <= now < event.end_at:
-            replicas = app.replicas_for(event.participants)
-            if replicas > best.replicas:
+            row = app.row_for(event.participants)
+            if (row.web_replicas, event.participants) > (best.replicas, best_participants):
+                best_participants = event.participants
                 what = f"event {event.title!r}" if event.title else "an event"
-                best = Floor(replicas, event.pk, f"{what} for {event.participants} participants, "
-                                                 f"{event.start_at:%Y-%m-%d %H:%M} to {event.end_at:%H:%M} UTC: "
-                                                 f"{replicas} web replica{'s' if replicas > 1 else ''}")
+                limits = f", the limits of size {row.size} at least" if row.size else ""
+                best = Floor(row.web_replicas, event.pk,
+                             f"{what} for {event.participants} participants, {event.start_at:%Y-%m-%d %H:%M} to "
+                             f"{event.end_at:%H:%M} UTC: {row.web_replicas} web replica"
+                             f"{'s' if row.web_replicas > 1 else ''}{limits}", row.size)
     return best

@@ -351,6 +351,8 @@ def describe(instance: Instance) -> dict[str, Any]:
         "domain": instance.domain,
         "url": url(instance),
         "size": instance.size,
+        # the size whose limits its services have now: its own, or a larger one while an event asks for it
+        "limits_size": get_app(instance.app).larger_size(instance.size, instance.floor_size),
         "organisation": instance.organisation.slug if instance.organisation else None,
         "state": instance.state,
         "desired_state": instance.desired_state,

@@ -88,6 +88,35 @@ def test_an_instance_wakes_before_its_event_runs_its_replicas_during_it_and_fall
     assert "event is over" in Decision.objects.filter(instance=eve, action="scale").first().reason
 
 
+def test_a_big_event_gives_the_services_the_limits_of_a_larger_size_during_it_and_their_own_after(
+        planned, controller, converge, engine, people):
+    demo = get_app("demo")
+    assert (demo.row_for(500).size, demo.larger_size("small", "medium"), demo.larger_size("large", "medium"),
+            demo.larger_size("small", "")) == ("medium", "medium", "large", "small")
+    small, medium = demo.sizes["small"], demo.sizes["medium"]
+    assert small.db_cpus < medium.db_cpus  # what the test sees change
+    before = engine.services["unit-eve_db"].nano_cpus
+    assembly = plan("eve", timedelta(minutes=-5), timedelta(hours=1), 500)
+    assert calendar.describe(assembly)["size"] == "medium"
+    settle(controller, converge)
+    eve = Instance.objects.get(name="eve")
+    assert (eve.floor_replicas, eve.floor_size) == (3, "medium")
+    assert engine.services["unit-eve_db"].nano_cpus == int(medium.db_cpus * 1e9) != before
+    assert engine.services["unit-eve_web"].replicas == 3
+    decision = Decision.objects.filter(instance=eve, action="scale").first()
+    assert "the limits of size medium" in decision.reason and decision.numbers["size"] == "medium"
+    from tests.unit.test_web_backups import client_for, page
+
+    assert "with the limits of size medium" in page(client_for(people, "operator").get("/instances/eve"))
+
+    Event.objects.filter(pk=assembly.pk).update(end_at=timezone.now() - timedelta(seconds=1))
+    settle(controller, converge)
+    eve.refresh_from_db()
+    assert (eve.floor_replicas, eve.floor_size) == (0, "")
+    assert engine.services["unit-eve_db"].nano_cpus == before
+    assert "the limits of size small" in Decision.objects.filter(instance=eve, action="scale").first().reason
+
+
 def test_a_bigger_replica_count_of_the_instance_is_kept_during_an_event(planned, controller, converge, engine):
     from hafen.instances import services
 
