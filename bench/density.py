@@ -5,8 +5,10 @@ A control plane of the benchmark's own, whose instances fall asleep after --idle
 --parallel creates at once, until --count or until a create fails or the machine has less than
 --reserve GiB of memory available. Then:
 
-1. it waits until at most 10 % of them are awake, and measures the machine at rest for --seconds after
-   --settle seconds: its idle CPU (/proc/stat), the CPU of dockerd, containerd, the shims, the instances'
+1. it waits until at most 10 % of them are awake, keeps those awake (`--idle never`: else they would
+   fall asleep while it measures), waits until the controller rests (its /healthz: nothing stirred for
+   30 s), and measures the machine at rest for --seconds after --settle seconds: its idle CPU
+   (/proc/stat), the CPU of dockerd, containerd, the shims, the instances'
    containers and the controller (in % of one core, as bench/idle.py), the memory in use
    (MemTotal - MemAvailable) and per instance (docker stats), the controller's pass time (its /healthz, ten
    readings), the time of the dashboard (an operator's
@@ -67,6 +69,14 @@ class Bench:
     def states(self) -> dict[str, str]:
         rows = json.loads(self.plane.hafen("list", "--json", timeout=120).stdout)
         return {row["name"]: row["state"] for row in rows}
+
+    def rested(self, timeout: float = 600) -> float | None:
+        """Seconds until the controller says it rests (no operation, request or change for a while)."""
+        started = time.monotonic()
+        if not wait_until(lambda: httpx.get(f"http://127.0.0.1:{WEB_PORT}/healthz", timeout=30)
+                          .json()["controller"].get("resting"), timeout, 2):
+            return None
+        return round(time.monotonic() - started, 1)
 
     def pass_seconds(self, readings: int = 10, interval: float = 2.0) -> dict[str, Any]:
         """The controller's last pass time as its health endpoint says, read `readings` times."""
@@ -151,8 +161,13 @@ class Bench:
 
             wait_until(mostly_asleep, 600, 5)
             states = self.states()
-            report["awake"] = sum(1 for n in self.names if states.get(n) != "sleeping")
-            log(f"{report['awake']} of {len(self.names)} awake; settling {args.settle:.0f}s")
+            awake = [n for n in self.names if states.get(n) != "sleeping"]
+            for name in awake:
+                self.plane.hafen("policy", name, "--idle", "never", timeout=60)
+            report["awake"] = len(awake)
+            report["rested_after_s"] = self.rested()
+            log(f"{report['awake']} of {len(self.names)} awake; the controller rests after "
+                f"{report['rested_after_s']}s; settling {args.settle:.0f}s")
             time.sleep(args.settle)
             report["at_rest"] = sample(self.plane, args.seconds)
             report["memory_used_gib"] = used_gib()

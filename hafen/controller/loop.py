@@ -159,10 +159,10 @@ class Controller:
         pushed = self.registry_state.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them
-        self.heartbeat(time.perf_counter() - began)
         busy_now = bool(active) or bool(self.edge_state.problem) or pushed or started
         if busy_now or self._stirring(instances):
             self.stirred_at = time.monotonic()
+        self.heartbeat(time.perf_counter() - began)
         return busy_now
 
     def _start_decided(self, names: set[str], obs: Observation) -> list[Operation]:
@@ -295,7 +295,7 @@ class Controller:
         status = self.edge_state.applied.get("status", "")
         ControlPlane.objects.update_or_create(
             pk=1, defaults={"pid": os.getpid(), "beat_at": timezone.now(), "edge_config": status,
-                            "pass_seconds": round(pass_seconds, 4)}
+                            "pass_seconds": round(pass_seconds, 4), "resting": self.resting}
         )
 
     def record_images(self) -> None:

@@ -222,6 +222,8 @@ class ControlPlane(models.Model):
     edge_config = models.CharField(max_length=64, blank=True, default="")
     # how long the last pass took, in seconds: what a fleet of this size costs the controller
     pass_seconds = models.FloatField(default=0.0)
+    # whether its passes rest (nothing stirred for a while: see controller/loop.py)
+    resting = models.BooleanField(default=False)
     # The image id each tag of the catalogue names, as the controller last saw it: what an update would
     # pin (pages and lists read it here, never from the engine, which may not answer).
     images = models.JSONField(default=dict, blank=True)

@@ -228,10 +228,12 @@ def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_somethi
     assert controller.resting and controller.interval(False) == loop.REST_INTERVAL
     assert controller.interval(True) == loop.BUSY_INTERVAL
     assert not controller.pass_once() and controller.resting  # a pass that sees nothing new keeps the rest
+    assert Client().get("/healthz").json()["controller"]["resting"] is True
 
     edge.open_requests = {f"{fake_address('unit-eve_web', 0)}:8000": 1}  # someone has a page open
     controller.pass_once()
     assert not controller.resting and controller.interval(False) == loop.IDLE_INTERVAL
+    assert Client().get("/healthz").json()["controller"]["resting"] is False
     edge.open_requests = {}
 
     rest()

@@ -10,7 +10,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
         {
             "controller": {"pid": plane.pid if plane else None, "beat_at": plane.beat_at if plane else None,
                            "running": heartbeat_fresh(plane.beat_at if plane else None),
-                           "pass_seconds": plane.pass_seconds if plane else None},
+                           "pass_seconds": plane.pass_seconds if plane else None,
+                           "resting": plane.resting if plane else None},
             "instances": Instance.objects.count(),
         }
     )
