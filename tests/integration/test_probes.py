@@ -1,4 +1,4 @@
-"""Health probes: every 250 ms while a container starts, every 30 s (120 s: database, cache) once it has passed
+"""Health probes: every 250 ms while a container starts, every 30 s (300 s: database, cache) once it has passed
 (hafen-probe)."""
 
 from __future__ import annotations
