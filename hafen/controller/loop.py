@@ -44,6 +44,9 @@ IDLE_INTERVAL = 2.0
 # engine's answers to its listings. Whatever stirs ends the rest at once (see Controller.stir).
 REST_INTERVAL = 8.0
 REST_AFTER = 30.0
+# The heartbeat is written at least this often, between passes too (a rest is longer): a beat older than
+# services.HEARTBEAT_STALE means the controller is down.
+BEAT_INTERVAL = 4.0
 SETTLED = frozenset({State.RUNNING, State.SLEEPING, State.STOPPED, State.DELETED, State.ERROR, State.UNREACHABLE})
 
 
@@ -298,6 +301,13 @@ class Controller:
                             "pass_seconds": round(pass_seconds, 4), "resting": self.resting}
         )
 
+    def rest_until(self, deadline: float) -> None:
+        """Wait until `deadline` or until woken, beating every BEAT_INTERVAL seconds meanwhile."""
+        while not self.wake.wait(max(0.0, min(BEAT_INTERVAL, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            ControlPlane.objects.filter(pk=1).update(beat_at=timezone.now(), resting=self.resting)
+
     def record_images(self) -> None:
         """The image id of every tag of the catalogue, for the pages that say an update is there (the engine
         caches its answers for a few seconds, so this costs little per pass)."""
@@ -334,7 +344,7 @@ class Controller:
                 # a connection the database dropped (PostgreSQL restarted, say) is replaced on the next pass
                 close_old_connections()
                 busy = False
-            self.wake.wait(self.interval(busy))
+            self.rest_until(time.monotonic() + self.interval(busy))
             self.wake.clear()
         ControlPlane.objects.filter(pk=1).update(beat_at=None)
         log.info("controller: stopped")

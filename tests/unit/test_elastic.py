@@ -22,7 +22,7 @@ from hafen.engine.fake import fake_address
 from hafen.errors import Forbidden, InvalidInput, NotFound
 from hafen.instances import backups, elastic, services, updates
 from hafen.instances import policy as p
-from hafen.instances.models import Decision, Instance, Operation, OpState, Sleep, State
+from hafen.instances.models import ControlPlane, Decision, Instance, Operation, OpState, Sleep, State
 
 LOCAL = Actor.local()
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -217,7 +217,7 @@ def test_an_idle_instance_falls_asleep_and_the_first_request_wakes_it(sleepy, co
 
 
 def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_something_does(
-        sleepy, controller, converge, edge, access_log):
+        sleepy, controller, converge, edge, access_log, monkeypatch):
     settle(controller, converge)
 
     def rest():
@@ -247,6 +247,15 @@ def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_somethi
     controller.wake.clear()
     controller.stir()  # not resting: no extra pass
     assert not controller.wake.is_set()
+
+    rest()  # a rest longer than the heartbeat's interval beats meanwhile
+    beat = ControlPlane.objects.get(pk=1).beat_at
+    time.sleep(0.01)
+    controller.rest_until(time.monotonic() + 0.05)
+    assert ControlPlane.objects.get(pk=1).beat_at == beat  # (shorter than BEAT_INTERVAL: no beat)
+    monkeypatch.setattr(loop, "BEAT_INTERVAL", 0.02)
+    controller.rest_until(time.monotonic() + 0.1)
+    assert ControlPlane.objects.get(pk=1).beat_at > beat and ControlPlane.objects.get(pk=1).resting
 
     rest()
     services.stop(LOCAL, "eve")  # new work is a busy pass, and the change stirs until it is done
