@@ -70,6 +70,8 @@ SDK_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 """What a call into the SDK may raise: its own errors, and those of the HTTP stack and socket under it."""
+# ValueError: an event stream cut off in the middle of an event
+WATCH_ERRORS: tuple[type[BaseException], ...] = (*SDK_ERRORS, ValueError)
 
 _IN_USE = re.compile(r"\bin use\b|active endpoints", re.IGNORECASE)
 
@@ -174,7 +176,7 @@ class SwarmEngine(Engine):
                     if stop.is_set():
                         break
                     on_event()
-            except SDK_ERRORS as exc:
+            except WATCH_ERRORS as exc:
                 log.debug("engine events: %s", exc)
             finally:
                 if client is not None:
