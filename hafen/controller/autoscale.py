@@ -91,7 +91,7 @@ class Autoscaler:
             web = obs.services_of(instance.name).get(app.web_service)
             if web is None or instance.state != State.RUNNING:
                 continue
-            size = app.sizes.get(app.larger_size(instance.size, instance.floor_size))
+            size = app.sizes.get(elastic_policy.limits_size(instance))
             seen = self.seen.setdefault(instance.pk, _Seen(since=now))
             running = [t for t in web.tasks if t.state == "running"]
             in_flight = sum(open_requests.get(f"{a}:{WEB_PORT}", 0) for t in running for a in t.addresses) \

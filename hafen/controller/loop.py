@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from functools import cache
 from typing import Any
 
@@ -170,13 +171,15 @@ class Controller:
 
     def _start_decided(self, names: set[str], obs: Observation) -> list[Operation]:
         """Advance the operations this pass's sleep decisions queued at once, on this pass's observation: a
-        wake's services start a pass sooner. (Only instances without other work were decided on.)"""
+        wake's services start a pass sooner. An instance for which a user queued more work meanwhile (a stop,
+        say) waits for the next pass, which sees its whole queue."""
         if not names:
             return []
-        fresh = list(Operation.objects.filter(instance_name__in=names, state=OpState.PENDING)
+        fresh = list(Operation.objects.filter(instance_name__in=names, state__in=ACTIVE_STATES)
                      .select_related("instance", "instance__organisation"))
+        queued = Counter(op.instance_name for op in fresh)
         for op in fresh:
-            if op.instance is not None:
+            if op.instance is not None and queued[op.instance_name] == 1:
                 self._advance(op, op.instance, obs)
         return fresh
 

@@ -28,6 +28,7 @@ from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Mount, Observation, ServiceSpec, ServiceState
 from hafen.errors import EngineConflict, EngineError, HafenError
 from hafen.instances import naming, placement
+from hafen.instances import policy as elastic_policy
 from hafen.instances.models import Desired, Instance, Operation, OpState, SecretStatus, State
 from hafen.instances.stack import StackInput, image_tags, render
 
@@ -68,7 +69,7 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         version=instance.version,
         # an event's floor raises the limits to those of its size (if larger), and the replicas, but never
         # brings up a web service scaled to zero on purpose
-        size=get_app(instance.app).larger_size(instance.size, instance.floor_size),
+        size=elastic_policy.limits_size(instance),
         replicas=max(web_replicas(instance), instance.floor_replicas) if instance.replicas else 0,
         secret_versions=versions,
         running=running,
@@ -495,13 +496,16 @@ def plan(ctx: Context, kind: str | None = None) -> list[Step]:
     if kind in ("restart", "scale"):
         # a scale sets the web's replicas, and an event's limits change the other services too (each wave
         # in turn; a wave without the web whose services are as rendered is left out)
+        # (a later pass, whose plan leaves that wave out once its deploy made the specs equal, finds the
+        # wave's wait among the create's steps of the same name: see _known_steps)
         current = ctx.obs.services_of(ctx.instance.name)
-        waves = [[svc for svc in wave if not ctx.specs[svc].job] for wave in ctx.waves
-                 if web in wave or any(svc in current and current[svc].spec_digest != ctx.specs[svc].digest()
-                                       for svc in wave)] if kind == "scale" else [[web]]
-        update = [step for names in (", ".join(wave) for wave in waves if wave)
-                  for step in (Step(f"deploy:{names}", f"update {names}", deploy(names.split(", "))),
-                               Step(f"wait:{names}", f"wait for {names}", wait_for(names.split(", "))))]
+        long_running = ([svc for svc in wave if not ctx.specs[svc].job] for wave in ctx.waves)
+        waves = [wave for wave in long_running if wave and (web in wave or any(
+            svc in current and current[svc].spec_digest != ctx.specs[svc].digest() for svc in wave))] \
+            if kind == "scale" else [[web]]
+        update = [step for wave in waves for label in [", ".join(wave)]
+                  for step in (Step(f"deploy:{label}", f"update {label}", deploy(wave)),
+                               Step(f"wait:{label}", f"wait for {label}", wait_for(wave)))]
         if ctx.instance.replicas == 0:  # the edge lets go of the web service before it stops (see `route`)
             return [Step("route", "show the stopped page at the edge", route), *update]
         return [*update, Step("route", "route the domain at the edge", route)]

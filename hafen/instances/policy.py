@@ -250,6 +250,12 @@ class Floor:
     size: str = ""  # the size whose limits the services get meanwhile ("": the instance's own)
 
 
+def limits_size(instance: Instance) -> str:
+    """The size whose memory and CPU limits the instance's services have now: its own, or the larger one an
+    event in its window asks for (see event_floor)."""
+    return get_app(instance.app).larger_size(instance.size, instance.floor_size)
+
+
 def event_floor(app: App, events: list[Any], now: datetime, lead: int) -> Floor:
     """The floor of the events whose window (from `lead` seconds before its start to its end) holds now;
     the largest if several do. `events` have start_at, end_at, participants, title and pk."""

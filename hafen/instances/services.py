@@ -35,6 +35,7 @@ from hafen.errors import (
     StillRunning,
 )
 from hafen.instances import elastic, naming, validation
+from hafen.instances import policy as elastic_policy
 from hafen.instances.models import (
     ControlPlane,
     Desired,
@@ -352,7 +353,7 @@ def describe(instance: Instance) -> dict[str, Any]:
         "url": url(instance),
         "size": instance.size,
         # the size whose limits its services have now: its own, or a larger one while an event asks for it
-        "limits_size": get_app(instance.app).larger_size(instance.size, instance.floor_size),
+        "limits_size": elastic_policy.limits_size(instance),
         "organisation": instance.organisation.slug if instance.organisation else None,
         "state": instance.state,
         "desired_state": instance.desired_state,

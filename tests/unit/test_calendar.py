@@ -15,7 +15,7 @@ from hafen.catalog import get_app
 from hafen.errors import Forbidden, InvalidInput, NotFound
 from hafen.instances import calendar, elastic
 from hafen.instances import policy as p
-from hafen.instances.models import Decision, Event, Instance, Sleep, State
+from hafen.instances.models import Decision, Event, Instance, Operation, OpState, Sleep, State
 from tests.unit.test_elastic import hafen, idle_for, settle
 
 LOCAL = Actor.local()
@@ -103,6 +103,9 @@ def test_a_big_event_gives_the_services_the_limits_of_a_larger_size_during_it_an
     assert (eve.floor_replicas, eve.floor_size) == (3, "medium")
     assert engine.services["unit-eve_db"].nano_cpus == int(medium.db_cpus * 1e9) != before
     assert engine.services["unit-eve_web"].replicas == 3
+    scale = Operation.objects.filter(instance=eve, kind="scale").first()
+    assert scale.state == OpState.SUCCEEDED and [s["name"] for s in scale.steps] == [
+        "deploy:db, redis", "wait:db, redis", "deploy:web", "wait:web", "route"]  # (its wait on a later pass)
     decision = Decision.objects.filter(instance=eve, action="scale").first()
     assert "the limits of size medium" in decision.reason and decision.numbers["size"] == "medium"
     from tests.unit.test_web_backups import client_for, page

@@ -288,6 +288,31 @@ def test_a_sleeper_that_holds_requests_has_its_domain_in_the_folder_of_its_step_
     assert not list(hold.rglob("*.*"))
 
 
+def test_a_wake_decided_while_a_user_stops_the_instance_waits_for_the_next_pass(
+        sleepy, controller, converge, engine, access_log):
+    idle_for("eve", 30)
+    settle(controller, converge)
+    assert Instance.objects.get(name="eve").sleep == Sleep.LIGHT
+    request_to(access_log, "eve.localhost")
+    controller.elastic.watcher.poll()
+    decide = controller.elastic.tick
+
+    def decide_then_stop(*args, **kwargs):
+        decide(*args, **kwargs)
+        services.stop(LOCAL, "eve")  # an operator's stop, queued between the decision and its start
+
+    controller.elastic.tick = decide_then_stop
+    controller.pass_once()
+    controller.elastic.tick = decide
+    wake = Operation.objects.get(instance__name="eve", kind="wake")
+    assert wake.state == OpState.PENDING  # not started beside the stop: the next pass sees the whole queue
+    converge(controller)
+    wake.refresh_from_db()
+    eve = Instance.objects.get(name="eve")
+    assert (eve.state, engine.services["unit-eve_web"].replicas) == (State.STOPPED, 0)
+    assert wake.state != OpState.RUNNING
+
+
 def test_an_open_request_keeps_it_awake(sleepy, controller, converge, edge):
     idle_for("eve", 300)
     edge.open_requests = {f"{fake_address('unit-eve_web', 0)}:8000": 1}
