@@ -6,9 +6,12 @@ decides from the instance's policy (instances/policy.py): an awake instance idle
 sleeps, a sleeper idle for its deep-sleep time sleeps deeper, a sleeper with a request after it fell
 asleep wakes. A decision is a `sleep` or `wake` operation plus a Decision row that says why.
 
+Proxies on other nodes (the nodes labelled for the edge) are read by their edge agents, whose reports
+this controller follows (edge/remote.py): their requests count as the local proxy's do.
+
 Safe by default: nothing sleeps before the access log has been read once since the controller started,
-nor while the proxy does not say which requests it has open, nor when proxies on other nodes (whose
-logs this controller does not read) take requests too.
+nor while a proxy does not say which requests it has open, nor while the agent of a proxy on another
+ready node has not reported lately.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from hafen.controller.edge import EDGE_LABEL
 from hafen.edge.activity import Watcher
 from hafen.edge.client import Edge
 from hafen.edge.config import ACCESS_LOG, WEB_PORT
-from hafen.engine.base import Observation
-from hafen.instances import elastic
+from hafen.edge.remote import RemoteEdges
+from hafen.engine.base import Engine, Observation
+from hafen.instances import elastic, naming
 from hafen.instances import policy as elastic_policy
 from hafen.instances.backups import effective_policies
 from hafen.instances.models import Desired, Event, Instance, Sleep, Snapshot, SnapshotStatus, State
@@ -41,11 +45,12 @@ RECORD_STEP = timedelta(seconds=5)
 
 
 class SleepKeeper:
-    def __init__(self, edge: Edge, settings: Settings, on_request: Callable[[], None],
+    def __init__(self, engine: Engine, edge: Edge, settings: Settings, on_request: Callable[[], None],
                  on_traffic: Callable[[], None] | None = None) -> None:
         self.edge = edge
         self.settings = settings
         self.watcher = Watcher(settings.edge_dir / ACCESS_LOG, on_request, on_traffic)
+        self.remote = RemoteEdges(engine, naming.edge_agent_service(settings.prefix), on_request, on_traffic)
         self.held = ""  # why no instance may fall asleep now ("" when they may)
         self.open_requests: dict[str, int] | None = None  # what the proxy said this pass
         self.acted: set[str] = set()  # the instances this pass queued an operation for
@@ -57,13 +62,24 @@ class SleepKeeper:
 
     def stop(self) -> None:
         self.watcher.stop()
+        self.remote.stop()
 
-    def _hold(self, obs: Observation) -> str:
+    def _hold(self, obs: Observation, remote_nodes: list[str]) -> str:
         if not self.watcher.caught_up():
             return "the edge's access log has not been read yet"
-        if any(n.labels.get(EDGE_LABEL) == "true" and n.id != obs.local_node for n in obs.nodes.values()):
-            return "proxies on other nodes take requests this controller does not see"
+        silent = self.remote.silent(n for n in remote_nodes if obs.nodes[n].ready)
+        if silent:
+            names = ", ".join(obs.nodes[n].hostname or n for n in silent)
+            return f"the edge proxy on {names} has not reported its requests lately"
         return ""
+
+    def _seen(self) -> dict[str, float]:
+        """The newest request of each host, at this node's proxy or another's."""
+        seen = self.watcher.last_seen()
+        for host, ts in self.remote.last_seen().items():
+            if ts > seen.get(host, 0.0):
+                seen[host] = ts
+        return seen
 
     def _in_flight(self, obs: Observation, instance: Instance, open_requests: dict[str, int]) -> int:
         web = obs.services_of(instance.name).get(get_app(instance.app).web_service)
@@ -74,11 +90,17 @@ class SleepKeeper:
 
     def tick(self, obs: Observation, instances: dict[str, Instance], busy: set[str]) -> None:
         now = timezone.now()
-        seen = self.watcher.last_seen()
-        self.held = self._hold(obs)
+        remote_nodes = sorted(n.id for n in obs.nodes.values()
+                              if n.labels.get(EDGE_LABEL) == "true" and n.id != obs.local_node)
+        self.remote.follow(bool(remote_nodes))
+        seen = self._seen()
+        self.held = self._hold(obs, remote_nodes)
         open_requests = self.edge.in_flight()
         if open_requests is None and not self.held:
             self.held = "the edge proxy does not say which requests it has open"
+        if open_requests is not None:
+            for address, count in self.remote.open_requests().items():
+                open_requests[address] = open_requests.get(address, 0) + count
         self.open_requests = open_requests
         self.acted = set()
         candidates = [i for i in instances.values() if not i.sandbox and i.desired_state == Desired.RUNNING]
@@ -125,7 +147,9 @@ class SleepKeeper:
                 self._decide(instance, decision)
         if recorded:
             Instance.objects.bulk_update(recorded, ["last_active_at"])
-        self.watcher.watch(i.domain for i in candidates if i.sleep)
+        sleepers = [i.domain for i in candidates if i.sleep]
+        self.watcher.watch(sleepers)
+        self.remote.watch(sleepers)
 
     @staticmethod
     def _backed_up(instance: Instance, last_request: datetime) -> bool:

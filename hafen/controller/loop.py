@@ -95,7 +95,7 @@ class Controller:
         self.specs_checked = False  # once per start: see _roll_outdated
         self.backups = BackupScheduler(engine, settings)
         self.rollouts = RolloutRunner()
-        self.elastic = SleepKeeper(edge, settings, on_request=self.wake.set, on_traffic=self.stir)
+        self.elastic = SleepKeeper(engine, edge, settings, on_request=self.wake.set, on_traffic=self.stir)
         self.stirred_at = time.monotonic()
         self.autoscaler = Autoscaler(engine, settings)
         self._catalogue_tags: list[str] | None = None

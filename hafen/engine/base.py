@@ -247,6 +247,13 @@ class Engine(ABC):
         then learns of such changes only by its passes."""
 
     @abstractmethod
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+                            stop: threading.Event) -> None:
+        """Call `on_line` with each line of a service's log (its tasks on every node) written since `since`
+        (epoch seconds) and from then on, until `stop` is set and a line comes; the log is opened again after
+        the daemon or the service went away (from the last line's time). A fake engine gives its lines once."""
+
+    @abstractmethod
     def observe(self, prefix: str) -> Observation: ...
 
     @abstractmethod

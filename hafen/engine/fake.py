@@ -119,6 +119,11 @@ class FakeEngine(Engine):
     def watch(self, prefix: str, on_event: Callable[[], None], stop: threading.Event) -> None:
         """No event stream: the tests drive the passes."""
 
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+                            stop: threading.Event) -> None:
+        for line in self.logs.get(name, []):
+            on_line(line)
+
     def ensure_swarm(self, advertise_addr: str) -> bool:
         self._check("ensure_swarm")
         was = self.swarm

@@ -11,7 +11,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -74,6 +74,18 @@ SDK_ERRORS: tuple[type[BaseException], ...] = (
 WATCH_ERRORS: tuple[type[BaseException], ...] = (*SDK_ERRORS, ValueError)
 
 _IN_USE = re.compile(r"\bin use\b|active endpoints", re.IGNORECASE)
+
+
+def _lines(stream: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a log stream, whose chunks need not end at a line's end."""
+    buffer = b""
+    for chunk in stream:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            yield line.decode(errors="replace")
+    if buffer:
+        yield buffer.decode(errors="replace")
 
 
 def pushed_ref(repo_digests: list[str], registry: str, tag: str) -> str:
@@ -178,6 +190,26 @@ class SwarmEngine(Engine):
                     on_event()
             except WATCH_ERRORS as exc:
                 log.debug("engine events: %s", exc)
+            finally:
+                if client is not None:
+                    client.close()
+            stop.wait(WATCH_RETRY)
+
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+                            stop: threading.Event) -> None:
+        """On a client of its own, as `watch`: the stream stays open for as long as the service lives."""
+        while not stop.is_set():
+            client: docker.DockerClient | None = None
+            try:
+                client = docker.from_env(timeout=TIMEOUT)
+                stream = client.api.service_logs(name, stdout=True, stderr=True, follow=True, since=int(since))
+                for line in _lines(stream):
+                    since = time.time() - 1  # opened again, a line may come twice, none is lost
+                    on_line(line)
+                    if stop.is_set():
+                        break
+            except WATCH_ERRORS as exc:
+                log.debug("logs of %s: %s", name, exc)
             finally:
                 if client is not None:
                     client.close()
@@ -485,15 +517,8 @@ class SwarmEngine(Engine):
             )
         except EngineNotFound as exc:
             raise EngineNotFound(f"no service {name}") from exc
-        buffer = b""
         with engine_errors(action):  # the stream is read here, outside the call that opened it
-            for chunk in stream:
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    yield line.decode(errors="replace")
-        if buffer:
-            yield buffer.decode(errors="replace")
+            yield from _lines(stream)
 
     def _inspect_image(self, name: str) -> dict[str, Any] | None:
         """An image's inspection, looked up at most every few seconds (every pass renders every stack)."""

@@ -338,6 +338,49 @@ def test_a_proxy_runs_on_every_node_labelled_for_the_edge(cluster: Cluster, plan
                      timeout=90)
 
 
+def test_instances_sleep_and_wake_on_the_requests_of_a_proxy_on_another_node(cluster: Cluster, plane: NodePlane,
+                                                                            spread: dict[str, str]) -> None:
+    """With a proxy on node 3, the controller counts its requests from its agent's reports: requests there only
+    keep an instance awake past its idle time; once they stop it sleeps, and a request there wakes it."""
+    node3 = cluster.node("hmn-node3")
+    name = next(name for name, node in spread.items() if node == "hmn-node2")
+    domain = f"{name}.localhost"
+
+    def health() -> int:
+        try:
+            return through_edge(node3, domain, "/health").status_code
+        except httpx.HTTPError:
+            return 0
+
+    def sleep() -> Any:
+        return plane.json("show", name)["elastic"]["sleep"]
+
+    plane.hafen("node", "label", "hmn-node3", "edge=true")
+    try:
+        plane.wait_until(lambda: health() == 200, timeout=180, interval=1)
+        plane.hafen("policy", name, "--idle", "20s", "--deep-sleep", "never")
+        until = time.monotonic() + 35  # longer than its idle time, requests at node 3 only
+        while time.monotonic() < until:
+            assert health() == 200
+            time.sleep(3)
+        assert sleep() == "awake", plane.json("show", name)["elastic"]
+        quiet = time.monotonic()
+        plane.wait_until(lambda: sleep() == "light", timeout=120, interval=1)
+        cluster.measures["remote_edge_asleep_after_s"] = round(time.monotonic() - quiet, 1)
+        started = time.monotonic()
+        first = through_edge(node3, domain, "/health")
+        assert first.status_code == 503 and "waking up" in first.text, first.text[:300]
+        plane.wait_until(lambda: health() == 200, timeout=60, interval=0.25)
+        cluster.measures["remote_edge_wake_s"] = round(time.monotonic() - started, 2)
+        assert plane.json("show", name)["elastic"]["decisions"][0]["action"] == "wake"
+    finally:
+        plane.hafen("policy", name, "--idle", "never", check=False)
+        plane.hafen("node", "label", "hmn-node3", "edge-")
+    assert through_edge(cluster.manager, domain, "/health").status_code == 200
+    plane.wait_until(lambda: not [c for c in node3.client.api.containers(all=True)
+                                  if f"/{PREFIX}-edge" in c["Names"]], timeout=90)
+
+
 CROWD = "mncrowd"  # an organisation whose placement labels only node 2 has, while its instances are made
 MOTION = "Survives the drain"
 

@@ -15,6 +15,7 @@ from hafen.access.models import AuditEntry
 from hafen.access.policy import Actor
 from hafen.controller import loop
 from hafen.controller.loop import Controller
+from hafen.edge import report
 from hafen.edge.activity import AccessLog
 from hafen.edge.config import ACCESS_LOG
 from hafen.engine.base import NodeState
@@ -333,12 +334,49 @@ def test_nothing_sleeps_while_the_proxy_does_not_answer_or_before_the_log_was_re
     assert "does not say" in controller.elastic.held
 
 
-def test_proxies_on_other_nodes_keep_every_instance_awake(sleepy, controller, converge, engine):
-    engine.node_states["n2"] = NodeState("n2", "node2", "worker", "ready", "active", labels={"edge": "true"})
+def edge_node(engine, node="n2", state="ready"):
+    engine.node_states[node] = NodeState(node, node.replace("n", "node"), "worker", state, "active",
+                                         labels={"edge": "true"})
+
+
+def agent_says(controller, node="n2", seen=None, open_=None):
+    for text in report.Report(node, seen or {}, {} if open_ is None else open_).lines():
+        controller.elastic.remote.feed(f"some task prefix {text}")
+
+
+def test_a_proxy_on_another_node_holds_every_sleep_until_its_agent_reports(sleepy, controller, converge, engine):
+    edge_node(engine)
     idle_for("eve", 300)
     settle(controller, converge)
     assert Instance.objects.get(name="eve").sleep == Sleep.AWAKE
-    assert "other nodes" in controller.elastic.held
+    assert controller.elastic.held == "the edge proxy on node2 has not reported its requests lately"
+    agent_says(controller)  # its heartbeat: nothing seen there
+    settle(controller, converge)
+    assert Instance.objects.get(name="eve").sleep == Sleep.LIGHT and not controller.elastic.held
+    controller.elastic.remote.feed(report.TAG + '{"node": "n2", "seen": {}, "open": null}')  # its proxy: no answer
+    settle(controller, converge)
+    assert "node2" in controller.elastic.held
+
+
+def test_requests_and_open_websockets_at_a_proxy_on_another_node_count(sleepy, controller, converge, engine):
+    edge_node(engine)
+    edge_node(engine, "n3", state="down")  # a node that is down takes no requests: it holds nothing
+    idle_for("eve", 300)
+    agent_says(controller, open_={f"{fake_address('unit-eve_web', 0)}:8000": 1})  # a websocket held there
+    settle(controller, converge)
+    eve = Instance.objects.get(name="eve")
+    assert eve.sleep == Sleep.AWAKE and timezone.now() - eve.last_active_at < timedelta(seconds=10)
+    agent_says(controller)  # the websocket closed
+    idle_for("eve", 300)
+    settle(controller, converge)
+    assert Instance.objects.get(name="eve").sleep == Sleep.LIGHT
+    woken = []
+    controller.elastic.remote.on_request = lambda: woken.append(True)
+    agent_says(controller, seen={"eve.localhost": timezone.now().timestamp()})  # the first request, there
+    assert woken  # the controller passes at once
+    settle(controller, converge)
+    eve = Instance.objects.get(name="eve")
+    assert eve.sleep == Sleep.AWAKE and timezone.now() - eve.last_active_at < timedelta(seconds=10)
 
 
 def test_a_controller_that_starts_again_keeps_the_idle_clock_of_the_edge(sleepy, controller, converge, engine,
