@@ -44,10 +44,15 @@ class ImageJob:
         if self.context is None:
             sha.update(self.suite.encode())
         else:
-            for path in [*sorted(p for p in self.context.rglob("*") if p.is_file()), PROBE]:
+            for path in [*sorted(p for p in self.context.rglob("*") if p.is_file() and not _cache(p)), PROBE]:
                 sha.update(str(path.relative_to(self.context) if path != PROBE else path.name).encode())
                 sha.update(path.read_bytes())
         return sha.hexdigest()[:16]
+
+
+def _cache(path: Path) -> bool:
+    """Python's byte code, which the tests may leave beside a context's scripts: not part of the image."""
+    return "__pycache__" in path.parts
 
 
 def plan() -> list[ImageJob]:
@@ -139,7 +144,7 @@ class Builder:
         assert job.context is not None
         with tempfile.TemporaryDirectory(prefix="hafen-build-") as tmp:
             context = Path(tmp) / "context"
-            shutil.copytree(job.context, context)
+            shutil.copytree(job.context, context, ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(PROBE, context / PROBE.name)
             ca = context / "ca.pem"
             if self.ca_bundle is not None:
