@@ -107,7 +107,8 @@ class EdgeReconciler:
         return {
             "proxy": caddy.proxy_config(status_host, naming.route_suffix(self.settings.prefix),
                                         self.settings.acme_email),
-            "status": caddy.build(routes),
+            "status": caddy.build(routes, [i.domain for i in instances
+                                           if i.desired_state == Desired.RUNNING and i.sleep]),
         }, routes
 
     def _write(self, server: Server, config: dict[str, Any]) -> None:
@@ -236,6 +237,9 @@ class EdgeReconciler:
                 "HAFEN_EDGE_CONFIG": json.dumps(proxy_config, indent=1),
                 "HAFEN_EDGE_PORTS": json.dumps({"80": self.settings.http_port, "443": self.settings.https_port}),
                 "HAFEN_EDGE_SHARED": naming.edge_network(prefix),
+                "HAFEN_EDGE_ASLEEP_URL": f"http://{naming.edge_status_service(prefix)}:{caddy.STATUS_PORT}"
+                                         f"{caddy.ASLEEP_PATH}",
+                "HAFEN_EDGE_ASLEEP_HOST": caddy.ASLEEP_HOST,
                 "HAFEN_EDGE_NETWORKS": ",".join(networks),
                 "HAFEN_EDGE_LABELS": json.dumps(labels),
                 "HAFEN_EDGE_VOLUMES": json.dumps({"conf": naming.edge_agent_volume(prefix),
@@ -244,6 +248,7 @@ class EdgeReconciler:
             mounts=[Mount(self.settings.node_docker_socket, "/var/run/docker.sock", kind="bind"),
                     Mount(naming.edge_agent_volume(prefix), "/etc/hafen-edge",
                           labels=tuple(sorted(naming.labels(prefix).items())))],
+            networks=[NetworkRef(naming.edge_network(prefix))],  # (to read the sleepers from the status server)
             constraints=[f"node.id != {obs.local_node}"],
             global_mode=True,
             memory_bytes=64 * 1024**2,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +75,11 @@ HOLD_STEPS = (5, 10, 20, 30, 60)
 # What a held request first asks of the proxy itself, so that the access log (a line per finished request)
 # shows the request to the sleeping instance at once and the controller wakes it.
 WAKE_PATH = "/.hafen-wake"
+# The status server's list of the sleeping instances' domains, one per line, for the edge agents: they keep
+# ASLEEP_DIR of the proxies on other nodes from it. Only a host without a dot gets it, and the proxy never
+# forwards such a host (HOST_PATTERN): no client reaches it through the edge.
+ASLEEP_PATH = "/.hafen-asleep"
+ASLEEP_HOST = "hafen-edge-agent"
 
 
 def _page(title: str, text: str, reload: int = 0) -> str:
@@ -107,8 +113,8 @@ def _unavailable(route: Route) -> dict[str, Any]:
     return handler
 
 
-def build(routes: list[Route]) -> dict[str, Any]:
-    """The status server's configuration: the known domains and their pages."""
+def build(routes: list[Route], asleep: Iterable[str] = ()) -> dict[str, Any]:
+    """The status server's configuration: the known domains and their pages, and the sleepers' domains."""
     ordered = sorted(routes, key=lambda r: r.domain)
     caddy_routes: list[dict[str, Any]] = []
     if ordered:
@@ -122,6 +128,12 @@ def build(routes: list[Route]) -> dict[str, Any]:
     caddy_routes += [
         {"match": [{"host": [r.domain]}], "handle": [_unavailable(r)], "terminal": True} for r in ordered
     ]
+    caddy_routes.append({
+        "match": [{"host": [ASLEEP_HOST], "path": [ASLEEP_PATH]}],
+        "handle": [{"handler": "static_response", "status_code": 200,
+                    "headers": {"Content-Type": ["text/plain"]}, "body": "".join(f"{d}\n" for d in sorted(asleep))}],
+        "terminal": True,
+    })
     caddy_routes.append({"handle": [_not_found()]})
     return {
         "admin": {"listen": f"unix/{STATUS_ADMIN_SOCKET}", "origins": ["localhost"]},

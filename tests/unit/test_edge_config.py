@@ -201,17 +201,18 @@ def test_ask_route_vouches_for_known_domains_only():
 def test_last_route_is_a_catch_all_404_and_hosts_are_sorted():
     config = build([Route("b.localhost", "b", "stopped"), Route("a.localhost", "a", "starting")])
     routes = routes_of(config)
-    assert len(routes) == 4
+    assert len(routes) == 5
     last = routes[-1]
     assert "match" not in last
     assert last["handle"][0]["status_code"] == 404
-    assert [r["match"][0]["host"] for r in routes[1:-1]] == [["a.localhost"], ["b.localhost"]]
+    assert [r["match"][0]["host"] for r in routes[1:-2]] == [["a.localhost"], ["b.localhost"]]
 
 
-def test_empty_configuration_has_only_the_404():
+def test_empty_configuration_has_only_the_404_and_the_empty_list_of_sleepers():
     config = build([])
-    assert len(routes_of(config)) == 1
-    assert routes_of(config)[0]["handle"][0]["status_code"] == 404
+    assert len(routes_of(config)) == 2
+    assert routes_of(config)[0]["handle"][0]["body"] == ""
+    assert routes_of(config)[1]["handle"][0]["status_code"] == 404
 
 
 def test_digest_is_stable_and_independent_of_route_order():

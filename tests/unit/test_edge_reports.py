@@ -1,13 +1,17 @@
 """The edge agents' reports: their format, and the agent's side that writes them from its proxy's log."""
 
+import http.server
 import importlib.machinery
 import importlib.util
 import json
+import re
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from hafen.edge import config as caddy
 from hafen.edge import report
 from hafen.edge.remote import RemoteEdges
 from hafen.engine.fake import FakeEngine
@@ -77,3 +81,43 @@ def test_the_agent_reports_a_hosts_first_request_at_once_then_every_step_and_bea
     assert reporter.step(1.5) is None
     beat = reporter.step(1.0 + report.HEARTBEAT)
     assert beat is not None and beat.seen == {}
+
+
+def test_the_status_server_lists_the_sleepers_for_the_agents_only():
+    routes = [caddy.Route("a.test", "a", "waking"), caddy.Route("b.test", "b", "starting")]
+    first = caddy.build(routes, ["a.test"])["apps"]["http"]["servers"]["status"]["routes"][-2]
+    assert first["match"] == [{"host": [caddy.ASLEEP_HOST], "path": [caddy.ASLEEP_PATH]}]
+    assert first["handle"][0]["body"] == "a.test\n"
+    assert "." not in caddy.ASLEEP_HOST  # the proxy forwards no such host (HOST_PATTERN): no client gets it
+    assert not re.fullmatch(caddy.HOST_PATTERN, caddy.ASLEEP_HOST)
+
+
+def test_the_agent_keeps_its_proxys_folder_of_sleepers_from_the_status_servers_list(agent, tmp_path):
+    listed = {"body": b"a.test\nb.test\n"}
+
+    class Status(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.headers["Host"] == "hafen-edge-agent" and self.path == "/.hafen-asleep"
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(listed["body"] if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sleepers = agent.Sleepers(f"http://127.0.0.1:{server.server_port}/.hafen-asleep", "hafen-edge-agent")
+        (tmp_path / "asleep").mkdir()
+        (tmp_path / "asleep" / "gone.test").touch()
+        sleepers.sync()
+        assert sorted(p.name for p in (tmp_path / "asleep").iterdir()) == ["a.test", "b.test"]
+        listed["body"] = b"b.test\n"
+        sleepers.sync()
+        assert sorted(p.name for p in (tmp_path / "asleep").iterdir()) == ["b.test"]
+        server.shutdown()
+        sleepers.sync()  # the status server does not answer: the folder stays as it was
+        assert sorted(p.name for p in (tmp_path / "asleep").iterdir()) == ["b.test"]
+    finally:
+        server.server_close()

@@ -228,6 +228,9 @@ def test_the_controller_rests_when_nothing_stirs_and_passes_at_once_when_somethi
     rest()
     assert controller.resting and controller.interval(False) == loop.REST_INTERVAL
     assert controller.interval(True) == loop.BUSY_INTERVAL
+    controller.pass_seconds = 0.5  # a big fleet's pass: as long a wait after it while busy
+    assert controller.interval(True) == 0.5 and controller.interval(False) == loop.REST_INTERVAL
+    controller.pass_seconds = 0.0
     assert not controller.pass_once() and controller.resting  # a pass that sees nothing new keeps the rest
     assert Client().get("/healthz").json()["controller"]["resting"] is True
 
