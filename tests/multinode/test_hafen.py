@@ -378,7 +378,7 @@ def test_instances_sleep_and_wake_on_the_requests_of_a_proxy_on_another_node(clu
         cluster.measures["remote_edge_wake_s"] = round(time.monotonic() - started, 2)
         assert plane.json("show", name)["elastic"]["decisions"][0]["action"] == "wake"
         # what node 3's agent costs at rest now that it reads its proxy's log and the sleepers
-        agent = next(c for c in node3.client.containers.list() if c.name.startswith(f"{PREFIX}-edge-agent."))
+        agent = _task_container(node3, f"{PREFIX}-edge-agent")
         before, began = agent.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"], time.monotonic()
         time.sleep(10)
         used = agent.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"] - before
