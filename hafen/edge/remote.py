@@ -3,7 +3,6 @@ the agent service's log while there are such proxies."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -11,8 +10,6 @@ from dataclasses import dataclass, field
 
 from hafen.edge import report
 from hafen.engine.base import Engine
-
-log = logging.getLogger("hafen.edge")
 
 # A proxy whose agent said nothing for this long may be taking requests nobody counts.
 SILENT_AFTER = 3 * report.HEARTBEAT + 5
