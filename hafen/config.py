@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     node_docker_socket: str = "/var/run/docker.sock"
     # How often a job retries a repository that does not answer (with backoff) before it fails.
     backup_retries: int = Field(default=4, ge=0, le=20)
+    # The smarthost every mail leaves through (the apps' relay and the alerts), see hafen/mail/smarthost.py:
+    # smtp://USER:PASSWORD@HOST:587?tls=verify. Empty: no mail leaves the installation.
+    smtp_url: str = ""
+    # The address hafen's own mails (alerts) come from, and the domain of the instances' senders.
+    mail_from: str = "hafen@localhost"
 
     @property
     def db_path(self) -> Path:

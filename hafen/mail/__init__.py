@@ -1,0 +1,1 @@
+"""Outbound mail: the smarthost hafen's relay and its alerts send through."""
