@@ -19,7 +19,7 @@ LOOK_BACK = 24 * 3600.0
 
 @dataclass
 class _Node:
-    heard: float = 0.0  # monotonic time of its last report
+    heard: float = 0.0  # when its newest report was written (epoch seconds, the daemon's stamp)
     open: dict[str, int] | None = None
     seen: dict[str, float] = field(default_factory=dict)
 
@@ -51,13 +51,17 @@ class RemoteEdges:
     def stop(self) -> None:
         self.follow(False)
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str, at: float | None = None) -> None:
+        """One line of the agents' log, written at `at` (now if not given): a report replayed from before
+        the controller started counts as old as it is, so a dead agent's last words hold no sleep."""
         found = report.parse(line)
         if found is None:
             return
+        written = time.time() if at is None else at
         with self._lock:
             node = self._nodes.setdefault(found.node, _Node())
-            node.heard, node.open = time.monotonic(), found.open
+            if written >= node.heard:
+                node.heard, node.open = written, found.open
             fresh = {h: ts for h, ts in found.seen.items() if ts > node.seen.get(h, 0.0)}
             node.seen.update(fresh)
             watched = self._watched
@@ -91,7 +95,7 @@ class RemoteEdges:
 
     def silent(self, nodes: Iterable[str]) -> list[str]:
         """Those of these nodes whose proxy's agent has not reported lately, or whose proxy did not answer."""
-        now = time.monotonic()
+        now = time.time()
         with self._lock:
             return [n for n in nodes if n not in self._nodes or now - self._nodes[n].heard > SILENT_AFTER
                     or self._nodes[n].open is None]

@@ -247,9 +247,10 @@ class Engine(ABC):
         then learns of such changes only by its passes."""
 
     @abstractmethod
-    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str, float], None],
                             stop: threading.Event) -> None:
-        """Call `on_line` with each line of a service's log (its tasks on every node) written since `since`
+        """Call `on_line` with each line of a service's log (its tasks on every node) and the time it was
+        written (epoch seconds, as the daemon stamped it), for lines written since `since`
         (epoch seconds) and from then on, until `stop` is set and a line comes; the log is opened again after
         the daemon or the service went away (from the last line's time). A fake engine gives its lines once."""
 

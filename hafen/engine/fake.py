@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -119,10 +120,10 @@ class FakeEngine(Engine):
     def watch(self, prefix: str, on_event: Callable[[], None], stop: threading.Event) -> None:
         """No event stream: the tests drive the passes."""
 
-    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str, float], None],
                             stop: threading.Event) -> None:
         for line in self.logs.get(name, []):
-            on_line(line)
+            on_line(line, time.time())
 
     def ensure_swarm(self, advertise_addr: str) -> bool:
         self._check("ensure_swarm")

@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -86,6 +87,16 @@ def _lines(stream: Iterable[bytes]) -> Iterator[str]:
             yield line.decode(errors="replace")
     if buffer:
         yield buffer.decode(errors="replace")
+
+
+def log_time(stamp: str) -> float:
+    """Epoch seconds of a log line's RFC 3339 timestamp (Docker's nanoseconds cut to microseconds); now if
+    the line has none."""
+    try:
+        whole, _, fraction = stamp.removesuffix("Z").partition(".")
+        return datetime.fromisoformat(f"{whole}.{fraction[:6].ljust(6, '0')}+00:00").timestamp()
+    except ValueError:
+        return time.time()
 
 
 def pushed_ref(repo_digests: list[str], registry: str, tag: str) -> str:
@@ -195,17 +206,20 @@ class SwarmEngine(Engine):
                     client.close()
             stop.wait(WATCH_RETRY)
 
-    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str], None],
+    def follow_service_logs(self, name: str, since: float, on_line: Callable[[str, float], None],
                             stop: threading.Event) -> None:
         """On a client of its own, as `watch`: the stream stays open for as long as the service lives."""
         while not stop.is_set():
             client: docker.DockerClient | None = None
             try:
                 client = docker.from_env(timeout=TIMEOUT)
-                stream = client.api.service_logs(name, stdout=True, stderr=True, follow=True, since=int(since))
-                for line in _lines(stream):
-                    since = time.time() - 1  # opened again, a line may come twice, none is lost
-                    on_line(line)
+                stream = client.api.service_logs(name, stdout=True, stderr=True, follow=True, since=int(since),
+                                                 timestamps=True)
+                for stamped in _lines(stream):
+                    stamp, _, line = stamped.partition(" ")
+                    at = log_time(stamp)
+                    since = at - 1  # opened again, a line may come twice, none is lost
+                    on_line(line, at)
                     if stop.is_set():
                         break
             except WATCH_ERRORS as exc:

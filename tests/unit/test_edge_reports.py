@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hafen.edge import config as caddy
 from hafen.edge import report
 from hafen.edge.remote import RemoteEdges
 from hafen.engine.fake import FakeEngine
+from hafen.engine.swarm import log_time
 
 AGENT = Path(__file__).parents[2] / "hafen/edge/agent/hafen-edge-agent"
 
@@ -49,6 +51,23 @@ def test_the_newest_request_of_a_host_at_any_proxy_and_the_open_requests_summed(
     remote.feed(report.Report("n3", {"b.test": 4.0}, {}).lines()[0])  # older: nothing new
     assert calls[-1] == "request" and len(calls) == 3 and remote.open_requests() == {"10.0.0.1:8000": 1}
     assert remote.silent(["n2", "n3", "n4"]) == ["n4"]
+
+
+def test_reports_replayed_from_before_the_controller_started_count_as_old_as_they_are():
+    remote = RemoteEdges(FakeEngine(), "agents", lambda: None)
+    now = time.time()
+    remote.feed(report.Report("n2", {"a.test": now - 100}, {}).lines()[0], at=now - 60)  # a dead agent's last words
+    remote.feed(report.Report("n3", {}, {}).lines()[0], at=now - 2)
+    assert remote.silent(["n2", "n3"]) == ["n2"]
+    assert remote.last_seen() == {"a.test": now - 100}  # its requests still count
+    remote.feed(report.Report("n3", {}, None).lines()[0], at=now - 30)  # an older line read late changes nothing
+    assert remote.silent(["n3"]) == []
+
+
+def test_the_engine_reads_the_daemonslog_timestamps():
+    assert log_time("2026-11-27T13:40:20.123456789Z") == pytest.approx(1795786820.123456)
+    assert log_time("2026-11-27T13:40:20Z") == pytest.approx(1795786820.0)
+    assert abs(log_time("not-a-time") - time.time()) < 5
 
 
 @pytest.fixture
