@@ -12,8 +12,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as tz
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Count, F, QuerySet
@@ -94,7 +93,7 @@ def record(occurrences: Iterable[Occurrence]) -> int:
 
 
 def _when(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=tz.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 # -- what the alerts and the metrics read ---------------------------------------------------------------

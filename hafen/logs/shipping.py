@@ -6,7 +6,7 @@ import logging
 import logging.handlers
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class CollectorHandler(logging.handlers.SysLogHandler):
@@ -23,10 +23,10 @@ class CollectorHandler(logging.handlers.SysLogHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record)
-            stamp = datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+            stamp = datetime.fromtimestamp(record.created, tz=UTC).isoformat().replace("+00:00", "Z")
             pri = self.encodePriority(self.facility, self.mapPriority(record.levelname))
             for line in text.splitlines():
                 data = f"<{pri}>1 {stamp} {self.host} {self.tag} {os.getpid()} {self.tag} - {line}"
-                self.socket.sendto(data.encode("utf-8", "replace")[:65000], self.address)
+                self.socket.sendto(data.encode("utf-8", "replace")[:65000], self.address)  # type: ignore[attr-defined]
         except Exception:
             self.handleError(record)
