@@ -63,7 +63,7 @@ def tail(request: HttpRequest) -> HttpResponse:
     except ValueError:
         after = 0
     rows, _problem = _search(request, after_id=after)
-    return render(request, "web/_log_rows.html", {"rows": rows, "last": rows[-1]["id"] if rows else after,
+    return render(request, "web/_log_rows.html", {"rows": rows, "last": rows[-1]["id"] if rows else after, "live": True,
                                                   "query": request.GET.urlencode()})
 
 
