@@ -55,7 +55,7 @@ def store(tmp_path, monkeypatch):
     chosen = PostgresStore() if connection.vendor == "postgresql" else SqliteStore(tmp_path / "logs.sqlite3")
     monkeypatch.setattr(log_services, "get_store", lambda: chosen)
     yield chosen
-    if isinstance(chosen, PostgresStore):
+    if isinstance(chosen, PostgresStore) and chosen._ready:
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM hafen_log_lines; DELETE FROM hafen_log_spool")
     ErrorGroup.objects.all().delete()
@@ -100,7 +100,7 @@ def test_tracebacks_are_joined_per_container_among_other_containers_lines():
            "ValueError: bad value 42"]
     events = []
     events += assembler.feed(line("before it", container="aaaaaaaaaaaa"))
-    for a, b in zip(one, two + ["", ""], strict=False):  # interleaved, as two containers write at once
+    for a, b in zip(one, [*two, "", ""], strict=False):  # interleaved, as two containers write at once
         events += assembler.feed(line(a, container="aaaaaaaaaaaa"))
         if b:
             events += assembler.feed(line(b, container="bbbbbbbbbbbb"))
