@@ -13,6 +13,7 @@ import threading
 
 from hafen.config import Settings
 from hafen.engine.base import LABEL_ROLE, Engine, LogDriver, Mount, Observation, PublishedPort, ServiceSpec
+from hafen.errors import EngineError, EngineUnavailable
 from hafen.instances import naming
 from hafen.instances.policy import parse_duration
 from hafen.logs.ingest import Ingester, spool_dir
@@ -86,4 +87,9 @@ class LogKeeper:
             return
         image = self.engine.image_ref(COLLECTOR_IMAGE, self.engine.image_id(COLLECTOR_IMAGE))
         for spec in specs(self.settings, obs, image):
-            self.engine.apply_service(spec, obs.services.get(spec.name))
+            try:
+                self.engine.apply_service(spec, obs.services.get(spec.name))
+            except EngineUnavailable:
+                raise
+            except EngineError as exc:  # the instances' work goes on; the next pass tries again
+                log.warning("logs: %s: %s", spec.name, exc)
