@@ -447,7 +447,9 @@ class SwarmEngine(Engine):
         }
 
     def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:
-        if current is not None and current.spec_digest == spec.digest() and not self.log_changed(spec, current.labels):
+        # a job is not run again for a new logging driver alone (its next run gets it)
+        if current is not None and current.spec_digest == spec.digest() and (
+                spec.job or not self.log_changed(spec, current.labels)):
             return False
         kwargs = self._kwargs(spec)
         if current is not None and spec.job:
