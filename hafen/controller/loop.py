@@ -333,11 +333,11 @@ class Controller:
 
     def run(self) -> None:
         ControlPlane.objects.update_or_create(pk=1, defaults={"pid": os.getpid(), "started_at": timezone.now()})
+        self.logs.start()
         log.info("controller: started (pid %d, prefix %s, database %s)", os.getpid(), self.settings.prefix,
                  self.settings.database_display)
         unavailable = False
         self.elastic.start()
-        self.logs.start()
         threading.Thread(target=self.engine.watch, args=(self.settings.prefix, self.stir, self.stopping),
                          daemon=True, name="engine-events").start()
         while not self.stopping.is_set():
