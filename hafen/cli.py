@@ -461,18 +461,6 @@ def passwd(name: str, timeout: float) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--service", "-s", default=None, help="Service (default: the web service).")
-@click.option("--follow", "-f", is_flag=True)
-@click.option("--since", default=None, help="A duration such as 10m, or a time.")
-@click.option("--tail", type=int, default=None, help="Only the last N lines.")
-def logs(name: str, service: str | None, follow: bool, since: str | None, tail: int | None) -> None:
-    """Print the logs of a service of an instance."""
-    for line in _backend().logs(name, service, follow=follow, since=_since(since), tail=tail):
-        click.echo(line)
-
-
-@cli.command()
-@click.argument("name")
 @click.option("--action", "-a", "actions", multiple=True, required=True,
               help="An action to refuse: erase, delete, update, stop or scale (repeat for more).")
 @click.option("--reason", required=True, help="Why; shown to whoever is refused.")
@@ -728,6 +716,7 @@ def push() -> None:
 
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
 import hafen.cli_elastic  # noqa: E402  (registers `hafen policy` on `cli`)
+import hafen.cli_logs  # noqa: E402  (registers `hafen logs` and `hafen errors` on `cli`)
 import hafen.cli_nodes  # noqa: E402  (registers `hafen node` on `cli`)
 import hafen.cli_rollouts  # noqa: E402  (registers `hafen rollout` on `cli`)
 

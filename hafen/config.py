@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     # The address hafen's own mails (alerts) come from, and the domain of the instances' senders.
     mail_from: str = "hafen@localhost"
+    # Central logs: the port (UDP from the logging drivers, TCP between the nodes' collectors) the log
+    # collector publishes on every node (0: no collector, the daemon's default logging), and how long
+    # lines and error groups are kept.
+    log_port: int = Field(default=5514, ge=0, le=65535)
+    log_retention: str = "14d"
 
     @property
     def db_path(self) -> Path:

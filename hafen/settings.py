@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "ninja",
     "hafen.access",
     "hafen.instances",
+    "hafen.logs",
     "hafen.web",
 ]
 MIDDLEWARE = [

@@ -29,6 +29,7 @@ _PORT_OFFSET = int(os.environ.get("HAFEN_TEST_PORT_OFFSET", "0"))
 HTTP_PORT = 28080 + _PORT_OFFSET
 HTTPS_PORT = 28443 + _PORT_OFFSET
 WEB_PORT = 28765 + _PORT_OFFSET
+LOG_PORT = 25514 + _PORT_OFFSET  # the log collector's, on every node
 ARTIFACTS = ROOT / "test-artifacts"
 # The off-host backup target of the tests: a REST server for restic (rclone serve restic) in a container on
 # the installation's backup network, its storage a small tmpfs so that a test can fill it.
@@ -78,6 +79,7 @@ class Plane:
             "HAFEN_HTTP_PORT": str(ports[0]),
             "HAFEN_HTTPS_PORT": str(ports[1]),
             "HAFEN_WEB_PORT": str(ports[2]),
+            "HAFEN_LOG_PORT": str(LOG_PORT + ports[2] - WEB_PORT),
             "HAFEN_BACKUP_REPOSITORY": BACKUP_REPOSITORY,
             "HAFEN_BACKUP_RETRIES": "1",
             # one node: no registry (the multinode tier has one, see tests/multinode/conftest.py)

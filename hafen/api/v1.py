@@ -586,3 +586,8 @@ def create_token(request: HttpRequest, body: s.TokenIn) -> Status[dict[str, Any]
 def revoke_token(request: HttpRequest, token_id: int) -> Status[None]:
     access.revoke_token(_actor(request), token_id)
     return Status(204, None)
+
+
+from hafen.api.logs import router as logs_router  # noqa: E402  (after the API's error handlers)
+
+api.add_router("/", logs_router)

@@ -33,6 +33,14 @@ class Backend(Protocol):
     def logs(self, name: str, service: str | None, follow: bool, since: int | None,
              tail: int | None) -> Iterator[str]: ...
 
+    def search_logs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Lines of the central log store, newest first (filters: hafen.logs.services.make_query's)."""
+        ...
+
+    def errors(self, instance: str = "") -> list[dict[str, Any]]:
+        """The grouped errors, the latest seen first."""
+        ...
+
     def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
         """The finished operation; StillRunning past the timeout, ControlPlaneDown if the controller is gone."""
         ...

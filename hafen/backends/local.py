@@ -11,6 +11,7 @@ from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
 from hafen.errors import InvalidInput
 from hafen.instances import backups, calendar, elastic, nodes, organisations, rollouts, services, updates
+from hafen.logs import services as logs
 
 ROLLOUT_CONTROLS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
 
@@ -56,6 +57,12 @@ class LocalBackend:
     def logs(self, name: str, service: str | None, follow: bool, since: int | None,
              tail: int | None) -> Iterator[str]:
         return services.logs(self.actor, name, service, follow=follow, since=since, tail=tail)
+
+    def search_logs(self, **filters: Any) -> list[dict[str, Any]]:
+        return logs.search(self.actor, **filters)
+
+    def errors(self, instance: str = "") -> list[dict[str, Any]]:
+        return [logs.describe_group(g) for g in logs.error_groups(self.actor, instance)]
 
     def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
         op = services.get_operation(self.actor, operation["id"])

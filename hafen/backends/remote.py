@@ -93,6 +93,15 @@ class RemoteBackend:
             params["since"] = since
         yield from self._call("GET", f"/instances/{name}/logs", params=params)["lines"]
 
+    def search_logs(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {key: value for key, value in filters.items() if value not in (None, "", 0)}
+        lines: list[dict[str, Any]] = self._call("GET", "/logs", params=params)["lines"]
+        return lines
+
+    def errors(self, instance: str = "") -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self._call("GET", "/errors", params={"instance": instance} if instance else {})
+        return groups
+
     def wait(self, operation: dict[str, Any], on_update: OnUpdate, timeout: float = 900) -> dict[str, Any]:
         started = time.monotonic()
         seen: Any = None

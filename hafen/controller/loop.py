@@ -26,6 +26,7 @@ from hafen.controller.autoscale import Autoscaler
 from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.controller.elastic import SleepKeeper
+from hafen.controller.logs import LogKeeper
 from hafen.controller.registry import RegistryReconciler
 from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
@@ -93,6 +94,7 @@ class Controller:
         self.settings = settings
         self.edge_state = EdgeReconciler(engine, edge, settings)
         self.registry_state = RegistryReconciler(engine, settings)
+        self.logs = LogKeeper(engine, settings)
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
@@ -165,6 +167,7 @@ class Controller:
         moves.finish_drains(self.engine, obs)
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False).select_related("organisation")))
         pushed = self.registry_state.reconcile(obs)
+        self.logs.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them
         busy_now = bool(active) or bool(self.edge_state.problem) or pushed or started
@@ -330,6 +333,7 @@ class Controller:
 
     def run(self) -> None:
         ControlPlane.objects.update_or_create(pk=1, defaults={"pid": os.getpid(), "started_at": timezone.now()})
+        self.logs.start()
         log.info("controller: started (pid %d, prefix %s, database %s)", os.getpid(), self.settings.prefix,
                  self.settings.database_display)
         unavailable = False
@@ -356,3 +360,4 @@ class Controller:
             self.wake.clear()
         ControlPlane.objects.filter(pk=1).update(beat_at=None)
         log.info("controller: stopped")
+        self.logs.shutdown()

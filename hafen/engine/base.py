@@ -23,6 +23,18 @@ LABEL_TEMPLATE = "hafen.template"
 LABEL_STACK = "com.docker.stack.namespace"
 LABEL_ROLE = "hafen.role"
 ROLE_EDGE = "edge"  # the edge proxy's service and containers
+LABEL_LOG = "hafen.log"  # digest of the logging driver a service was made with (see Engine.log_driver_of)
+
+
+@dataclass(frozen=True)
+class LogDriver:
+    """A Docker logging driver and its options (e.g. syslog to the installation's collector)."""
+
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def digest(self) -> str:
+        return _digest([self.name, list(self.options)])
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class NetworkRef:
 class PublishedPort:
     target: int
     published: int
+    protocol: Literal["tcp", "udp"] = "tcp"
 
 
 @dataclass
@@ -72,13 +85,21 @@ class ServiceSpec:
     force_update: int = 0
     # one task on every node the constraints allow (the registry's mirrors), not `replicas`
     global_mode: bool = False
+    # None: the engine's default for the installation (its log collector); kept out of the digests, the
+    # engine compares it on its own label (LABEL_LOG), so that switching the collector on rolls every
+    # service over once without every caller's digest comparison seeing a change
+    log_driver: LogDriver | None = None
 
     def _data(self) -> dict[str, object]:
         """The spec as digested; a field added later is left out at its default, so that adding it
         does not change the digest of every existing service (and roll them all over)."""
         data = asdict(self)
+        del data["log_driver"]
         if not data["global_mode"]:
             del data["global_mode"]
+        for port in data["ports"]:
+            if port["protocol"] == "tcp":
+                del port["protocol"]
         for mount in data["mounts"]:
             for key in ("read_only", "labels"):
                 if not mount[key]:
@@ -94,6 +115,14 @@ class ServiceSpec:
     def digest(self) -> str:
         """Digest of the whole service: a change here needs an update call."""
         return _digest(self._data())
+
+
+def log_tag(spec: ServiceSpec) -> str:
+    """The syslog tag of a spec's lines: `prefix.instance.service/container` (a Docker log template), from
+    which the collector's ingest knows where a line comes from (hafen's own services: instance "")."""
+    labels = spec.labels
+    service = labels.get(LABEL_SERVICE) or labels.get(LABEL_ROLE) or spec.name
+    return f"{labels.get(LABEL_PREFIX, '')}.{labels.get(LABEL_INSTANCE, '')}.{service}/{{{{.ID}}}}"
 
 
 def _digest(data: object) -> str:
@@ -231,6 +260,21 @@ class Observation:
 
 class Engine(ABC):
     """What the controller and the service layer need from an orchestrator."""
+
+    # The logging driver of every service and container whose spec names none (set from the settings by
+    # get_engine: syslog to the installation's log collector); None: the daemon's default.
+    log_driver: LogDriver | None = None
+
+    def log_driver_of(self, spec: ServiceSpec) -> LogDriver | None:
+        """The logging driver a spec's tasks get, its tag naming the service for the collector."""
+        driver = spec.log_driver or self.log_driver
+        if driver is None or driver.name != "syslog" or any(k == "tag" for k, _ in driver.options):
+            return driver
+        return LogDriver(driver.name, (*driver.options, ("tag", log_tag(spec))))
+
+    def log_changed(self, spec: ServiceSpec, labels: dict[str, str]) -> bool:
+        driver = self.log_driver_of(spec)
+        return labels.get(LABEL_LOG, "") != (driver.digest() if driver else "")
 
     @abstractmethod
     def ping(self) -> None:

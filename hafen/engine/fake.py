@@ -23,6 +23,7 @@ from hafen.engine.base import (
     ContainerState,
     Engine,
     JoinInfo,
+    LogDriver,
     NodeState,
     Observation,
     ServiceSpec,
@@ -89,6 +90,8 @@ class FakeEngine(Engine):
     node_states: dict[str, NodeState] = field(default_factory=_default_nodes)
     # Plain containers by name (the edge proxy), as their spec says; they run once made.
     containers: dict[str, ServiceSpec] = field(default_factory=dict)
+    # The logging driver each service and container was last applied with (Engine.log_driver_of).
+    log_drivers: dict[str, LogDriver | None] = field(default_factory=dict)
 
     def add_node(self, node_id: str, hostname: str, memory_gib: int = 24, role: str = "worker",
                  labels: dict[str, str] | None = None) -> NodeState:
@@ -191,6 +194,7 @@ class FakeEngine(Engine):
 
     def apply_container(self, spec: ServiceSpec, current: ContainerState | None) -> bool:
         self._check(f"apply_container {spec.name}")
+        self.log_drivers[spec.name] = self.log_driver_of(spec)
         if current is not None and current.spec_digest == spec.digest() and current.running:
             return False
         if spec.name in self.containers:
@@ -297,6 +301,7 @@ class FakeEngine(Engine):
 
     def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:
         self._check(f"apply_service {spec.name}")
+        self.log_drivers[spec.name] = self.log_driver_of(spec)
         if current is not None and current.spec_digest == spec.digest():
             return False
         missing = [s.name for s in spec.secrets if s.name not in self.secrets]

@@ -24,6 +24,7 @@ import urllib3.exceptions
 from docker import types as dt
 
 from hafen.engine.base import (
+    LABEL_LOG,
     LABEL_PREFIX,
     LABEL_ROLE,
     LABEL_SPEC,
@@ -413,15 +414,19 @@ class SwarmEngine(Engine):
         else:
             mode = dt.ServiceMode("replicated", replicas=spec.replicas)
         ports = [
-            {"Protocol": "tcp", "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": "host"}
+            {"Protocol": p.protocol, "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": "host"}
             for p in spec.ports
         ]
+        driver = self.log_driver_of(spec)
         return {
             "image": spec.image,
             "name": spec.name,
+            "log_driver": driver.name if driver else None,
+            "log_driver_options": dict(driver.options) if driver else None,
             "command": spec.command,
             "env": [f"{k}={v}" for k, v in spec.env.items()],
-            "labels": {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template},
+            "labels": {**spec.labels, LABEL_SPEC: spec.digest(), LABEL_TEMPLATE: template,
+                       LABEL_LOG: driver.digest() if driver else ""},
             "container_labels": container_labels,
             "mode": mode,
             "mounts": [dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only, labels=dict(m.labels) or None)
@@ -456,7 +461,9 @@ class SwarmEngine(Engine):
         }
 
     def apply_service(self, spec: ServiceSpec, current: ServiceState | None) -> bool:
-        if current is not None and current.spec_digest == spec.digest():
+        # a job is not run again for a new logging driver alone (its next run gets it)
+        if current is not None and current.spec_digest == spec.digest() and (
+                spec.job or not self.log_changed(spec, current.labels)):
             return False
         kwargs = self._kwargs(spec)
         if current is not None and spec.job:
@@ -474,16 +481,20 @@ class SwarmEngine(Engine):
 
     def apply_container(self, spec: ServiceSpec, current: ContainerState | None) -> bool:
         digest = spec.digest()
-        if current is not None and current.spec_digest == digest and current.running:
+        driver = self.log_driver_of(spec)
+        if (current is not None and current.spec_digest == digest and current.running
+                and not self.log_changed(spec, current.labels)):
             return False
         if current is not None:
             self.remove_container(current.name)
         client = self.client
         container = _call(f"create container {spec.name}", lambda: client.containers.create(
-            spec.image, spec.command, name=spec.name, labels={**spec.labels, LABEL_SPEC: digest},
+            spec.image, spec.command, name=spec.name,
+            labels={**spec.labels, LABEL_SPEC: digest, LABEL_LOG: driver.digest() if driver else ""},
+            log_config=dt.LogConfig(type=driver.name, config=dict(driver.options)) if driver else None,
             environment=spec.env,
             mounts=[dt.Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts],
-            ports={f"{p.target}/tcp": p.published for p in spec.ports},
+            ports={f"{p.target}/{p.protocol}": p.published for p in spec.ports},
             restart_policy={"Name": "always"}, mem_limit=spec.memory_bytes or 0, init=True, detach=True,
         ))
         try:

@@ -64,6 +64,7 @@ def plan() -> list[ImageJob]:
         ImageJob("hafen/backup-target:1", PACKAGE_DIR / "images/backup-target"),
         ImageJob("hafen/edge:caddy", PACKAGE_DIR / "edge/image"),
         ImageJob("hafen/registry:2", PACKAGE_DIR / "images/registry"),
+        ImageJob("hafen/collector:1", PACKAGE_DIR / "images/collector"),
         ImageJob("hafen/edge-agent:1", PACKAGE_DIR / "edge/agent"),
     ]
     for app in apps().values():

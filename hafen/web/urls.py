@@ -9,6 +9,7 @@ from hafen.web.views import (
     health,
     instance_actions,
     instances,
+    logs,
     nodes,
     operations,
     organisations,
@@ -66,6 +67,10 @@ urlpatterns = [
         for action in rollouts.CONTROLS
     ),
     path("audit", audit.index, name="audit"),
+    path("logs", logs.index, name="logs"),
+    path("logs/tail", logs.tail, name="logs-tail"),
+    path("errors", logs.errors, name="errors"),
+    path("errors/<int:group_id>", logs.error, name="error"),
     path("nodes", nodes.index, name="nodes"),
     path("nodes/rows", nodes.rows, name="node-rows"),
     path("nodes/<str:node>/label", nodes.label, name="node-label"),

@@ -232,6 +232,35 @@ def test_removed_database_service_is_brought_back_with_its_data(plane: Plane, op
     plane.wait_until(motion_is_there, timeout=120, interval=2)
 
 
+def test_a_traceback_in_its_log_is_one_grouped_error_whose_count_grows(plane: Plane,
+                                                                      openslides: dict[str, Any]) -> None:
+    """A real Python traceback, printed by the web container's interpreter to its log, twice (with another
+    id in its message): one kind of error of the instance, counted twice."""
+    web = plane.containers(f"{PREFIX}-{NAME}_web")[0]
+    script = ("import sys\nsys.stderr = open('/proc/1/fd/2', 'w')\n"
+              "def load(motion):\n    return {}[f'motion {motion}']\n"
+              "def view(motion):\n    return load(motion)\n"
+              "view(int(sys.argv[1]))\n")
+
+    def fail(motion: int) -> None:
+        code, _ = web.exec_run(["python3", "-c", script, str(motion)])
+        assert code == 1
+
+    def groups() -> list[dict[str, Any]]:
+        return [g for g in plane.json("errors", "--instance", NAME) if g["kind"] == "KeyError"]
+
+    fail(17)
+    first = plane.wait_until(groups, timeout=60)
+    assert len(first) == 1 and first[0]["count"] == 1 and first[0]["service"] == "web"
+    assert "in view" in first[0]["sample"] and "KeyError" in first[0]["sample"]
+    fail(4711)
+    again = plane.wait_until(lambda: [g for g in groups() if g["count"] == 2], timeout=60)
+    assert [g["id"] for g in again] == [first[0]["id"]]
+    lines = json.loads(plane.hafen("logs", NAME, "--service", "web", "--level", "error", "--grep", "motion 4711",
+                                   "--json").stdout)
+    assert lines and lines[0]["message"].startswith("KeyError")
+
+
 def test_erase_leaves_nothing(plane: Plane, openslides: dict[str, Any]) -> None:
     plane.hafen("erase", NAME, "--yes")
     assert plane.labelled(NAME) == {"services": set(), "volumes": set(), "secrets": set(), "networks": set()}
