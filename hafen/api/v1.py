@@ -586,3 +586,9 @@ def create_token(request: HttpRequest, body: s.TokenIn) -> Status[dict[str, Any]
 def revoke_token(request: HttpRequest, token_id: int) -> Status[None]:
     access.revoke_token(_actor(request), token_id)
     return Status(204, None)
+
+
+# the metrics and alerts (hafen/api/metrics.py)
+from hafen.api.metrics import router as metrics_router  # noqa: E402
+
+api.add_router("", metrics_router)
