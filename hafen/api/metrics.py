@@ -27,7 +27,7 @@ def _actor(request: HttpRequest) -> Actor:
 
 
 @router.get("/instances/{name}/metrics", response={200: dict[str, Any], **ERRORS})
-def instance_metrics(request: HttpRequest, name: str, range: str = "1h") -> dict[str, Any]:  # noqa: A002
+def instance_metrics(request: HttpRequest, name: str, range: str = "1h") -> dict[str, Any]:
     """The instance's chart data over the last hour, day or week (`range` 1h, 1d, 1w): CPU, memory and its
     limit, requests and errors, open requests and websockets, replicas; each series a list of [time, value]."""
     return monitoring.chart_data(_actor(request), name, range)

@@ -15,10 +15,10 @@ time, and the edge's certificates.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -137,7 +137,7 @@ class Exporter(Collector):
         self.last_pass = time.time()
         self.rows, hosts = [], {}
         for instance in instances:
-            org = instance.organisation.slug if instance.organisation_id else ""
+            org = instance.organisation.slug if instance.organisation is not None else ""
             hosts[instance.domain] = (instance.name, org)
             current = obs.services_of(instance.name)
             replicas = {svc: (state.replicas, state.running) for svc, state in current.items() if not state.job}
@@ -219,7 +219,7 @@ def database_metrics() -> Iterator[Metric]:
     for row in Operation.objects.values("kind", "state").annotate(n=Count("id")).order_by():
         ops.add_metric([row["kind"], row["state"]], row["n"])
     yield ops
-    instances = {i.name: (i.organisation.slug if i.organisation_id else "", i.created_at)
+    instances = {i.name: (i.organisation.slug if i.organisation is not None else "", i.created_at)
                  for i in Instance.objects.select_related("organisation").exclude(state=State.DELETED)}
     labels = ["instance", "organisation"]
     ok = dict(Snapshot.objects.filter(status=SnapshotStatus.OK).values("instance_name")
@@ -297,7 +297,8 @@ def specs(settings: Settings, obs: Observation, secret: str | None) -> list[Serv
             constraints=pinned, memory_bytes=512 * 1024**2,
             mounts=[config, Mount(f"{prefix}-prometheus", "/var/lib/prometheus")],
             command=["prometheus", f"--config.file={files.MOUNT}/prometheus.yml",
-                     "--storage.tsdb.path=/var/lib/prometheus", f"--storage.tsdb.retention.time={settings.metrics_retention}",
+                     "--storage.tsdb.path=/var/lib/prometheus",
+                     f"--storage.tsdb.retention.time={settings.metrics_retention}",
                      f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle"],
         ),
         ServiceSpec(
@@ -406,10 +407,8 @@ class MetricsReconciler:
         return secret
 
     def _unused_secret(self, name: str) -> None:
-        try:
+        with contextlib.suppress(EngineError):  # still in use by the service's old task: a later pass
             self.engine.remove_secret(name)
-        except EngineError:
-            pass  # still in use by the service's old task: removed on a later pass
 
     def _reload_changed(self) -> None:
         """POST /-/reload to the services whose files changed (a service that has not started yet reads

@@ -101,7 +101,8 @@ def _visible(actor: Actor) -> str | None:
 
 FLEET = {
     "busiest": ("Busiest instances (CPU, % of a core)", "%",
-                "topk(8, 100 * sum by (instance) (rate(hafen_container_cpu_seconds_total{{instance!=\"\"{sel}}}[5m])))"),
+                "topk(8, 100 * sum by (instance) "
+                "(rate(hafen_container_cpu_seconds_total{{instance!=\"\"{sel}}}[5m])))"),
     "memory": ("Nearest their memory limit (web)", "%",
                "topk(8, 100 * max by (instance) (hafen_container_memory_bytes{{service=\"web\",instance!=\"\"{sel}}}"
                " / hafen_container_memory_limit_bytes{{service=\"web\",instance!=\"\"{sel}}}))"),
