@@ -12,7 +12,7 @@ from hafen.api import schemas as s
 from hafen.instances import monitoring
 
 router = Router(tags=["metrics"])
-ERRORS: dict[int, type[Schema]] = {code: s.ErrorOut for code in (400, 401, 403, 404, 503)}
+ERRORS: dict[int, type[Schema]] = {code: s.ErrorOut for code in (400, 401, 403, 404, 409, 503)}
 
 
 class SilenceIn(Schema):

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from hafen.config import Settings
-from hafen.errors import HafenError, InvalidInput
+from hafen.errors import Conflict, HafenError, InvalidInput
 
 TIMEOUT = 10.0
 
@@ -24,6 +24,15 @@ class MetricsUnavailable(HafenError):
     exit_code = 5
     http_status = 503
     code = "metrics_unavailable"
+
+
+class MetricsOff(Conflict):
+    """The installation runs without Prometheus and Alertmanager (HAFEN_METRICS=false)."""
+
+
+def require_metrics(settings: Settings) -> None:
+    if not settings.metrics:
+        raise MetricsOff("metrics are turned off in this installation (HAFEN_METRICS=false)")
 
 
 @dataclass
@@ -44,6 +53,7 @@ def _get(url: str, params: dict[str, Any], what: str) -> Any:
 
 class Prometheus:
     def __init__(self, settings: Settings) -> None:
+        require_metrics(settings)
         self.base = f"http://127.0.0.1:{settings.prometheus_port}"
 
     def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
@@ -80,6 +90,7 @@ class Silence:
 
 class Alertmanager:
     def __init__(self, settings: Settings) -> None:
+        require_metrics(settings)
         self.base = f"http://127.0.0.1:{settings.alertmanager_port}/api/v2"
 
     def alerts(self) -> list[dict[str, Any]]:

@@ -29,6 +29,13 @@ def on(settings):
     return settings.model_copy(update={"metrics": True, "metrics_port": 19090})
 
 
+@pytest.fixture
+def metrics_on(monkeypatch, on):
+    """The service layer sees an installation with metrics on."""
+    monkeypatch.setattr(monitoring, "get_settings", lambda: on)
+    return on
+
+
 # -- generated files -------------------------------------------------------------------------------------
 
 
@@ -212,7 +219,7 @@ def test_error_kinds_come_from_the_logs_groups_when_installed(monkeypatch):
 
 
 @pytest.fixture
-def prom(monkeypatch):
+def prom(monkeypatch, metrics_on):
     """Prometheus's answers recorded: each range query gets one series of two points."""
     asked: list[str] = []
 
@@ -279,7 +286,7 @@ def test_api_chart_data_and_svg_page(eve, prom, controller):
     assert web.get("/instances/eve/charts").status_code == 404
 
 
-def test_silence_needs_an_admin_of_the_instance(eve, monkeypatch):
+def test_silence_needs_an_admin_of_the_instance(eve, monkeypatch, metrics_on):
     made = []
     monkeypatch.setattr(Alertmanager, "silence", lambda self, name, duration, author, comment: made.append(
         (name, duration.total_seconds(), author)) or "s1")
@@ -293,7 +300,7 @@ def test_silence_needs_an_admin_of_the_instance(eve, monkeypatch):
     assert made == [("eve", 7200.0, "alice")]
 
 
-def test_alerts_of_other_organisations_are_hidden(eve, monkeypatch):
+def test_alerts_of_other_organisations_are_hidden(eve, monkeypatch, metrics_on):
     firing = [{"labels": {"alertname": "InstanceDown", "instance": "eve", "organisation": "acme"}},
               {"labels": {"alertname": "InstanceDown", "instance": "gus", "organisation": "globex"}},
               {"labels": {"alertname": "DiskNearlyFull", "instance": "10.0.0.1:9103"}}]
@@ -307,3 +314,15 @@ def test_svg_charts_escape_labels():
     assert "<script>" not in svg and "&lt;script&gt;" in svg and "<polyline" in svg
     bars = charts.bar_chart("top", [("eve", 50.0)], "%", 100.0)
     assert "eve" in bars and "50.0 %" in bars
+
+
+def test_with_metrics_off_the_api_says_so(eve):
+    response = Client().get("/api/v1/instances/eve/metrics", **eve.headers("admin"))
+    assert response.status_code == 409
+    assert "HAFEN_METRICS=false" in response.json()["error"]["message"]
+
+
+def test_prometheus_that_does_not_answer_is_a_503(eve, metrics_on):
+    response = Client().get("/api/v1/alerts", **eve.headers("operator"))  # nothing listens on 19091
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "metrics_unavailable"
