@@ -10,8 +10,8 @@ from html import escape
 
 from hafen.metrics.clients import Series
 
-WIDTH, HEIGHT = 560, 180
-LEFT, RIGHT, TOP, BOTTOM = 56, 10, 22, 24
+WIDTH, HEIGHT = 560, 190
+LEFT, RIGHT, TOP, BOTTOM = 56, 10, 32, 24
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
 
 
@@ -55,14 +55,19 @@ def line_chart(title: str, series: list[tuple[str, Series]], unit: str, start: f
         anchor = "start" if frac == 0 else ("end" if frac == 1 else "middle")
         parts.append(f'<text x="{x(t):.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}" class="chart-axis">'
                      f'{datetime.fromtimestamp(t, UTC).strftime(fmt)}</text>')
-    legend_x = LEFT + 180
+    legend: list[str] = []
     for i, (label, s) in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
         points = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in s.points)
         if points:
             parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
-        parts.append(f'<text x="{legend_x}" y="14" fill="{colour}" class="chart-legend">{escape(label)}</text>')
-        legend_x += 12 + 7 * len(label)
+            t, v = s.points[-1]  # the newest value, marked (a short series would be a speck at the edge)
+            parts.append(f'<circle cx="{x(t):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"/>')
+            label = f"{label} {human(v, unit)}"
+        legend.append(f'<tspan fill="{colour}" dx="10">{escape(label)}</tspan>')
+    # the legend at the top right, on the line below the title
+    parts.append(f'<text x="{WIDTH - RIGHT}" y="{TOP - 3}" text-anchor="end" class="chart-legend">'
+                 f'{"".join(legend)}</text>')
     if not any(s.points for _, s in series):
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" text-anchor="middle" '
                      f'class="chart-empty">no data yet</text>')

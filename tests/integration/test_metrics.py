@@ -177,13 +177,13 @@ def test_a_failing_web_service_mails_the_organisations_admin_then_the_resolution
         mplane: Plane, instance: str, mailbox: Mailbox) -> None:
     wait_until(_prometheus_answers, timeout=120)
     wait_until(lambda: query(f'hafen_instance_up{{instance="{instance}"}} == 1'), timeout=60)
-    db = mplane.docker.services.get(f"{MPREFIX}-{instance}_db")
+    db = f"{MPREFIX}-{instance}_db"
     failed_at = time.time()
-    db.scale(0)  # the web's health check asks the database: its replica fails and is replaced, unhealthy
+    mplane.docker.services.get(db).scale(0)  # the web's health check asks the database: the web fails
     try:
         firing = wait_until(lambda: mailbox.find("FIRING", "InstanceDown", instance), timeout=240, interval=0.5)
     finally:
-        db.scale(1)
+        mplane.docker.services.get(db).scale(1)  # (a fresh read: the scale above changed its version)
     assert ADMIN_MAIL in firing["to"]
     down_to_mail = firing["at"] - failed_at
     resolved = wait_until(lambda: mailbox.find("RESOLVED", "InstanceDown", instance), timeout=240, interval=0.5)
