@@ -370,6 +370,9 @@ class MetricsReconciler:
                 log.warning("metrics: hafen's exporter cannot listen on 127.0.0.1:%d: %s",
                             self.settings.controller_metrics_port, exc)
         secret = self._files(obs)
+        for volume in (f"{prefix}-prometheus", f"{prefix}-alertmanager"):  # labelled: a clean-up finds them
+            if volume not in obs.volumes:
+                self.engine.create_volume(volume, naming.labels(prefix))
         for spec in specs(self.settings, obs, secret):
             self.engine.apply_service(spec, obs.services.get(spec.name))
         self._reload_changed()

@@ -148,6 +148,7 @@ def test_reconciler_writes_files_and_runs_the_services(engine, on, people):
     keeper.reconcile(engine.observe(settings.prefix))
     names = set(controller_metrics.services(settings.prefix))
     assert names <= set(engine.services)
+    assert {f"{settings.prefix}-prometheus", f"{settings.prefix}-alertmanager"} <= set(engine.volumes)
     prometheus = engine.services[f"{settings.prefix}-prometheus"]
     assert "--web.listen-address=127.0.0.1:19090" in prometheus.command
     assert prometheus.memory_bytes and prometheus.networks[0].name == "host"
