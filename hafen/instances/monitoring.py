@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from hafen.access import audit
 from hafen.access.policy import Action, Actor
 from hafen.config import get_settings
 from hafen.errors import InvalidInput, NotFound
@@ -167,11 +168,14 @@ def silences(actor: Actor) -> list[dict[str, Any]]:
 
 def silence(actor: Actor, name: str, duration: str, comment: str = "") -> dict[str, Any]:
     """Silence an instance's alerts for a maintenance window (its admins and the operators may)."""
-    instance = services.authorized(actor, Action.POLICY, name)
-    seconds = parse_duration(duration, "for")
-    if seconds is None:
-        raise InvalidInput("for: a silence ends; give a duration like 2h")
-    silence_id = Alertmanager(get_settings()).silence(instance.name, timedelta(seconds=seconds), actor.name, comment)
+    with audit.audited(actor, "silence", str(name)[:32], duration=duration, comment=comment[:200]) as note:
+        instance = services.authorized(actor, Action.POLICY, name, note)
+        seconds = parse_duration(duration, "for")
+        if seconds is None:
+            raise InvalidInput("for: a silence ends; give a duration like 2h")
+        silence_id = Alertmanager(get_settings()).silence(instance.name, timedelta(seconds=seconds), actor.name,
+                                                          comment)
+        note.detail["silence"] = silence_id
     return {"id": silence_id, "instance": instance.name, "for": duration, "comment": comment}
 
 
@@ -180,6 +184,7 @@ def unsilence(actor: Actor, silence_id: str) -> None:
     found = next((s for s in manager.silences() if s.id == silence_id and s.state != "expired"), None)
     if found is None or not _may_see(actor, {"instance": found.instance}):
         raise NotFound(f"no silence {silence_id!r}")
-    if not actor.is_operator:
-        services.authorized(actor, Action.POLICY, found.instance)
-    manager.expire(silence_id)
+    with audit.audited(actor, "unsilence", found.instance, silence=silence_id) as note:
+        if not actor.is_operator:
+            services.authorized(actor, Action.POLICY, found.instance, note)
+        manager.expire(silence_id)

@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from prometheus_client import generate_latest
 
-from hafen.access.models import Membership, Role
+from hafen.access.models import AuditEntry, Membership, Role
 from hafen.controller import metrics as controller_metrics
 from hafen.errors import Forbidden, InvalidInput, NotFound
 from hafen.instances import monitoring
@@ -299,6 +299,8 @@ def test_silence_needs_an_admin_of_the_instance(eve, monkeypatch, metrics_on):
         monitoring.silence(eve.actor("admin"), "eve", "soon")
     assert monitoring.silence(eve.actor("admin"), "eve", "2h", "upgrade")["id"] == "s1"
     assert made == [("eve", 7200.0, "alice")]
+    entries = list(AuditEntry.objects.filter(action="silence").order_by("id").values_list("actor", "result"))
+    assert entries == [("bob", "refused"), ("mallory", "refused"), ("alice", "refused"), ("alice", "ok")]
 
 
 def test_alerts_of_other_organisations_are_hidden(eve, monkeypatch, metrics_on):
