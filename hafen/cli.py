@@ -714,6 +714,7 @@ def push() -> None:
     _push_images(wait=60.0)
 
 
+import hafen.cli_alerts  # noqa: E402  (registers `hafen alerts` on `cli`)
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
 import hafen.cli_elastic  # noqa: E402  (registers `hafen policy` on `cli`)
 import hafen.cli_logs  # noqa: E402  (registers `hafen logs` and `hafen errors` on `cli`)

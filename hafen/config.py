@@ -86,6 +86,46 @@ class Settings(BaseSettings):
     # lines and error groups are kept.
     log_port: int = Field(default=5514, ge=0, le=65535)
     log_retention: str = "14d"
+    # Metrics and alerts (see README "Metrics and alerts"): Prometheus, Alertmanager and the exporters.
+    metrics: bool = True
+    # The first of five ports (Prometheus, Alertmanager, the controller's exporter, each node's
+    # node-exporter and cgroup exporter); 0: the web port + 10. Prometheus, Alertmanager and hafen's own
+    # exporter listen on the loopback of the controller's node only.
+    metrics_port: int = Field(default=0, ge=0, le=65530)
+    metrics_retention: str = "15d"
+    scrape_interval: str = "15s"
+    evaluation_interval: str = "15s"
+    # Every rule's `for:` when set (the tests shorten them); empty: each rule's own.
+    alert_for: str = ""
+    alert_group_wait: str = "30s"
+    alert_group_interval: str = "5m"
+    alert_repeat_interval: str = "4h"
+    # Alerts are posted here too (Alertmanager's webhook format), with their resolution.
+    alert_webhook_url: str = ""
+
+    @property
+    def prometheus_port(self) -> int:
+        return self.metrics_port or self.web_port + 10
+
+    @property
+    def alertmanager_port(self) -> int:
+        return self.prometheus_port + 1
+
+    @property
+    def controller_metrics_port(self) -> int:
+        return self.prometheus_port + 2
+
+    @property
+    def node_exporter_port(self) -> int:
+        return self.prometheus_port + 3
+
+    @property
+    def cgroup_exporter_port(self) -> int:
+        return self.prometheus_port + 4
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.data_dir / "metrics"
 
     @property
     def db_path(self) -> Path:

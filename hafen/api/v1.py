@@ -591,3 +591,7 @@ def revoke_token(request: HttpRequest, token_id: int) -> Status[None]:
 from hafen.api.logs import router as logs_router  # noqa: E402  (after the API's error handlers)
 
 api.add_router("/", logs_router)
+# the metrics and alerts (hafen/api/metrics.py)
+from hafen.api.metrics import router as metrics_router  # noqa: E402
+
+api.add_router("", metrics_router)

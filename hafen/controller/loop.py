@@ -27,6 +27,7 @@ from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.controller.elastic import SleepKeeper
 from hafen.controller.logs import LogKeeper
+from hafen.controller.metrics import MetricsReconciler
 from hafen.controller.registry import RegistryReconciler
 from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
@@ -95,6 +96,7 @@ class Controller:
         self.edge_state = EdgeReconciler(engine, edge, settings)
         self.registry_state = RegistryReconciler(engine, settings)
         self.logs = LogKeeper(engine, settings)
+        self.metrics = MetricsReconciler(engine, settings)
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
@@ -104,6 +106,7 @@ class Controller:
         self.stirred_at = time.monotonic()
         self.pass_seconds = 0.0
         self.autoscaler = Autoscaler(engine, settings)
+        self.elastic.watcher.log.on_entry = self.metrics.exporter.count
         self._catalogue_tags: list[str] | None = None
         self._recorded_images: dict[str, str] | None = None
 
@@ -168,12 +171,14 @@ class Controller:
         self.edge_state.reconcile(obs, list(Instance.objects.filter(sandbox=False).select_related("organisation")))
         pushed = self.registry_state.reconcile(obs)
         self.logs.reconcile(obs)
+        self.metrics.reconcile(obs)
         if pushed:
             self.specs_checked = False  # new digests in the registry: running instances roll over to them
         busy_now = bool(active) or bool(self.edge_state.problem) or pushed or started
         if busy_now or self._stirring(instances):
             self.stirred_at = time.monotonic()
         self.pass_seconds = time.perf_counter() - began
+        self.metrics.exporter.observe_pass(self.pass_seconds, obs, instances.values(), self.elastic.open_requests)
         self.heartbeat(self.pass_seconds)
         return busy_now
 

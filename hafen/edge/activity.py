@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 log = logging.getLogger("hafen.edge")
 
@@ -33,6 +33,8 @@ class AccessLog:
         self._inode = 0
         self._rest = b""  # an unfinished last line, completed by the next read
         self.lines = 0  # lines read, for the figures
+        # called with each entry read (hafen's metrics count requests, codes and latency per host)
+        self.on_entry: Callable[[dict[str, Any]], None] | None = None
 
     def _rolled(self) -> list[Path]:
         """The older files Caddy kept (access-<time>.log), oldest first."""
@@ -84,6 +86,8 @@ class AccessLog:
             except (ValueError, KeyError, TypeError):
                 continue
             self.lines += 1
+            if self.on_entry is not None:
+                self.on_entry(entry)
             host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if ts > seen.get(host, 0.0):
                 seen[host] = ts

@@ -66,6 +66,9 @@ def plan() -> list[ImageJob]:
         ImageJob("hafen/registry:2", PACKAGE_DIR / "images/registry"),
         ImageJob("hafen/collector:1", PACKAGE_DIR / "images/collector"),
         ImageJob("hafen/edge-agent:1", PACKAGE_DIR / "edge/agent"),
+        ImageJob("hafen/prometheus:1", PACKAGE_DIR / "images/prometheus"),
+        ImageJob("hafen/alertmanager:1", PACKAGE_DIR / "images/alertmanager"),
+        ImageJob("hafen/node-metrics:1", PACKAGE_DIR / "images/node-metrics"),
     ]
     for app in apps().values():
         for version in app.versions:

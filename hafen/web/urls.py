@@ -81,3 +81,8 @@ urlpatterns = [
     path("tokens", tokens.index, name="tokens"),
     path("tokens/<int:token_id>/revoke", tokens.revoke, name="token-revoke"),
 ]
+
+# charts, the fleet view and the alerts (hafen/web/views/metrics.py)
+from hafen.web.views import metrics  # noqa: E402
+
+urlpatterns += metrics.urlpatterns

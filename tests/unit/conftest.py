@@ -18,6 +18,7 @@ os.environ["HAFEN_ENGINE"] = "fake"
 os.environ["HAFEN_PREFIX"] = "unit"
 os.environ["HAFEN_HTTP_PORT"] = "18080"
 os.environ["HAFEN_REGISTRY_PORT"] = "0"  # no registry but in its own tests (test_registry.py)
+os.environ["HAFEN_METRICS"] = "false"  # no Prometheus and Alertmanager but in their own tests (test_metrics.py)
 os.environ.pop("HAFEN_ACME_EMAIL", None)
 os.environ.pop("HAFEN_DOMAIN_SUFFIX", None)
 os.environ.pop("HAFEN_DATABASE_URL", None)

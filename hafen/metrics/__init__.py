@@ -1,0 +1,1 @@
+"""Metrics, charts and alerts: Prometheus, Alertmanager and the exporters hafen runs (see README)."""
