@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     # The address hafen's own mails (alerts) come from, and the domain of the instances' senders.
     mail_from: str = "hafen@localhost"
+    # How many mails each instance may send through the relay (N/s, N/m, N/h or N/d); beyond, 450 4.7.1.
+    mail_rate: str = "100/h"
 
     @property
     def db_path(self) -> Path:

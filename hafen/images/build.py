@@ -65,6 +65,7 @@ def plan() -> list[ImageJob]:
         ImageJob("hafen/edge:caddy", PACKAGE_DIR / "edge/image"),
         ImageJob("hafen/registry:2", PACKAGE_DIR / "images/registry"),
         ImageJob("hafen/edge-agent:1", PACKAGE_DIR / "edge/agent"),
+        ImageJob("hafen/mail:1", PACKAGE_DIR / "images/mail"),
     ]
     for app in apps().values():
         for version in app.versions:
