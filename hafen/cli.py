@@ -728,6 +728,7 @@ def push() -> None:
 
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
 import hafen.cli_elastic  # noqa: E402  (registers `hafen policy` on `cli`)
+import hafen.cli_mail  # noqa: E402  (registers `hafen mail` on `cli`)
 import hafen.cli_nodes  # noqa: E402  (registers `hafen node` on `cli`)
 import hafen.cli_rollouts  # noqa: E402  (registers `hafen rollout` on `cli`)
 
