@@ -65,7 +65,7 @@ def test_without_a_smarthost_every_recipient_is_refused_with_the_reason():
 
 def test_only_authenticated_clients_may_relay_and_nothing_is_delivered_locally():
     main = _conf(relay.main_cf(parse("smtp://mx.example.org"), "example.org", "r"))
-    assert main["smtpd_relay_restrictions"] == "permit_sasl_authenticated, reject"
+    assert main["smtpd_relay_restrictions"] == "permit_sasl_authenticated, reject_unauth_destination"
     assert main["mydestination"] == "" and main["mynetworks"] == "127.0.0.0/8"
     assert main["smtpd_sasl_type"] == "dovecot"
 
@@ -81,6 +81,8 @@ def test_each_instances_login_picks_its_own_rewrite_to_its_own_address():
     assert "cleanup-3 unix" in block
     assert "-o sender_canonical_maps=static:alpha@mail.example.org" in block
     assert "-o sender_canonical_classes=envelope_sender,header_sender" in block
+    # the header too: the re-injection's client counts as local, whatever address XFORWARD names
+    assert "-o local_header_rewrite_clients=static:all" in block
     assert "static:beta@mail.example.org" in master.split("# beta\n")[1]
 
 
