@@ -9,6 +9,7 @@ from hafen.web.views import (
     health,
     instance_actions,
     instances,
+    mail,
     nodes,
     operations,
     organisations,
@@ -66,6 +67,8 @@ urlpatterns = [
         for action in rollouts.CONTROLS
     ),
     path("audit", audit.index, name="audit"),
+    path("mail", mail.index, name="mail"),
+    path("mail/test", mail.test, name="mail-test"),
     path("nodes", nodes.index, name="nodes"),
     path("nodes/rows", nodes.rows, name="node-rows"),
     path("nodes/<str:node>/label", nodes.label, name="node-label"),

@@ -214,3 +214,75 @@ def test_a_new_instance_has_smtp_credentials_among_its_secrets(controller, runni
     running_instance("aaa")
     names = set(Instance.objects.get(name="aaa").secrets.values_list("name", flat=True))
     assert names == {"db_password", "admin_password", "smtp_password"}
+
+
+# -- what operators see: CLI, API, UI --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mail_world(people, engine, running_instance, controller, settings, monkeypatch):
+    from hafen.instances import mail
+
+    monkeypatch.setattr(mail, "get_engine", lambda: engine)
+    monkeypatch.setattr(settings, "smtp_url", "smtp://relay:s3cret@mx.example.org:587")
+    monkeypatch.setattr(settings, "mail_from", "hafen@mail.example.org")
+    controller.mail_state = MailReconciler(engine, settings)
+    running_instance("kestrel", organisation="acme")
+    controller.heartbeat()
+    return people
+
+
+def test_operators_see_the_relays_state_and_settings_without_the_password(mail_world, capsys, monkeypatch):
+    from django.test import Client
+
+    from tests.unit.test_cli import hafen
+
+    code, out, _ = hafen(capsys, monkeypatch, "mail", "status")
+    assert code == 0
+    assert "unit-mail: running" in out and "smtp://relay:***@mx.example.org:587?tls=verify" in out
+    assert "100 mails per hour per instance" in out and "kestrel@mail.example.org" in out
+    assert "s3cret" not in out
+    response = Client().get("/api/v1/mail", **mail_world.headers("operator"))
+    assert response.status_code == 200
+    data = response.json()
+    assert data["state"] == "running" and data["rate"] == "100/h" and "s3cret" not in response.content.decode()
+    assert data["instances"] == [{"name": "kestrel", "sender": "kestrel@mail.example.org",
+                                  "network": "unit-kestrel_mail"}]
+    for role in ("admin", "member", "outsider"):
+        assert Client().get("/api/v1/mail", **mail_world.headers(role)).status_code == 403
+        assert Client().post("/api/v1/mail/test", {"address": "a@example.org"}, content_type="application/json",
+                             **mail_world.headers(role)).status_code == 403
+
+
+def test_a_test_mail_is_handed_to_the_relays_sendmail(mail_world, engine, capsys, monkeypatch):
+    from django.test import Client
+
+    from tests.unit.test_cli import hafen
+
+    code, out, _ = hafen(capsys, monkeypatch, "mail", "test", "ops@example.org")
+    assert code == 0 and "queued at unit-mail" in out
+    service, command, env = engine.execs[-1]
+    assert service == "unit-mail" and "sendmail" in command[-1]
+    assert env["HAFEN_TO"] == "ops@example.org" and env["HAFEN_FROM"] == "hafen@mail.example.org"
+    response = Client().post("/api/v1/mail/test", {"address": "x@example.org"}, content_type="application/json",
+                             **mail_world.headers("operator"))
+    assert response.status_code == 202 and response.json()["to"] == "x@example.org"
+    bad = Client().post("/api/v1/mail/test", {"address": "not an address"}, content_type="application/json",
+                        **mail_world.headers("operator"))
+    assert bad.status_code == 400 and "not an e-mail address" in bad.json()["error"]["message"]
+    code, _, err = hafen(capsys, monkeypatch, "mail", "test", "nobody")
+    assert code == 2 and err.strip() == "error: not an e-mail address: 'nobody'"
+    assert len(engine.execs) == 2
+
+
+def test_the_mail_page_is_for_operators(mail_world, engine):
+    from tests.unit.test_web_backups import client_for, messages_of, page
+
+    text = page(client_for(mail_world, "operator").get("/mail"))
+    assert "smtp://relay:***@mx.example.org:587?tls=verify" in text and "kestrel@mail.example.org" in text
+    assert "s3cret" not in text
+    sent = client_for(mail_world, "operator").post("/mail/test", {"address": "ops@example.org"}, follow=True)
+    assert any("queued" in m for m in messages_of(sent)) and engine.execs
+    for role in ("admin", "member", "outsider"):
+        assert client_for(mail_world, role).get("/mail").status_code == 404
+        assert 'href="/mail"' not in page(client_for(mail_world, role).get("/"))
