@@ -163,6 +163,9 @@ def up(detach: bool) -> None:
 
     _local_only()
     settings = get_settings()
+    from hafen.mail.relay import check_settings
+
+    check_settings(settings.smtp_url, settings.mail_from, settings.mail_rate)  # before anything starts
     engine = get_engine()
     engine.ping()
     if engine.ensure_swarm(settings.advertise_addr):

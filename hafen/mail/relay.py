@@ -297,3 +297,12 @@ def archive(contents: dict[str, str]) -> bytes:
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+def check_settings(smtp_url: str, mail_from: str, mail_rate: str) -> None:
+    """Raise InvalidInput, naming the variable, for a bad HAFEN_SMTP_URL, HAFEN_MAIL_FROM or HAFEN_MAIL_RATE."""
+    from hafen.mail.smarthost import parse
+
+    parse(smtp_url)
+    mail_domain(mail_from)
+    parse_rate(mail_rate)

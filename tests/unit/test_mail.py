@@ -286,3 +286,19 @@ def test_the_mail_page_is_for_operators(mail_world, engine):
     for role in ("admin", "member", "outsider"):
         assert client_for(mail_world, role).get("/mail").status_code == 404
         assert 'href="/mail"' not in page(client_for(mail_world, role).get("/"))
+
+
+@pytest.mark.parametrize("variable, value", [("HAFEN_SMTP_URL", "ftp://x"), ("HAFEN_MAIL_FROM", "nobody@"),
+                                             ("HAFEN_MAIL_RATE", "often")])
+def test_hafen_up_refuses_bad_mail_settings_with_one_line(variable, value, capsys, monkeypatch):
+    from hafen.config import get_settings
+    from tests.unit.test_cli import hafen
+
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        code, _, err = hafen(capsys, monkeypatch, "up", "--detach")
+    finally:
+        monkeypatch.delenv(variable)
+        get_settings.cache_clear()
+    assert code == 2 and err.strip().startswith("error: ") and variable in err and len(err.strip().splitlines()) == 1
