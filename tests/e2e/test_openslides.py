@@ -63,7 +63,8 @@ def test_an_invitation_email_arrives_with_the_instances_sender(plane: Plane, ope
     created = client.post("/rest/users/user/", json={"username": address.split("@")[0], "first_name": "Ina",
                                                      "last_name": "Vitee", "email": address})
     assert created.status_code == 201, created.text
-    body = {"user_ids": [created.json()["id"]], "subject": "Your access to {event_name}",
+    users = {u["username"]: u["id"] for u in client.get("/rest/users/user/").json()}
+    body = {"user_ids": [users[address.split("@")[0]]], "subject": "Your access to {event_name}",
             "message": "Dear {name}, your user name is {username} and your password {password}."}
     # the relay joins a new instance's mail network on the controller's next pass (and restarts for each new one)
     deadline = time.monotonic() + 120
