@@ -163,6 +163,9 @@ def up(detach: bool) -> None:
 
     _local_only()
     settings = get_settings()
+    from hafen.mail.relay import check_settings
+
+    check_settings(settings.smtp_url, settings.mail_from, settings.mail_rate)  # before anything starts
     engine = get_engine()
     engine.ping()
     if engine.ensure_swarm(settings.advertise_addr):
@@ -718,6 +721,7 @@ import hafen.cli_alerts  # noqa: E402  (registers `hafen alerts` on `cli`)
 import hafen.cli_backups  # noqa: E402  (registers the backup commands on `cli`)
 import hafen.cli_elastic  # noqa: E402  (registers `hafen policy` on `cli`)
 import hafen.cli_logs  # noqa: E402  (registers `hafen logs` and `hafen errors` on `cli`)
+import hafen.cli_mail  # noqa: E402  (registers `hafen mail` on `cli`)
 import hafen.cli_nodes  # noqa: E402  (registers `hafen node` on `cli`)
 import hafen.cli_rollouts  # noqa: E402  (registers `hafen rollout` on `cli`)
 

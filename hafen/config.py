@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     alert_repeat_interval: str = "4h"
     # Alerts are posted here too (Alertmanager's webhook format), with their resolution.
     alert_webhook_url: str = ""
+    # How many mails each instance may send through the relay (N/s, N/m, N/h or N/d); beyond, 450 4.7.1.
+    mail_rate: str = "100/h"
 
     @property
     def prometheus_port(self) -> int:

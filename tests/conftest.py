@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.mailbox import mailbox, smarthost_url  # noqa: F401 (the `mailbox` fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 # Overridable so that several test runs (say, two developers' branches) can share one engine.
 PREFIX = os.environ.get("HAFEN_TEST_PREFIX", "hit")
@@ -88,6 +90,10 @@ class Plane:
             "HAFEN_CATALOG_EXTRA": str(ROOT / "tests" / "catalog"),
             # instances shared by several tests must not fall asleep between them; the sleep tests set their own
             "HAFEN_IDLE": "never",
+            # the mail relay's smarthost: the tests' SMTP server (tests/mailbox.py), a low limit to test
+            "HAFEN_SMTP_URL": smarthost_url(),
+            "HAFEN_MAIL_FROM": "hafen@mail.test",
+            "HAFEN_MAIL_RATE": "10/m",
             **(env or {}),
         }
 

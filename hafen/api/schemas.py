@@ -529,3 +529,34 @@ class RolloutSummaryOut(Schema):
 
 class RolloutOut(RolloutSummaryOut):
     items: list[RolloutItemOut] = Field(description="Its instances, in their turn")
+
+
+class MailInstanceOut(Schema):
+    name: str
+    sender: str = Field(description="The address its mails leave with (the relay rewrites the sender)")
+    network: str
+
+
+class MailStatusOut(Schema):
+    service: str
+    state: str = Field(description="running, starting, absent or failing: REASON")
+    smarthost: str = Field(description="HAFEN_SMTP_URL without its password; empty: none")
+    problem: str
+    mode: str
+    tls: str
+    mail_from: str
+    mail_domain: str
+    rate: str = Field(description="Mails per instance and time unit (HAFEN_MAIL_RATE)")
+    rate_words: str
+    instances: list[MailInstanceOut]
+
+
+class MailTestIn(Schema):
+    address: str
+
+
+class MailTestOut(Schema):
+    queued: bool
+    to: str
+    sender: str = Field(description="HAFEN_MAIL_FROM")
+    relay: str

@@ -19,7 +19,7 @@ from hafen.api import schemas as s
 from hafen.api.auth import BearerToken, Session
 from hafen.catalog import get_app
 from hafen.errors import HafenError, InvalidInput
-from hafen.instances import backups, calendar, elastic, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, calendar, elastic, mail, nodes, organisations, rollouts, services, updates
 
 api = NinjaAPI(
     title="hafen",
@@ -388,6 +388,21 @@ def evacuate_node(request: HttpRequest, node: str, body: s.EvacuateIn) -> Status
 def remove_node(request: HttpRequest, node: str, force: bool = False) -> Status[None]:
     nodes.remove(_actor(request), node, force=force)
     return Status(204, None)
+
+
+# -- mail relay (operators) ------------------------------------------------------------------------------
+
+
+@api.get("/mail", response={200: s.MailStatusOut, **ERRORS, **ENGINE_DOWN}, tags=["mail"])
+def mail_status(request: HttpRequest) -> dict[str, Any]:
+    """The apps' mail relay: its state, the smarthost (no password), the rate limit, the instances it serves."""
+    return mail.status(_actor(request))
+
+
+@api.post("/mail/test", response={202: s.MailTestOut, **ERRORS, **ENGINE_DOWN}, tags=["mail"])
+def mail_test(request: HttpRequest, body: s.MailTestIn) -> Status[dict[str, Any]]:
+    """Hand a test mail to the relay, from HAFEN_MAIL_FROM to `address`."""
+    return Status(202, mail.send_test(_actor(request), body.address))
 
 
 # -- rollouts -------------------------------------------------------------------------------------------

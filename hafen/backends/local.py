@@ -10,7 +10,7 @@ from hafen.access import audit
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
 from hafen.errors import InvalidInput
-from hafen.instances import backups, calendar, elastic, nodes, organisations, rollouts, services, updates
+from hafen.instances import backups, calendar, elastic, mail, nodes, organisations, rollouts, services, updates
 from hafen.logs import services as logs
 
 ROLLOUT_CONTROLS = {"pause": rollouts.pause, "resume": rollouts.resume, "cancel": rollouts.cancel}
@@ -114,6 +114,12 @@ class LocalBackend:
 
     def nodes(self) -> list[dict[str, Any]]:
         return nodes.list_nodes(self.actor)
+
+    def mail_status(self) -> dict[str, Any]:
+        return mail.status(self.actor)
+
+    def mail_test(self, address: str) -> dict[str, Any]:
+        return mail.send_test(self.actor, address)
 
     def node_join(self) -> dict[str, Any]:
         return nodes.join_command(self.actor)

@@ -189,6 +189,14 @@ class RemoteBackend:
         result: list[dict[str, Any]] = self._call("GET", "/nodes")
         return result
 
+    def mail_status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/mail")
+        return result
+
+    def mail_test(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/mail/test", json={"address": address})
+        return result
+
     def node_join(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/nodes/join-command")
         return result

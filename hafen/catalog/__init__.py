@@ -72,7 +72,7 @@ class ServiceTemplate(_Strict):
     environment: dict[str, str] = {}
     secrets: list[str] = []
     volumes: dict[str, str] = {}
-    networks: list[Literal["internal", "edge"]] = ["internal"]
+    networks: list[Literal["internal", "edge", "mail"]] = ["internal"]  # mail: the relay (hafen/mail/relay.py)
     after: list[str] = []
     job: bool = False
     replicas: int = Field(default=1, ge=0)
@@ -202,7 +202,8 @@ class App(_Strict):
 
     def render(self, **context: object) -> StackTemplate:
         try:
-            text = _template(self.name).render(**context)
+            # the instances' mail domain (HAFEN_MAIL_FROM's) where a caller has no instance to render for
+            text = _template(self.name).render(**{"mail_domain": "localhost", **context})
             return StackTemplate.model_validate(yaml.safe_load(text))
         except (jinja2.TemplateError, yaml.YAMLError, ValidationError) as exc:
             raise InvalidInput(f"stack template of {self.name} is invalid: {exc}") from exc

@@ -28,6 +28,7 @@ from hafen.controller.edge import EdgeReconciler
 from hafen.controller.elastic import SleepKeeper
 from hafen.controller.logs import LogKeeper
 from hafen.controller.metrics import MetricsReconciler
+from hafen.controller.mail import MailReconciler
 from hafen.controller.registry import RegistryReconciler
 from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
@@ -97,6 +98,7 @@ class Controller:
         self.registry_state = RegistryReconciler(engine, settings)
         self.logs = LogKeeper(engine, settings)
         self.metrics = MetricsReconciler(engine, settings)
+        self.mail_state = MailReconciler(engine, settings)
         self.stopping = threading.Event()
         self.wake = threading.Event()  # set by new work (see hafen.wake) and by stop()
         self.specs_checked = False  # once per start: see _roll_outdated
@@ -153,6 +155,8 @@ class Controller:
         )
         instances = {i.name: i for i in Instance.objects.select_related("organisation")}
         self._record_observation(obs, instances)
+        # before any spec is rendered: an instance made before the relay gets its SMTP credentials first
+        self.mail_state.reconcile(obs)
         self._advance_operations(active, obs, instances)
         busy = {op.instance_name for op in active}
         self._repair_drift(obs, instances, busy)

@@ -22,7 +22,7 @@ from django.utils import timezone
 from hafen import crypto
 from hafen.catalog import App, get_app
 from hafen.config import Settings
-from hafen.controller import moves, updates
+from hafen.controller import mail, moves, updates
 from hafen.controller.edge import EdgeReconciler
 from hafen.edge.client import Edge
 from hafen.engine.base import Engine, Mount, Observation, ServiceSpec, ServiceState
@@ -31,6 +31,7 @@ from hafen.instances import naming, placement
 from hafen.instances import policy as elastic_policy
 from hafen.instances.models import Desired, Instance, Operation, OpState, SecretStatus, State
 from hafen.instances.stack import StackInput, image_tags, render
+from hafen.mail import relay as mail_relay
 
 log = logging.getLogger("hafen.controller")
 
@@ -80,6 +81,7 @@ def stack_input(settings: Settings, engine: Engine, instance: Instance, versions
         images=instance.images,
         image_ref=engine.image_ref,
         sleep=instance.sleep,
+        mail_domain=mail_relay.mail_domain(settings.mail_from),
     )
 
 
@@ -198,6 +200,8 @@ def prepare(ctx: Context) -> bool:
     for network in networks:
         if network not in ctx.obs.networks:
             ctx.engine.create_network(network, ctx.labels(), internal=True)
+    if naming.mail_network(prefix, name) in {n.name for spec in ctx.specs.values() for n in spec.networks}:
+        mail.ensure_network(ctx.engine, ctx.settings, ctx.obs, name)  # the relay joins it on its next pass
     for vol in ctx.app.volumes if not ctx.data_elsewhere else ():  # else made where first mounted, labelled
         if naming.volume(prefix, name, vol) not in ctx.obs.volumes:
             ctx.engine.create_volume(naming.volume(prefix, name, vol), ctx.labels())

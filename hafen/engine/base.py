@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from hafen.errors import EngineNotFound
+
 LABEL_PREFIX = "hafen.prefix"
 LABEL_INSTANCE = "hafen.instance"
 LABEL_SERVICE = "hafen.service"
@@ -333,6 +335,11 @@ class Engine(ABC):
     @abstractmethod
     def disconnect_container(self, network: str, container: str) -> None:
         """Detach a container from a network (done if it is not attached or gone)."""
+
+    def exec_in_service(self, service: str, command: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Run a command in a running container of the service on this engine's node; its exit code and output.
+        Raise EngineNotFound when none runs here."""
+        raise EngineNotFound(f"no running container of {service} on this node")
 
     @abstractmethod
     def create_volume(self, name: str, labels: dict[str, str]) -> None: ...

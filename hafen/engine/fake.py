@@ -92,6 +92,8 @@ class FakeEngine(Engine):
     containers: dict[str, ServiceSpec] = field(default_factory=dict)
     # The logging driver each service and container was last applied with (Engine.log_driver_of).
     log_drivers: dict[str, LogDriver | None] = field(default_factory=dict)
+    # commands run in services' containers (exec_in_service): service, command, environment
+    execs: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)
 
     def add_node(self, node_id: str, hostname: str, memory_gib: int = 24, role: str = "worker",
                  labels: dict[str, str] | None = None) -> NodeState:
@@ -315,6 +317,14 @@ class FakeEngine(Engine):
     def remove_service(self, name: str) -> None:
         self._check(f"remove_service {name}")
         self.services.pop(name, None)
+
+    def exec_in_service(self, service: str, command: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+        """Recorded in `execs`; a service that runs a task "runs" it with exit code 0."""
+        self._check(f"exec_in_service {service}")
+        if service not in self.services or not self.services[service].replicas:
+            return super().exec_in_service(service, command, env)
+        self.execs.append((service, list(command), dict(env or {})))
+        return 0, ""
 
     def remove_stopped_containers(self, labels: dict[str, str]) -> None:
         self._check("remove_stopped_containers")

@@ -516,6 +516,14 @@ class SwarmEngine(Engine):
         with contextlib.suppress(EngineNotFound):
             _call(f"remove service {name}", lambda: self.client.api.remove_service(name))
 
+    def exec_in_service(self, service: str, command: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+        filters = {"label": [f"com.docker.swarm.service.name={service}"], "status": ["running"]}
+        found = _call("list containers", lambda: self.client.containers.list(filters=filters))
+        if not found:
+            raise EngineNotFound(f"no running container of {service} on this node")
+        result = _call(f"exec in {service}", partial(found[0].exec_run, command, environment=env or {}))
+        return int(result.exit_code or 0), (result.output or b"").decode(errors="replace")
+
     def remove_stopped_containers(self, labels: dict[str, str]) -> None:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": ["exited", "created", "dead"]}
         containers = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))

@@ -69,6 +69,7 @@ def plan() -> list[ImageJob]:
         ImageJob("hafen/prometheus:1", PACKAGE_DIR / "images/prometheus"),
         ImageJob("hafen/alertmanager:1", PACKAGE_DIR / "images/alertmanager"),
         ImageJob("hafen/node-metrics:1", PACKAGE_DIR / "images/node-metrics"),
+        ImageJob("hafen/mail:1", PACKAGE_DIR / "images/mail"),
     ]
     for app in apps().values():
         for version in app.versions:

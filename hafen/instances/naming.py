@@ -123,3 +123,31 @@ def registry_mirror_service(prefix: str) -> str:
 
 def registry_volume(prefix: str) -> str:
     return f"{prefix}-registry"
+
+
+def mail_service(prefix: str) -> str:
+    """The installation's mail relay (hafen/controller/mail.py)."""
+    return f"{prefix}-mail"
+
+
+def mail_network(prefix: str, instance: str) -> str:
+    """The internal network on which an instance's web service reaches the relay, and nothing else."""
+    return f"{stack(prefix, instance)}_mail"
+
+
+def is_mail_network(prefix: str, network: str) -> bool:
+    return network.startswith(f"{prefix}-") and network.endswith("_mail")
+
+
+def mail_out_network(prefix: str) -> str:
+    """The relay's way off the host (the instances' networks are internal)."""
+    return f"{prefix}-mail-out"
+
+
+def mail_volume(prefix: str) -> str:
+    """The relay's queue."""
+    return f"{prefix}-mail-queue"
+
+
+def mail_config_secret(prefix: str, digest: str) -> str:
+    return f"{prefix}-mail-conf-{digest}"

@@ -45,6 +45,8 @@ class StackInput:
     image_ref: Callable[[str, str], str] | None = None
     # how far asleep it is (Instance.sleep): "light" scales the web service to zero, "deep" every service
     sleep: str = ""
+    # the domain of the instance's mail sender (hafen/mail/relay.py), for the templates' `mail_domain`
+    mail_domain: str = "localhost"
 
 
 def _replicas(data: StackInput, svc: str, tpl: ServiceTemplate) -> int:
@@ -61,6 +63,10 @@ def _spec(data: StackInput, svc: str, tpl: ServiceTemplate) -> ServiceSpec:
     for net in tpl.networks:
         if net == "internal":
             networks.append(NetworkRef(naming.internal_network(data.prefix, data.name), aliases=(svc,)))
+        elif net == "mail":
+            # the relay's network of this instance (not in a verification's sandbox, which sends nothing)
+            if data.edge:
+                networks.append(NetworkRef(naming.mail_network(data.prefix, data.name)))
         elif data.edge:
             # The edge proxy finds a web service by the request's host (its alias on the instance's
             # own edge network, which only the proxy joins besides it).
@@ -98,7 +104,8 @@ def _template(data: StackInput) -> StackTemplate:
     size = data.app.sizes.get(data.size)
     if size is None:
         raise InvalidInput(f"unknown size {data.size!r}; sizes: {', '.join(data.app.sizes)}")
-    return data.app.render(name=data.name, version=data.version, size=size, replicas=data.replicas, app=data.app)
+    return data.app.render(name=data.name, version=data.version, size=size, replicas=data.replicas, app=data.app,
+                           mail_domain=data.mail_domain)
 
 
 def image_tags(data: StackInput) -> set[str]:

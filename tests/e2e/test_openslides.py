@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS, HTTP_PORT, PREFIX, Plane, chromium
+from tests.mailbox import Mailbox
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,31 @@ def test_version_and_rest_login(plane: Plane, openslides: dict[str, Any]) -> Non
     assert wrong.status_code == 400
     whoami = session(plane, openslides).get("/apps/users/whoami/").json()
     assert whoami["user"]["username"] == "admin"
+
+
+def test_an_invitation_email_arrives_with_the_instances_sender(plane: Plane, openslides: dict[str, Any],
+                                                                mailbox: Mailbox) -> None:
+    """OpenSlides' own "send invitation e-mails" (its REST API), through the relay to the tests' SMTP server."""
+    client = session(plane, openslides)
+    address = f"ina-{int(time.time())}@example.test"
+    created = client.post("/rest/users/user/", json={"username": address.split("@")[0], "first_name": "Ina",
+                                                     "last_name": "Vitee", "email": address})
+    assert created.status_code == 201, created.text
+    users = {u["username"]: u["id"] for u in client.get("/rest/users/user/").json()}
+    body = {"user_ids": [users[address.split("@")[0]]], "subject": "Your access to {event_name}",
+            "message": "Dear {name}, your user name is {username} and your password {password}."}
+    # the relay joins a new instance's mail network on the controller's next pass (and restarts for each new one)
+    deadline = time.monotonic() + 120
+    while True:
+        sent = client.post("/rest/users/user/mass_invite_email/", json=body)
+        if (sent.status_code == 200 and sent.json()["count"] == 1) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert sent.status_code == 200 and sent.json()["count"] == 1, sent.text
+    mail = mailbox.wait_for(lambda m: address in m.rcpt_tos, timeout=60)
+    assert mail.mail_from == f"{NAME}@mail.test"
+    assert mail.header_from == f"OpenSlides <{NAME}@mail.test>"
+    assert "your user name is" in mail.message.get_body().get_content()  # type: ignore[union-attr]
 
 
 def test_websocket_passes_the_edge_and_survives_other_instances_coming_and_going(
@@ -265,3 +291,4 @@ def test_erase_leaves_nothing(plane: Plane, openslides: dict[str, Any]) -> None:
     plane.hafen("erase", NAME, "--yes")
     assert plane.labelled(NAME) == {"services": set(), "volumes": set(), "secrets": set(), "networks": set()}
     assert plane.http(openslides["domain"]).get("/").status_code == 404
+

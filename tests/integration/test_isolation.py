@@ -48,7 +48,9 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
     # only the web service joins its instance's edge network; no instance joins the shared one
     networks = set(db_b.attrs["NetworkSettings"]["Networks"])
     assert networks == {f"{PREFIX}-{b}_internal"}
-    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-{a}_edge"}
+    # (and its own mail network, which only it and the mail relay join: tests/integration/test_mail.py)
+    assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-{a}_edge",
+                                                               f"{PREFIX}-{a}_mail"}
 
 
 def _ip(container: object, network: str) -> str:
@@ -205,7 +207,8 @@ def test_killed_controller_finishes_create_after_restart(plane: Plane, instance_
     assert objects["services"] == {f"{PREFIX}-{name}_{s}" for s in ("db", "redis", "setup", "web")}
     assert objects["volumes"] == {f"{PREFIX}-{name}_db", f"{PREFIX}-{name}_media"}
     assert objects["networks"] == {f"{PREFIX}-{name}_internal", f"{PREFIX}-{name}_edge"}
-    assert objects["secrets"] == {f"{PREFIX}-{name}_db_password_v1", f"{PREFIX}-{name}_admin_password_v1"}
+    assert objects["secrets"] == {f"{PREFIX}-{name}_db_password_v1", f"{PREFIX}-{name}_admin_password_v1",
+                                  f"{PREFIX}-{name}_smtp_password_v1"}
     assert len(plane.containers(f"{PREFIX}-{name}_web")) == 1
     assert plane.http(data["domain"]).post(
         "/login", json={"username": "admin", "password": data["password"]}

@@ -94,7 +94,7 @@ def test_create_converges_to_running(controller, engine, edge, run):
     assert engine.networks["unit-eve_internal"].internal is True
     assert engine.networks["unit-eve_edge"].internal is True
     assert objects["volumes"] == {"unit-eve_db", "unit-eve_media"}
-    assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1"}
+    assert objects["secrets"] == {"unit-eve_db_password_v1", "unit-eve_admin_password_v1", "unit-eve_smtp_password_v1"}
     # the shared edge
     assert "unit-edge" in engine.containers and "unit-edge" in engine.networks
     # the shared edge network is internal too (no way off the host for web services); the proxy, a
@@ -121,7 +121,7 @@ def test_create_openslides_converges(controller, engine, edge, run):
     assert op.state == OpState.SUCCEEDED, op.error
     assert engine.services["unit-ose_web"].replicas == 2
     assert objects_of(engine, "ose")["volumes"] == {"unit-ose_db", "unit-ose_media"}
-    assert len(objects_of(engine, "ose")["secrets"]) == 3
+    assert len(objects_of(engine, "ose")["secrets"]) == 4  # with its login at the mail relay
     assert edge.probe("ose.localhost", "/apps/core/version/") == 200
 
 
@@ -627,7 +627,9 @@ def test_replaced_controller_finishes_without_duplicates(engine, edge, settings,
     assert len(creations) == len(set(creations)), creations
     # every instance service was created once; the setup job did not run twice
     assert sorted(n for n in applied if n.startswith("unit-eve_")) == sorted(DEMO_SERVICES)
-    assert len(engine.secrets) == 2 and len(engine.volumes) == 3  # the instance's two and the edge's
+    # the instance's three and the edge's (besides the mail relay's configuration and queue)
+    assert len([s for s in engine.secrets if not s.startswith("unit-mail-")]) == 3
+    assert len([v for v in engine.volumes if not v.startswith("unit-mail-")]) == 3
     assert Operation.objects.count() == 1
     assert second_edge.probe("eve.localhost", "/health") == 200
 

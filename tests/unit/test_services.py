@@ -51,7 +51,7 @@ def test_create_writes_instance_secrets_and_operation(controller, engine):
     assert instance.replicas == 2  # the medium size's web replicas
     assert instance.organisation.slug == "acme"
     assert instance.desired_state == Desired.RUNNING
-    assert instance.secret_versions() == {"db_password": 1, "secret_key": 1, "admin_password": 1}
+    assert instance.secret_versions() == {"db_password": 1, "secret_key": 1, "admin_password": 1, "smtp_password": 1}
     # the service layer only writes: the controller does the work
     assert engine_objects(engine) == {}
 
@@ -125,12 +125,12 @@ def test_change_without_heartbeat_writes_nothing(controller, engine):
 def test_secrets_are_stored_encrypted(controller, engine):
     services.create_instance(LOCAL, "eve", "openslides")
     secrets = {s.name: s for s in InstanceSecret.objects.filter(instance__name="eve")}
-    assert set(secrets) == {"db_password", "secret_key", "admin_password"}
+    assert set(secrets) == {"db_password", "secret_key", "admin_password", "smtp_password"}
     plain = {name: crypto.decrypt(s.ciphertext) for name, s in secrets.items()}
     for name, secret in secrets.items():
         assert plain[name]
         assert plain[name] not in secret.ciphertext
-    assert len(set(plain.values())) == 3
+    assert len(set(plain.values())) == 4
     assert len(plain["admin_password"]) == 20
     assert len(plain["secret_key"]) > len(plain["admin_password"])
 

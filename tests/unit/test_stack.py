@@ -16,8 +16,8 @@ from hafen.instances.stack import StackInput, memory_bytes, render
 MiB = 1024**2
 GiB = 1024**3
 VERSIONS = {
-    "openslides": {"db_password": 1, "secret_key": 2, "admin_password": 3},
-    "demo": {"db_password": 1, "admin_password": 2},
+    "openslides": {"db_password": 1, "secret_key": 2, "admin_password": 3, "smtp_password": 1},
+    "demo": {"db_password": 1, "admin_password": 2, "smtp_password": 1},
 }
 
 
@@ -66,8 +66,10 @@ def test_only_web_joins_its_instances_edge_network(app):
     internal = "unit-ev_internal"
     # on its instance's own edge network the web service answers to `{domain}.{route suffix}`:
     # that is how the proxy finds it, and no other name leads there
+    # (and its own mail network, which only it and the mail relay join)
     assert specs["web"].networks == [
-        NetworkRef(internal, aliases=("web",)), NetworkRef("unit-ev_edge", aliases=("ev.localhost.unit-route",))
+        NetworkRef(internal, aliases=("web",)), NetworkRef("unit-ev_edge", aliases=("ev.localhost.unit-route",)),
+        NetworkRef("unit-ev_mail"),
     ]
     for svc in ("db", "redis", "setup"):
         assert specs[svc].networks == [NetworkRef(internal, aliases=(svc,))]
@@ -94,10 +96,11 @@ def test_secrets_are_referenced_by_versioned_names_with_logical_targets():
         SecretRef("unit-ev_secret_key_v2", "secret_key"),
         SecretRef("unit-ev_admin_password_v3", "admin_password"),
     ]
-    # the web service never sees the admin password
+    # the web service never sees the admin password; it has its login at the mail relay
     assert specs["web"].secrets == [
         SecretRef("unit-ev_db_password_v1", "db_password"),
         SecretRef("unit-ev_secret_key_v2", "secret_key"),
+        SecretRef("unit-ev_smtp_password_v1", "smtp_password"),
     ]
     assert specs["redis"].secrets == []
 
@@ -161,8 +164,12 @@ def test_stopped_gives_zero_replicas_to_every_service_but_not_to_the_job(app):
 
 def test_env_is_rendered_from_the_template():
     specs, _ = render(stack_input("openslides", name="my-event"))
-    assert specs["web"].env == {"DB_HOST": "db", "REDIS_HOST": "redis", "INSTANCE_NAME": "my-event"}
-    assert specs["setup"].env == {**specs["web"].env, "HAFEN_SETUP": "1"}
+    assert specs["setup"].env == {"DB_HOST": "db", "REDIS_HOST": "redis", "INSTANCE_NAME": "my-event",
+                                  "HAFEN_SETUP": "1"}
+    # the web service's mail settings: the relay, its login and sender (the domain of HAFEN_MAIL_FROM)
+    assert specs["web"].env == {"DB_HOST": "db", "REDIS_HOST": "redis", "INSTANCE_NAME": "my-event",
+                                "EMAIL_HOST": "mail", "EMAIL_PORT": "25", "EMAIL_HOST_USER": "my-event",
+                                "DEFAULT_FROM_EMAIL": "my-event@localhost"}
     assert specs["db"].env == {"POSTGRES_USER": "openslides", "POSTGRES_DB": "openslides"}
 
 
@@ -175,7 +182,7 @@ def test_env_and_specs_carry_no_secret_values(running_instance, engine):
     """Secrets reach the services only as Docker secrets, never through env, labels or commands."""
     instance = running_instance("leak", app="openslides")
     plaintexts = [crypto.decrypt(s.ciphertext) for s in InstanceSecret.objects.filter(instance=instance)]
-    assert len(plaintexts) == 3
+    assert len(plaintexts) == 4
     specs = [spec for spec in engine.services.values() if spec.labels.get(LABEL_INSTANCE) == "leak"]
     assert len(specs) == 4
     for spec in specs:
@@ -212,7 +219,7 @@ def test_job_run_changes_the_setup_job_only():
 
 def test_new_secret_version_changes_the_template():
     before, _ = render(stack_input("demo"))
-    after, _ = render(stack_input("demo", secret_versions={"db_password": 2, "admin_password": 2}))
+    after, _ = render(stack_input("demo", secret_versions={"db_password": 2, "admin_password": 2, "smtp_password": 1}))
     assert before["web"].template_digest() != after["web"].template_digest()
     assert before["redis"].digest() == after["redis"].digest()
 

@@ -56,6 +56,16 @@ SESSION_REDIS = {
     "socket_timeout": 2,
 }
 
+# Mail through hafen's relay (hafen/mail/relay.py): its address, the login and the sender from the stack's
+# environment, the password a secret. The relay sets the sender to the instance's address in any case.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _secret("smtp_password") if Path("/run/secrets/smtp_password").exists() else ""
+EMAIL_USE_TLS = EMAIL_USE_SSL = False  # the relay is on the instance's own internal network
+EMAIL_TIMEOUT = 30
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "noreply@localhost")
+
 ENABLE_SAML = False
 ENABLE_ELECTRONIC_VOTING = True
 TIME_ZONE = os.environ.get("TIME_ZONE", "Europe/Berlin")
