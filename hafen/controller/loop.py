@@ -27,8 +27,8 @@ from hafen.controller.backups import BackupScheduler
 from hafen.controller.edge import EdgeReconciler
 from hafen.controller.elastic import SleepKeeper
 from hafen.controller.logs import LogKeeper
-from hafen.controller.metrics import MetricsReconciler
 from hafen.controller.mail import MailReconciler
+from hafen.controller.metrics import MetricsReconciler
 from hafen.controller.registry import RegistryReconciler
 from hafen.controller.rollouts import RolloutRunner
 from hafen.edge.client import Edge
