@@ -5,7 +5,7 @@ Two parts, each optional:
 
 * store (no Docker): `--lines` (default 10 million) generated lines inserted into a SQLite FTS5 store
   (the embedded default) in batches, then each search `--repeat` times (the median is reported);
-* pipeline: a control plane of its own (prefix "benchl", ports 39180/39543/39865, log port 39514), its
+* pipeline: a control plane of its own (prefix "benchl", ports 39280/39643/39965, log port 39614), its
   collector at rest for `--rest` seconds; the delay of `--samples` lines, each written into a container and
   searched through the API until found; then an emitter writes lines at rising rates (`--rates`, each for
   `--seconds`): how many arrive, and the CPU of the collector, dockerd (whose syslog driver sends them)
@@ -37,7 +37,7 @@ import httpx
 from bench.common import BenchPlane, conclude, docker, docker_lines, fmt, log, new_report, stats, wait_until
 
 PREFIX = "benchl"
-HTTP_PORT, HTTPS_PORT, WEB_PORT, LOG_PORT = 39180, 39543, 39865, 39514
+HTTP_PORT, HTTPS_PORT, WEB_PORT, LOG_PORT = 39280, 39643, 39965, 39614
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _TEXT = (
     "GET POST PUT /apps/core/version/ /apps/users/login/ /ws/ motion agenda speaker election projector user login "

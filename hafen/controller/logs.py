@@ -70,12 +70,12 @@ class LogKeeper:
         threading.Thread(target=self.ingester.run, args=(self.stop,), daemon=True, name="logs-ingest").start()
         self.handler = CollectorHandler(self.settings.prefix, self.settings.log_port)
         self.handler.setLevel(logging.INFO)
-        logging.getLogger("hafen").addHandler(self.handler)
+        logging.getLogger().addHandler(self.handler)  # the root: see CollectorHandler
 
     def shutdown(self) -> None:
         self.stop.set()
         if self.handler is not None:
-            logging.getLogger("hafen").removeHandler(self.handler)
+            logging.getLogger().removeHandler(self.handler)
             self.handler.close()
 
     def reconcile(self, obs: Observation) -> None:

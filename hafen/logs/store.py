@@ -138,15 +138,17 @@ class SqliteStore(Store):
 
     def search(self, query: Query) -> list[Row]:
         where, args = [], []  # type: tuple[list[str], list[Any]]
-        table = "lines"
+        table, order = "lines", "lines.id"
         phrase = fts_phrase(query.text)
         if phrase:
-            table = "lines JOIN lines_fts ON lines_fts.rowid = lines.id"
+            # the index's matches, newest first, as the outer loop (CROSS JOIN keeps it outside): the LIMIT
+            # stops the walk early, where sorting every match of a common word took seconds at 10 million
+            table, order = "lines_fts CROSS JOIN lines ON lines.id = lines_fts.rowid", "lines_fts.rowid"
             where.append("lines_fts MATCH ?")
             args.append(phrase)
         _filters(query, where, args, "?")
         sql = (f"SELECT lines.id, ts, instance, service, org, level, container, lines.message FROM {table}"
-               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY lines.id DESC LIMIT ?")
+               f"{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} DESC LIMIT ?")
         args.append(min(query.limit, MAX_LIMIT))
         return [Row(*r) for r in self.db.execute(sql, args).fetchall()]
 

@@ -58,6 +58,8 @@ def test_lines_are_searchable_by_their_organisation_only(plane: Plane, instance_
     name = instance_name
     lena_password, lena = _member(plane, "logco", "lena")
     oscar_password, oscar = _member(plane, "otherlogco", "oscar")
+    # the collector runs before the create, whose first line of the controller's ("placed on node") it takes
+    plane.wait_until(lambda: plane.containers(f"{PREFIX}-logs"), timeout=60)
     plane.hafen("create", name, "--app", "demo", "--org", "logco")
     container = plane.containers(f"{PREFIX}-{name}_web")[0]
 

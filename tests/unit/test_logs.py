@@ -363,3 +363,22 @@ def test_cli_searches_and_lists_errors(logged, capsys, monkeypatch):
 def test_kinds_per_instance_survives_an_erased_instance(logged):
     Instance.objects.filter(name="cat").delete()
     assert ("cat", "globex", 1) in groups.kinds_per_instance()
+
+
+def test_the_controllers_lines_go_to_the_collector_as_a_drivers_do_even_after_a_close():
+    import logging
+    import socket
+
+    from hafen.logs.shipping import CollectorHandler
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(5)
+        handler = CollectorHandler("unit", collector.getsockname()[1])
+        record = logging.LogRecord("hafen.controller", logging.ERROR, __file__, 1, "boom\n  at %s", ("x",), None)
+        handler.emit(record)
+        handler.close()  # as Django's logging set-up closes every handler
+        handler.emit(record)
+        received = [parse(collector.recv(65536).decode()) for _ in range(4)]
+    assert [(r.instance, r.service, r.level, r.message) for r in received if r] == [
+        ("", "controller", "error", "ERROR hafen.controller: boom"), ("", "controller", "info", "  at x")] * 2
