@@ -143,11 +143,14 @@ def main() -> int:
             docker("exec", web, "python3", "-c", BLAST, tag, str(n), str(c), timeout=600)
 
         def relay_serves() -> bool:
+            """A mail of the instance got through to the SMTP server (the relay restarts once it joins the
+            instance's network: a mail taken just before may wait in its queue)."""
+            tag = f"warm {uuid.uuid4()}"
             try:
-                send_from_web(f"warm {uuid.uuid4()}", 1, 1)
+                send_from_web(tag, 1, 1)
             except RuntimeError:
                 return False
-            return True
+            return wait_until(lambda: inbox.when(f"{tag} 0") is not None, 15, interval=0.05)
 
         if not wait_until(relay_serves, 180, interval=2):
             raise RuntimeError("the relay did not take the instance's mail within 180 s")
@@ -185,7 +188,9 @@ def main() -> int:
             started = time.monotonic()
             send_from_web(subject, 1, 1)
             if not wait_until(lambda s=f"{subject} 0": inbox.when(s) is not None, 60, interval=0.01):
-                raise RuntimeError("an app's mail did not arrive within 60 s")
+                lines = docker("service", "logs", "--tail", "300", relay, check=False).stdout.splitlines()
+                tail = "\n".join(line for line in lines if "connect" not in line)[-3000:]
+                raise RuntimeError(f"an app's mail did not arrive within 60 s; the relay's log: {tail}")
             app_times.append(inbox.when(f"{subject} 0") - started)  # type: ignore[operator]
             if inbox.senders[f"{subject} 0"] != f"{INSTANCE}@{DOMAIN}":
                 report["problems"].append(f"an app's mail came from {inbox.senders[f'{subject} 0']}")
