@@ -137,6 +137,9 @@ def main_cf(smarthost: Smarthost | None, domain: str, hostname: str) -> str:
         # the instance's login chooses its rewrite (an after-queue filter of its own)
         "smtpd_sender_restrictions = check_sasl_access texthash:/etc/postfix/sasl_access",
         f"smtpd_end_of_data_restrictions = check_policy_service inet:127.0.0.1:{POLICY_PORT}",
+        # an idle smtpd lets go of its policy server's child soon (postfwd2 forks a bounded number)
+        "smtpd_policy_service_max_idle = 10s",
+        "smtpd_policy_service_timeout = 30s",
         "smtpd_client_connection_count_limit = 50",
         "header_checks =",
         "smtpd_helo_required = yes",

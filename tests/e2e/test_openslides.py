@@ -70,10 +70,11 @@ def test_an_invitation_email_arrives_with_the_instances_sender(plane: Plane, ope
     deadline = time.monotonic() + 120
     while True:
         sent = client.post("/rest/users/user/mass_invite_email/", json=body)
-        if (sent.status_code == 200 and sent.json()["count"] == 1) or time.monotonic() > deadline:
+        # (its answer comes wrapped with the autoupdate it caused)
+        if (sent.status_code == 200 and sent.json()["data"]["count"] == 1) or time.monotonic() > deadline:
             break
         time.sleep(3)
-    assert sent.status_code == 200 and sent.json()["count"] == 1, sent.text
+    assert sent.status_code == 200 and sent.json()["data"] == {"count": 1, "no_email_ids": []}, sent.text
     mail = mailbox.wait_for(lambda m: address in m.rcpt_tos, timeout=60)
     assert mail.mail_from == f"{NAME}@mail.test"
     assert mail.header_from == f"OpenSlides <{NAME}@mail.test>"
