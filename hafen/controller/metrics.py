@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,7 @@ from hafen.engine.base import LABEL_ROLE, Engine, Mount, NetworkRef, Observation
 from hafen.errors import EngineError, HafenError
 from hafen.instances import naming
 from hafen.instances.models import Desired, Instance, Operation, Snapshot, SnapshotStatus, State, Verification
+from hafen.logs import groups
 from hafen.mail import smarthost as mail
 from hafen.metrics import config as files
 
@@ -255,13 +255,8 @@ def database_metrics() -> Iterator[Metric]:
 
 
 def error_kinds() -> list[tuple[str, str, int]]:
-    """(instance, organisation, kinds of error) from the grouped errors (hafen.logs.groups), if installed."""
-    try:
-        groups = importlib.import_module("hafen.logs.groups")
-    except ImportError:
-        return []
-    rows: list[tuple[str, str, int]] = groups.kinds_per_instance()
-    return [row for row in rows if row[0]]
+    """(instance, organisation, kinds of error) from the grouped errors of the instances' logs."""
+    return [row for row in groups.kinds_per_instance() if row[0]]
 
 
 EXPORTER = Exporter()

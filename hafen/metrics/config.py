@@ -152,7 +152,9 @@ DEFAULT_RULES: list[tuple[str, str, str, str, str]] = [
      "the certificate of {{ $labels.domain }} expires in {{ $value | humanizeDuration }}"),
     ("ControllerNotPassing", "up{job=\"hafen\"} == 0 or time() - hafen_controller_last_pass_timestamp_seconds > 120",
      "2m", "critical", "hafen's controller has not passed for a while: nothing is reconciled"),
-    ("NewErrorKind", f"(hafen_instance_error_kinds > hafen_instance_error_kinds offset 15m) {ORG}", "0s", "warning",
+    # an instance's first kind of error has no series 15 min back: it counts from 0
+    ("NewErrorKind", "(hafen_instance_error_kinds > (hafen_instance_error_kinds offset 15m"
+     f" or hafen_instance_error_kinds * 0)) {ORG}", "0s", "warning",
      "{{ $labels.instance }} logs a new kind of error"),
 ]
 

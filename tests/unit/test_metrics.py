@@ -6,6 +6,7 @@ import pytest
 import yaml
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from prometheus_client import generate_latest
 
 from hafen.access.models import AuditEntry, Membership, Role
@@ -13,6 +14,7 @@ from hafen.controller import metrics as controller_metrics
 from hafen.errors import Forbidden, InvalidInput, NotFound
 from hafen.instances import monitoring
 from hafen.instances.models import Instance, Snapshot
+from hafen.logs.models import ErrorGroup
 from hafen.mail.smarthost import parse
 from hafen.metrics import charts
 from hafen.metrics import config as files
@@ -206,14 +208,12 @@ def test_exporter_reports_backups_and_operations(running_instance, snapshot):
     assert Snapshot.objects.count() == 2
 
 
-def test_error_kinds_come_from_the_logs_groups_when_installed(monkeypatch):
-    import sys
-    import types
-
-    module = types.ModuleType("hafen.logs.groups")
-    module.kinds_per_instance = lambda: [("eve", "acme", 3), ("", "", 1)]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "hafen.logs.groups", module)
-    assert controller_metrics.error_kinds() == [("eve", "acme", 3)]
+def test_error_kinds_come_from_the_instances_grouped_errors():
+    now = timezone.now()
+    for instance, signature in (("eve", "a"), ("eve", "b"), ("", "c")):  # "": hafen's own services
+        ErrorGroup.objects.create(instance=instance, org="acme", signature=signature, kind="ValueError",
+                                  first_seen=now, last_seen=now)
+    assert controller_metrics.error_kinds() == [("eve", "acme", 2)]
 
 
 # -- charts, the fleet view and silences, with access checks ---------------------------------------------
