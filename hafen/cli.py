@@ -585,6 +585,19 @@ def org_window(slug: str, cron: str | None, minutes: int, clear: bool, as_json: 
               soft_wrap=True)
 
 
+@org.command(name="webhook")
+@click.argument("slug")
+@click.argument("url", required=False)
+@click.option("--off", is_flag=True, help="No webhook: the alerts reach the organisation by mail only.")
+def org_webhook(slug: str, url: str | None, off: bool) -> None:
+    """Post the alerts about the organisation's instances to URL too (operators and its admins)."""
+    if off == (url is not None):
+        raise InvalidInput("give a URL, or --off, not both" if off else "give the webhook's URL, or --off")
+    data = _backend().org_webhook(slug, "" if off else url or "")
+    shown = data.get("alert_webhook") or "none"
+    out.print(f"{data['slug']}: alert webhook {shown}", soft_wrap=True)
+
+
 @org.command(name="label")
 @click.argument("slug")
 @click.argument("changes", nargs=-1, required=True, metavar="KEY=VALUE|KEY-...")

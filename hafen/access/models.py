@@ -22,6 +22,9 @@ class Organisation(models.Model):
     update_window_minutes = models.PositiveIntegerField(default=0)
     # Defaults of the elastic-capacity policy for its instances (keys as Instance.policy).
     policy = models.JSONField(default=dict, blank=True)
+    # Where the alerts about its instances are posted too (Alertmanager's webhook format), encrypted: such a
+    # URL carries its receiver's token. "" = none.
+    alert_webhook = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

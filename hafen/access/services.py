@@ -7,8 +7,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
@@ -69,7 +72,39 @@ def create_organisation(actor: Actor, slug: str, name: str = "") -> Organisation
 
 def describe_organisation(organisation: Organisation) -> dict[str, Any]:
     return {"slug": organisation.slug, "name": organisation.name, "node_labels": dict(organisation.node_labels or {}),
-            "created_at": organisation.created_at.isoformat()}
+            "created_at": organisation.created_at.isoformat(),
+            "alert_webhook": webhook_display(alert_webhook(organisation))}
+
+
+def alert_webhook(organisation: Organisation) -> str:
+    """The organisation's alert webhook in clear ("" for none)."""
+    return crypto.decrypt(organisation.alert_webhook) if organisation.alert_webhook else ""
+
+
+def webhook_display(url: str) -> str:
+    """A webhook as users see it: its host, never the path or query that carry its token."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/…"
+
+
+def set_alert_webhook(actor: Actor, slug: str, url: str) -> Organisation:
+    """Where the alerts about the organisation's instances are posted too ("" = nowhere): operators and the
+    organisation's admins. The URL is kept encrypted and shown by its host only."""
+    url = url.strip()
+    with audit.audited(actor, "alert-webhook", organisation=slug, webhook=webhook_display(url)) as note:
+        organisation = get_organisation(actor, slug)  # outsiders: not found
+        note.organisation_id = organisation.id
+        policy.check(actor, Action.UPDATE, organisation.id, f"organisation {slug!r}")
+        if url:
+            try:
+                URLValidator(schemes=["http", "https"])(url)
+            except ValidationError as exc:
+                raise InvalidInput("the webhook must be an http:// or https:// URL") from exc
+        organisation.alert_webhook = crypto.encrypt(url) if url else ""
+        organisation.save(update_fields=["alert_webhook"])
+        return organisation
 
 
 def set_node_labels(actor: Actor, slug: str, changes: list[str]) -> Organisation:

@@ -363,6 +363,13 @@ class OrganisationOut(Schema):
     created_at: datetime
     update_window: UpdateWindowOut | None = Field(default=None, description="When a rollout may update the "
                                                   "organisation's instances (null: at any time)")
+    alert_webhook: str = Field(default="", description="The host of the webhook that hears the alerts about the "
+                                                       "organisation's instances (its path is never shown); \"\": none")
+
+
+class AlertWebhookIn(Schema):
+    url: str = Field(max_length=500, description='An http(s) URL that Alertmanager posts the alerts about the '
+                                                 'organisation\'s instances to, with their resolution; "": none')
 
 
 class UpdateWindowIn(Schema):

@@ -521,6 +521,13 @@ def label_organisation(request: HttpRequest, slug: str, body: s.NodeLabelsIn) ->
     return _organisation_out(access.set_node_labels(_actor(request), slug, body.changes))
 
 
+@api.post("/organisations/{slug}/alert-webhook", response={200: s.OrganisationOut, **ERRORS}, tags=["organisations"])
+def set_alert_webhook(request: HttpRequest, slug: str, body: s.AlertWebhookIn) -> dict[str, Any]:
+    """Where the alerts about the organisation's instances are posted too ("": nowhere). Operators and the
+    organisation's admins; the URL is kept encrypted and shown by its host only."""
+    return _organisation_out(access.set_alert_webhook(_actor(request), slug, body.url))
+
+
 @api.post("/organisations/{slug}/update-window", response={200: s.OrganisationOut, **ERRORS},
           tags=["organisations"])
 def set_update_window(request: HttpRequest, slug: str, body: s.UpdateWindowIn) -> dict[str, Any]:

@@ -129,6 +129,10 @@ class Backend(Protocol):
 
     def event_remove(self, name: str, event_id: int) -> None: ...
 
+    def org_webhook(self, slug: str, url: str) -> dict[str, Any]:
+        """Set the organisation's alert webhook ("": none); returns the organisation."""
+        ...
+
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         """Set the organisation's update window (cron "" : at any time); returns the organisation."""
         ...

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from hafen.access import audit
+from hafen.access import services as access
 from hafen.access.policy import Actor
 from hafen.backends import OnUpdate
 from hafen.errors import InvalidInput
@@ -179,6 +180,9 @@ class LocalBackend:
 
     def event_remove(self, name: str, event_id: int) -> None:
         calendar.remove(self.actor, name, event_id)
+
+    def org_webhook(self, slug: str, url: str) -> dict[str, Any]:
+        return organisations.describe(access.set_alert_webhook(self.actor, slug, url))
 
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         return organisations.describe(rollouts.set_window(self.actor, slug, cron, minutes))

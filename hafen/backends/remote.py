@@ -267,6 +267,10 @@ class RemoteBackend:
     def event_remove(self, name: str, event_id: int) -> None:
         self._call("DELETE", f"/instances/{name}/events/{event_id}")
 
+    def org_webhook(self, slug: str, url: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/organisations/{slug}/alert-webhook", json={"url": url})
+        return result
+
     def org_window(self, slug: str, cron: str, minutes: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/organisations/{slug}/update-window",
                                             json={"cron": cron, "minutes": minutes})

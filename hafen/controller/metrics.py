@@ -33,7 +33,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hafen.access.models import Membership, Role
+from hafen.access import services as access
+from hafen.access.models import Membership, Organisation, Role
 from hafen.config import Settings
 from hafen.engine.base import LABEL_ROLE, Engine, Mount, NetworkRef, Observation, SecretRef, ServiceSpec
 from hafen.errors import EngineError, HafenError
@@ -273,7 +274,8 @@ def recipients() -> files.Recipients:
     for slug, email in Membership.objects.filter(role=Role.ADMIN, user__is_active=True).exclude(user__email="") \
             .values_list("organisation__slug", "user__email").order_by("organisation__slug", "user__email"):
         admins.setdefault(slug, []).append(email)
-    return files.Recipients(operators, admins)
+    webhooks = {o.slug: access.alert_webhook(o) for o in Organisation.objects.exclude(alert_webhook="")}
+    return files.Recipients(operators, admins, webhooks)
 
 
 def smtp_secret(prefix: str, password: str) -> str:

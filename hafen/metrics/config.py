@@ -35,6 +35,7 @@ class Recipients:
 
     operators: list[str] = field(default_factory=list)
     organisations: dict[str, list[str]] = field(default_factory=dict)  # slug: admins' addresses
+    webhooks: dict[str, str] = field(default_factory=dict)  # slug: the organisation's own webhook
 
 
 def prometheus(settings: Settings) -> str:
@@ -85,7 +86,7 @@ def alertmanager(settings: Settings, recipients: Recipients, smarthost: Smarthos
     """Routes: every alert to the operators, and those with an organisation label to its admins too."""
     receivers: list[dict[str, Any]] = []
 
-    def receiver(name: str, addresses: list[str]) -> None:
+    def receiver(name: str, addresses: list[str], webhook: str) -> None:
         entry: dict[str, Any] = {"name": name}
         if addresses and smarthost is not None:
             mail: dict[str, Any] = {"to": ", ".join(sorted(set(addresses))), "send_resolved": True,
@@ -96,18 +97,18 @@ def alertmanager(settings: Settings, recipients: Recipients, smarthost: Smarthos
                 mail["auth_username"] = smarthost.username
                 mail["auth_password_file"] = SMTP_PASSWORD
             entry["email_configs"] = [mail]
-        if settings.alert_webhook_url:
-            entry["webhook_configs"] = [{"url": settings.alert_webhook_url, "send_resolved": True}]
+        if webhook:
+            entry["webhook_configs"] = [{"url": webhook, "send_resolved": True}]
         receivers.append(entry)
 
-    receiver("operators", recipients.operators)
+    receiver("operators", recipients.operators, settings.alert_webhook_url)
     routes: list[dict[str, Any]] = [{"receiver": "operators", "continue": True}]
-    for slug, addresses in sorted(recipients.organisations.items()):
-        if not addresses or smarthost is None:
+    for slug in sorted(set(recipients.organisations) | set(recipients.webhooks)):
+        addresses = recipients.organisations.get(slug, []) if smarthost is not None else []
+        webhook = recipients.webhooks.get(slug, "")
+        if not addresses and not webhook:
             continue
-        receiver(f"org-{slug}", addresses)
-        # the webhook hears each alert once, through the operators' receiver
-        receivers[-1].pop("webhook_configs", None)
+        receiver(f"org-{slug}", addresses, webhook)
         routes.append({"receiver": f"org-{slug}", "matchers": [f'organisation="{slug}"'], "continue": True})
     config = {
         "route": {"receiver": "operators", "group_by": ["alertname", "instance"],

@@ -48,7 +48,7 @@ def test_database_reachable_only_from_its_own_instance(plane: Plane, pair: tuple
     # only the web service joins its instance's edge network; no instance joins the shared one
     networks = set(db_b.attrs["NetworkSettings"]["Networks"])
     assert networks == {f"{PREFIX}-{b}_internal"}
-    # (and its own mail network, which only it and the mail relay join: tests/integration/test_mail.py)
+    # (and its own mail network, which only it and the mail relay join: tests/integration/test_mail_demo.py)
     assert set(web_a.attrs["NetworkSettings"]["Networks"]) == {f"{PREFIX}-{a}_internal", f"{PREFIX}-{a}_edge",
                                                                f"{PREFIX}-{a}_mail"}
 

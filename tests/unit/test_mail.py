@@ -1,5 +1,5 @@
 """The mail relay: its configuration from the settings, the instances' credentials and the relay's service
-(fake engine); the real postfix is in tests/integration/test_mail.py."""
+(fake engine); the real postfix is in tests/integration/test_mail_demo.py."""
 
 from __future__ import annotations
 
