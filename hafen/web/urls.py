@@ -56,6 +56,7 @@ urlpatterns = [
     path("orgs/<slug:slug>", organisations.detail, name="organisation"),
     path("orgs/<slug:slug>/labels", organisations.label, name="organisation-labels"),
     path("orgs/<slug:slug>/window", organisations.window, name="organisation-window"),
+    path("orgs/<slug:slug>/webhook", organisations.webhook, name="organisation-webhook"),
     path("orgs/<slug:slug>/members", organisations.add_member, name="organisation-member-add"),
     path("orgs/<slug:slug>/members/<str:username>", organisations.change_member, name="organisation-member-change"),
     path("orgs/<slug:slug>/members/<str:username>/remove", organisations.remove_member,

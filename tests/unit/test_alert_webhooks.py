@@ -75,3 +75,24 @@ def test_the_cli_sets_and_clears_the_webhook_with_one_line_for_bad_input(capsys,
     code, out, err = hafen(capsys, monkeypatch, "org", "webhook", "acme", "--off")
     assert (code, out) == (0, "acme: alert webhook none\n"), err
     assert Organisation.objects.get(slug="acme").alert_webhook == ""
+
+
+def test_the_organisation_page_sets_and_removes_the_webhook_for_its_admins_only(people):
+    from tests.unit.test_web_backups import client_for, messages_of, page
+
+    admin = client_for(people, "admin")
+    text = page(admin.get("/orgs/acme"))
+    assert "<h2>Alert webhook</h2>" in text and 'action="/orgs/acme/webhook"' in text
+    response = admin.post("/orgs/acme/webhook", {"url": "gopher://x"}, follow=True)
+    assert any("http:// or https://" in m for m in messages_of(response))
+    response = admin.post("/orgs/acme/webhook", {"url": HOOK}, follow=True)
+    assert "Alert webhook of acme set." in messages_of(response)
+    assert "<code>https://hooks.example.com/…</code>" in page(response) and "s3cret" not in page(response)
+    member = page(client_for(people, "member").get("/orgs/acme"))
+    assert "hooks.example.com/…" in member and 'action="/orgs/acme/webhook"' not in member
+    assert client_for(people, "member").post("/orgs/acme/webhook", {"off": ""}).status_code in (302, 403)
+    assert Organisation.objects.get(slug="acme").alert_webhook != ""
+    assert client_for(people, "outsider").post("/orgs/acme/webhook", {"off": ""}).status_code == 404
+    response = admin.post("/orgs/acme/webhook", {"off": ""}, follow=True)
+    assert "Alert webhook of acme removed." in messages_of(response)
+    assert Organisation.objects.get(slug="acme").alert_webhook == ""

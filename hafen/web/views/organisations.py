@@ -49,6 +49,7 @@ def detail(request: HttpRequest, slug: str) -> HttpResponse:
         "may_label": who.is_operator,
         "window": rollouts.describe_window(organisation),
         "may_window": Action.UPDATE in policy.actions(who, organisation.id),
+        "webhook": access.webhook_display(access.alert_webhook(organisation)),
     })
 
 
@@ -88,6 +89,22 @@ def window(request: HttpRequest, slug: str) -> HttpResponse:
         messages.success(request, f"Update window of {slug} set.")
     else:
         messages.success(request, f"{slug}: rollouts update its instances at any time.")
+    return redirect("organisation", slug)
+
+
+@require_POST
+@ui_view
+def webhook(request: HttpRequest, slug: str) -> HttpResponse:
+    """Operators and the organisation's admins: where the alerts about its instances are posted too."""
+    url = "" if "off" in request.POST else request.POST.get("url", "").strip()
+    if not url and "off" not in request.POST:
+        access.get_organisation(actor(request), slug)
+        return refused(request, InvalidInput("give the webhook's URL (http:// or https://)"), "organisation", slug)
+    try:
+        access.set_alert_webhook(actor(request), slug, url)
+    except HafenError as exc:
+        return refused(request, exc, "organisation", slug)
+    messages.success(request, f"Alert webhook of {slug} {'set' if url else 'removed'}.")
     return redirect("organisation", slug)
 
 
