@@ -82,6 +82,9 @@ class Plane:
             "HAFEN_HTTPS_PORT": str(ports[1]),
             "HAFEN_WEB_PORT": str(ports[2]),
             "HAFEN_LOG_PORT": str(LOG_PORT + ports[2] - WEB_PORT),
+            # Prometheus and Alertmanager run in their own plane (tests/integration/test_metrics_demo.py): said
+            # here, as the unit tier's conftest (loaded in the same run) turns them off in os.environ
+            "HAFEN_METRICS": "false",
             "HAFEN_BACKUP_REPOSITORY": BACKUP_REPOSITORY,
             "HAFEN_BACKUP_RETRIES": "1",
             # one node: no registry (the multinode tier has one, see tests/multinode/conftest.py)

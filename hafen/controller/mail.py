@@ -67,6 +67,7 @@ def spec(settings: Settings, obs: Observation, instances: list[str], config_secr
         networks=networks,
         constraints=[f"node.id == {obs.local_node}"] if obs.local_node else ["node.role == manager"],
         memory_bytes=MEMORY,
+        exclusive=True,  # two postfix masters cannot share the queue: a new task would wait for the lock forever
     )
 
 

@@ -87,6 +87,9 @@ class ServiceSpec:
     force_update: int = 0
     # one task on every node the constraints allow (the registry's mirrors), not `replicas`
     global_mode: bool = False
+    # at most one task at a time (its volume takes one writer only, as a mail queue): an update stops the
+    # old task before it starts the new one
+    exclusive: bool = False
     # None: the engine's default for the installation (its log collector); kept out of the digests, the
     # engine compares it on its own label (LABEL_LOG), so that switching the collector on rolls every
     # service over once without every caller's digest comparison seeing a change
@@ -97,8 +100,9 @@ class ServiceSpec:
         does not change the digest of every existing service (and roll them all over)."""
         data = asdict(self)
         del data["log_driver"]
-        if not data["global_mode"]:
-            del data["global_mode"]
+        for flag in ("global_mode", "exclusive"):
+            if not data[flag]:
+                del data[flag]
         for port in data["ports"]:
             if port["protocol"] == "tcp":
                 del port["protocol"]

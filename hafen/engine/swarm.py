@@ -449,7 +449,8 @@ class SwarmEngine(Engine):
             "restart_policy": dt.RestartPolicy(condition="none" if spec.job else "any", delay=1_000_000_000),
             "update_config": None
             if spec.job
-            else dt.UpdateConfig(parallelism=1, delay=0, order="start-first" if not spec.ports else "stop-first",
+            else dt.UpdateConfig(parallelism=1, delay=0,
+                                 order="stop-first" if spec.ports or spec.exclusive else "start-first",
                                  failure_action="rollback", monitor=5_000_000_000),
             "rollback_config": None if spec.job else dt.RollbackConfig(parallelism=1, order="stop-first"),
             "stop_grace_period": 10_000_000_000,

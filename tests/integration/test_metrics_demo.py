@@ -82,6 +82,7 @@ def mailbox() -> Iterator[Mailbox]:
 def mplane(mailbox: Mailbox) -> Iterator[Plane]:
     data_dir = Path(tempfile.mkdtemp(prefix="hafen-metrics-test-"))
     p = Plane(data_dir, prefix=MPREFIX, ports=PORTS, env={
+        "HAFEN_METRICS": "true",
         "HAFEN_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}?tls=none",
         "HAFEN_MAIL_FROM": "alerts@hafen.test",
         "HAFEN_SCRAPE_INTERVAL": "2s",

@@ -153,6 +153,7 @@ def test_an_instances_web_reaches_the_relay_on_its_own_network_with_its_own_cred
     assert networks == {"unit-mail-out": (), "unit-aaa_mail": ("mail",), "unit-bbb_mail": ("mail",)}
     assert engine.networks["unit-aaa_mail"].internal and not engine.networks["unit-mail-out"].internal
     assert relay_spec.memory_bytes and relay_spec.constraints == ["node.id == node1"]
+    assert relay_spec.exclusive  # one postfix on the queue at a time: an update stops the old one first
     password = crypto.decrypt(InstanceSecret.objects.get(instance__name="aaa", name="smtp_password").ciphertext)
     conf = _relay_conf(engine)
     assert "aaa:{SHA512}" in conf["users"] and password not in str(conf) and password not in str(relay_spec)
