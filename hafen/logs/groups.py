@@ -3,7 +3,8 @@
 A signature is the exception's type with its frames (file and function, no line numbers) and its message
 with numbers, ids, addresses and quoted values taken out; an error line outside a traceback is its
 message so normalised. Two occurrences of the same fault in one instance so share a group, whose count
-grows; a new group is a new kind of error (the alerts raise one for it: unnotified, mark_notified).
+grows; a new group is a new kind of error (the metrics export each instance's count of kinds, and the
+NewErrorKind rule alerts when it grows).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F
 from django.utils import timezone
 
 from hafen.logs.models import ErrorGroup
@@ -97,20 +98,6 @@ def _when(ts: float) -> datetime:
 
 
 # -- what the alerts and the metrics read ---------------------------------------------------------------
-
-
-def new_kinds(since: datetime) -> QuerySet[ErrorGroup]:
-    """The kinds of error first seen since `since`, across the fleet."""
-    return ErrorGroup.objects.filter(first_seen__gte=since).order_by("-first_seen")
-
-
-def unnotified() -> QuerySet[ErrorGroup]:
-    """The new kinds of error the alerts have not been told of yet (oldest first)."""
-    return ErrorGroup.objects.filter(notified_at__isnull=True).order_by("first_seen", "id")
-
-
-def mark_notified(ids: Iterable[int]) -> int:
-    return ErrorGroup.objects.filter(id__in=list(ids), notified_at__isnull=True).update(notified_at=timezone.now())
 
 
 def kinds_per_instance() -> list[tuple[str, str, int]]:

@@ -18,8 +18,6 @@ class ErrorGroup(models.Model):
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     count = models.PositiveBigIntegerField(default=1)
-    # when the alerts were told of this new kind (None: not yet)
-    notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["instance", "signature"], name="error_group_unique")]

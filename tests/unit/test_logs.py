@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
-from django.utils import timezone
 
 from hafen.controller.logs import OWN_LOGGING, specs
 from hafen.engine.base import LogDriver, PublishedPort, ServiceSpec, log_tag
@@ -141,10 +139,6 @@ def test_groups_count_and_what_alerts_and_metrics_read(store):
     assert groups.record([groups.occurrence(_traceback(3, instance="cat"), "globex")]) == 1
     ant = ErrorGroup.objects.get(instance="ant")
     assert ant.count == 3 and ant.last_seen > ant.first_seen and "KeyError" in ant.sample
-    assert {g.instance for g in groups.new_kinds(timezone.now() - timedelta(hours=1))} == {"ant", "cat"}
-    assert [g.instance for g in groups.unnotified()] == ["ant", "cat"]
-    assert groups.mark_notified([ant.id]) == 1
-    assert [g.instance for g in groups.unnotified()] == ["cat"]
     assert groups.kinds_per_instance() == [("ant", "acme", 1), ("cat", "globex", 1)]
 
 

@@ -25,7 +25,6 @@ class Migration(migrations.Migration):
                 ('first_seen', models.DateTimeField()),
                 ('last_seen', models.DateTimeField()),
                 ('count', models.PositiveBigIntegerField(default=1)),
-                ('notified_at', models.DateTimeField(blank=True, null=True)),
             ],
             options={
                 'indexes': [models.Index(fields=['last_seen'], name='logs_errorg_last_se_ce01e6_idx'), models.Index(fields=['first_seen'], name='logs_errorg_first_s_9829ad_idx')],
