@@ -96,7 +96,8 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     assert login(plane, domain, password) is None
     assert login(plane, domain, new_password) is not None
     assert plane.json("credentials", name)["password"] == new_password
-    assert len(plane.labelled(name)["secrets"]) == 2  # db_password and the newest admin_password
+    # db_password, the newest admin_password and the relay's login (smtp_password)
+    assert len(plane.labelled(name)["secrets"]) == 3
 
     # logs of a service
     logs = plane.hafen("logs", name, "--service", "setup").stdout
@@ -111,7 +112,7 @@ def test_lifecycle(plane: Plane, instance_name: str) -> None:
     left = plane.labelled(name)
     assert left["services"] == set()
     assert left["volumes"] == {f"{PREFIX}-{name}_db", f"{PREFIX}-{name}_media"}
-    assert len(left["secrets"]) == 2
+    assert len(left["secrets"]) == 3
     assert plane.json("show", name)["state"] == "deleted"
     start_and_find_note(plane, name, new_password)
 
